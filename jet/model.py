@@ -1,0 +1,181 @@
+"""Circuit definitions: the data that describes an app, independent of YAML.
+
+A definition is plain, frozen data.  It travels to a container as a
+msgpack map (see :func:`circuit_to_wire` / :func:`circuit_from_wire`), so a
+container learns *what* to build, never code: gadget types are names that
+the container resolves against its own allow list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+
+Container = Literal["pack", "node", "web"]
+CONTAINERS: tuple[Container, ...] = ("pack", "node", "web")
+
+
+@attrs.frozen
+class PortRef:
+    """``gadget.port`` inside a circuit; ``circuit`` is set for app-level wires."""
+
+    gadget: str
+    port: str
+    circuit: str | None = None
+
+    def __str__(self) -> str:
+        head = f"{self.circuit}." if self.circuit else ""
+        return f"{head}{self.gadget}.{self.port}"
+
+    def local(self) -> PortRef:
+        return PortRef(self.gadget, self.port)
+
+
+@attrs.frozen
+class GadgetDef:
+    """One gadget of a circuit.
+
+    ``type`` names a Python gadget class (pack), a web gadget (web), or a
+    sub-circuit definition (hierarchical circuits); it is None for firmware
+    gadgets of a node, whose ports are declared in ``inputs``/``outputs``.
+    ``number`` is the node gadget number (0..1023); ``line`` the YAML line.
+    """
+
+    name: str
+    type: str | None = None
+    params: Mapping[str, Any] = attrs.field(factory=dict)
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    number: int | None = None
+    line: int | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen
+class WireDef:
+    """output -> input.  ``qos`` applies when the wire crosses MQTT."""
+
+    src: PortRef
+    dst: PortRef
+    qos: int = 1
+    line: int | None = attrs.field(default=None, eq=False)
+
+    def __str__(self) -> str:
+        return f"{self.src} -> {self.dst}"
+
+
+@attrs.frozen
+class CircuitDef:
+    """A circuit: gadgets plus the wires between them.
+
+    Used both for running circuits (``container`` says where) and for
+    sub-circuit definitions, whose ``exports_in``/``exports_out`` map the
+    composite gadget's port names to inner ports.
+    """
+
+    name: str
+    container: Container = "pack"
+    gadgets: tuple[GadgetDef, ...] = ()
+    wires: tuple[WireDef, ...] = ()
+    node: int | None = None
+    pack: str | None = None
+    exports_in: Mapping[str, PortRef] = attrs.field(factory=dict)
+    exports_out: Mapping[str, PortRef] = attrs.field(factory=dict)
+    subcircuits: Mapping[str, CircuitDef] = attrs.field(factory=dict)
+    line: int | None = attrs.field(default=None, eq=False)
+
+    def gadget(self, name: str) -> GadgetDef | None:
+        return next((g for g in self.gadgets if g.name == name), None)
+
+
+@attrs.frozen
+class AppDef:
+    """An app file: circuits loaded in order, and the wires between them."""
+
+    name: str
+    circuits: tuple[CircuitDef, ...] = ()
+    wires: tuple[WireDef, ...] = ()
+    source: str = "<memory>"
+
+    def circuit(self, name: str) -> CircuitDef | None:
+        return next((c for c in self.circuits if c.name == name), None)
+
+
+# --- wire format (msgpack-able dicts) ------------------------------------------
+
+
+def _port_to_wire(ref: PortRef) -> str:
+    return str(ref)
+
+
+def _port_from_wire(text: str) -> PortRef:
+    parts = text.split(".")
+    if len(parts) == 2:
+        return PortRef(parts[0], parts[1])
+    if len(parts) == 3:
+        return PortRef(parts[1], parts[2], parts[0])
+    raise ValueError(f"bad port reference {text!r}: expected gadget.port")
+
+
+def wire_to_wire(w: WireDef) -> dict[str, Any]:
+    return {"from": _port_to_wire(w.src), "to": _port_to_wire(w.dst), "qos": w.qos}
+
+
+def wire_from_wire(d: Mapping[str, Any]) -> WireDef:
+    return WireDef(_port_from_wire(d["from"]), _port_from_wire(d["to"]), int(d.get("qos", 1)))
+
+
+def circuit_to_wire(c: CircuitDef) -> dict[str, Any]:
+    """A msgpack-able map describing ``c`` (line numbers are not sent)."""
+    return {
+        "name": c.name,
+        "container": c.container,
+        "node": c.node,
+        "pack": c.pack,
+        "gadgets": [
+            {
+                "name": g.name,
+                "type": g.type,
+                "params": dict(g.params),
+                "inputs": list(g.inputs),
+                "outputs": list(g.outputs),
+                "number": g.number,
+            }
+            for g in c.gadgets
+        ],
+        "wires": [wire_to_wire(w) for w in c.wires],
+        "exports_in": {k: str(v) for k, v in c.exports_in.items()},
+        "exports_out": {k: str(v) for k, v in c.exports_out.items()},
+        "subcircuits": {k: circuit_to_wire(v) for k, v in c.subcircuits.items()},
+    }
+
+
+def circuit_from_wire(d: Mapping[str, Any]) -> CircuitDef:
+    """Inverse of :func:`circuit_to_wire`; raises KeyError/ValueError/TypeError on bad data."""
+    container = d.get("container", "pack")
+    if container not in CONTAINERS:
+        raise ValueError(f"unknown container {container!r}")
+    return CircuitDef(
+        name=str(d["name"]),
+        container=container,
+        node=d.get("node"),
+        pack=d.get("pack"),
+        gadgets=tuple(
+            GadgetDef(
+                name=str(g["name"]),
+                type=g.get("type"),
+                params=dict(g.get("params") or {}),
+                inputs=tuple(g.get("inputs") or ()),
+                outputs=tuple(g.get("outputs") or ()),
+                number=g.get("number"),
+            )
+            for g in d.get("gadgets") or ()
+        ),
+        wires=tuple(wire_from_wire(w) for w in d.get("wires") or ()),
+        exports_in={k: _port_from_wire(v) for k, v in (d.get("exports_in") or {}).items()},
+        exports_out={k: _port_from_wire(v) for k, v in (d.get("exports_out") or {}).items()},
+        subcircuits={
+            k: circuit_from_wire(v) for k, v in (d.get("subcircuits") or {}).items()
+        },
+    )

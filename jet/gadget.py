@@ -30,8 +30,8 @@ __all__ = [
     "GadgetError",
     "PortSpec",
     "function_gadget",
-    "instantiate",
     "input_names",
+    "instantiate",
     "output_names",
     "port_types",
 ]

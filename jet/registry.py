@@ -57,7 +57,9 @@ class Registry:
             ) from exc
         found = getattr(module, attr, None)
         if found is None:
-            raise UnknownGadgetType(f"unknown gadget type {type_name!r}: {module_name} has no {attr}")
+            raise UnknownGadgetType(
+                f"unknown gadget type {type_name!r}: {module_name} has no {attr}"
+            )
         return self._check(type_name, found)
 
     @staticmethod

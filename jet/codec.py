@@ -1,0 +1,31 @@
+"""Message payloads: every value on a wire is sent as its msgpack encoding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+#: Payloads above this size are refused on decode (a broken or hostile peer
+#: must not make a container allocate without bound).  MQTT itself allows 256 MB.
+MAX_PAYLOAD = 1 << 20
+
+
+class PayloadError(ValueError):
+    """A payload is not valid msgpack, or too large."""
+
+
+def encode(value: Any) -> bytes:
+    try:
+        return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise PayloadError(f"cannot encode {type(value).__name__} as msgpack: {exc}") from exc
+
+
+def decode(payload: bytes | bytearray) -> Any:
+    if len(payload) > MAX_PAYLOAD:
+        raise PayloadError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    try:
+        return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise PayloadError(f"not msgpack ({len(payload)} bytes): {exc}") from exc

@@ -1,0 +1,316 @@
+"""One MQTT connection shared by everything in a process, kept alive for it.
+
+:class:`Link` wraps an ``aiomqtt.Client`` with what a container needs and
+aiomqtt leaves to its users: reconnect with backoff, a persistent session
+re-established after every reconnect, subscriptions counted per topic (two
+circuits wired to the same output share one MQTT subscription), dispatch of
+each message to every handler whose filter matches, and a bounded outbox so
+that gadgets can publish from synchronous code without waiting on the
+network.  Nothing is dropped silently: a full outbox counts what it refuses.
+
+    async with Link(broker.parse(url), "jet-pack-default") as link:
+        sub = await link.subscribe("pack/a/g/0", 1, handler)
+        link.publish_nowait("pack/b/g/0", payload, qos=1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Self
+
+import aiomqtt
+import attrs
+
+from .broker import Broker
+
+log = logging.getLogger("jet.mqtt")
+
+#: ``handler(topic, payload)``, called on the event loop for every matching message.
+Handler = Callable[[str, bytes], None]
+
+OUTBOX_LIMIT = 100_000
+PUBLISH_WINDOW = 256  # QoS>0 publishes in flight at once (pipelined, order kept)
+BACKOFF_START = 0.1
+BACKOFF_MAX = 5.0
+
+
+class LinkClosed(RuntimeError):
+    """The link was closed while an operation waited on it."""
+
+
+@attrs.define(eq=False)
+class Subscription:
+    """One handler's interest in one topic filter; give it back to unsubscribe."""
+
+    topic: str
+    qos: int
+    handler: Handler
+
+
+@attrs.define
+class LinkStats:
+    received: int = 0
+    published: int = 0
+    outbox_dropped: int = 0
+    handler_errors: int = 0
+    reconnects: int = 0
+
+
+@attrs.frozen
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+def is_filter(topic: str) -> bool:
+    return "+" in topic or "#" in topic
+
+
+class Link:
+    def __init__(
+        self,
+        broker: Broker,
+        client_id: str,
+        *,
+        will: Will | None = None,
+        clean_session: bool = False,
+        keepalive: int = 10,
+        on_connect: Callable[[], Awaitable[None]] | None = None,
+        connect_timeout: float | None = 10.0,
+    ) -> None:
+        self.broker = broker
+        self.client_id = client_id
+        self.stats = LinkStats()
+        self._on_connect = on_connect
+        self._connect_timeout = connect_timeout
+        self._client = aiomqtt.Client(
+            **broker.client_kwargs(),
+            identifier=client_id,
+            clean_session=clean_session,
+            keepalive=keepalive,
+            will=aiomqtt.Will(will.topic, will.payload, will.qos, will.retain) if will else None,
+            timeout=30,
+        )
+        self._exact: dict[str, list[Subscription]] = {}
+        self._filters: dict[str, list[Subscription]] = {}
+        self._outbox: collections.deque[tuple[str, bytes, int, bool]] = collections.deque()
+        self._outbox_ready = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._closing = False
+        self._window = asyncio.Semaphore(PUBLISH_WINDOW)
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending: set[asyncio.Task[None]] = set()  # keeps publish tasks referenced
+        self._last_error = "not connected yet"
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._tasks = [
+            asyncio.create_task(self._maintain(), name=f"mqtt-{self.client_id}"),
+            asyncio.create_task(self._drain_outbox(), name=f"mqtt-out-{self.client_id}"),
+        ]
+        if self._connect_timeout is not None:
+            try:
+                await asyncio.wait_for(self._connected.wait(), self._connect_timeout)
+            except TimeoutError:
+                await self.close()
+                raise ConnectionError(
+                    f"cannot reach MQTT broker {self.broker.url}: {self._last_error}"
+                ) from None
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self, flush_timeout: float = 2.0) -> None:
+        """Send what is queued (bounded wait), then disconnect cleanly (no will)."""
+        if self._closing:
+            return
+        if self._connected.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.flush(), flush_timeout)
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await task
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    async def _maintain(self) -> None:
+        """Connect, (re)subscribe, dispatch; on loss, back off and do it again."""
+        backoff = BACKOFF_START
+        first = True
+        while True:
+            try:
+                async with self._client:
+                    if not first:
+                        self.stats.reconnects += 1
+                        log.info("reconnected to %s", self.broker.url)
+                    first = False
+                    backoff = BACKOFF_START
+                    await self._resubscribe()
+                    if self._on_connect is not None:
+                        await self._on_connect()
+                    self._connected.set()
+                    self._outbox_ready.set()
+                    async for message in self._client.messages:
+                        self._dispatch(message)
+            except aiomqtt.MqttError as exc:
+                self._last_error = str(exc)
+                if self._connected.is_set():
+                    log.warning("lost MQTT broker %s: %s", self.broker.url, exc)
+                self._connected.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _resubscribe(self) -> None:
+        # A persistent session usually still has them, but a broker that
+        # restarted without persistence does not: subscribing again is idempotent.
+        topics = {**self._exact, **self._filters}
+        for topic, subs in topics.items():
+            await self._client.subscribe(topic, qos=max(s.qos for s in subs))
+
+    # -- subscriptions -----------------------------------------------------------
+
+    async def subscribe(self, topic: str, qos: int, handler: Handler) -> Subscription:
+        """Deliver messages on ``topic`` (a filter may use + and #) to ``handler``.
+
+        Returns once the broker has acknowledged the subscription, or at once
+        while disconnected (the subscription is made on reconnect).
+        """
+        sub = Subscription(topic, qos, handler)
+        table = self._filters if is_filter(topic) else self._exact
+        existing = table.setdefault(topic, [])
+        raise_qos = not existing or qos > max(s.qos for s in existing)
+        existing.append(sub)
+        if raise_qos and self._connected.is_set():
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._client.subscribe(topic, qos=qos)
+        return sub
+
+    async def unsubscribe(self, sub: Subscription) -> None:
+        table = self._filters if is_filter(sub.topic) else self._exact
+        subs = table.get(sub.topic, [])
+        if sub in subs:
+            subs.remove(sub)
+        if not subs and sub.topic in table:
+            del table[sub.topic]
+            if self._connected.is_set():
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await self._client.unsubscribe(sub.topic)
+
+    def subscribed_topics(self) -> set[str]:
+        return set(self._exact) | set(self._filters)
+
+    def _dispatch(self, message: aiomqtt.Message) -> None:
+        self.stats.received += 1
+        topic = message.topic.value
+        payload = message.payload
+        if not isinstance(payload, bytes | bytearray):
+            payload = b"" if payload is None else str(payload).encode()
+        subs = list(self._exact.get(topic, ()))
+        for pattern, filtered in self._filters.items():
+            if message.topic.matches(pattern):
+                subs.extend(filtered)
+        for sub in subs:
+            try:
+                sub.handler(topic, bytes(payload))
+            except Exception:
+                # One bad handler must not stop delivery to the others.
+                self.stats.handler_errors += 1
+                log.exception("handler for %s failed on a message", topic)
+
+    # -- publishing ----------------------------------------------------------------
+
+    def publish_nowait(
+        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
+    ) -> bool:
+        """Queue a message for sending; False (and counted) when the outbox is full."""
+        if len(self._outbox) >= OUTBOX_LIMIT:
+            self.stats.outbox_dropped += 1
+            if self.stats.outbox_dropped == 1 or self.stats.outbox_dropped % 1000 == 0:
+                log.warning(
+                    "outbox full (%d): %d messages refused so far",
+                    OUTBOX_LIMIT,
+                    self.stats.outbox_dropped,
+                )
+            return False
+        self._outbox.append((topic, payload, qos, retain))
+        self._idle.clear()
+        self._outbox_ready.set()
+        return True
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Queue a message and wait until everything queued before it has been handed over."""
+        if not self.publish_nowait(topic, payload, qos, retain):
+            raise OverflowError("MQTT outbox full")
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Wait until the outbox is empty and every QoS>0 publish is acknowledged."""
+        await self._idle.wait()
+
+    def _check_idle(self) -> None:
+        if not self._outbox and self._inflight == 0:
+            self._idle.set()
+
+    async def _drain_outbox(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while self._outbox and self._connected.is_set():
+                topic, payload, qos, retain = self._outbox[0]
+                if qos == 0:
+                    try:
+                        await self._client.publish(topic, payload, qos=0, retain=retain)
+                    except aiomqtt.MqttError:
+                        break  # reconnect loop will set _outbox_ready again
+                    self._outbox.popleft()
+                    self.stats.published += 1
+                    self._check_idle()
+                    continue
+                await self._window.acquire()
+                self._outbox.popleft()
+                self._inflight += 1
+                self._pending.add(
+                    asyncio.create_task(self._publish_acked(topic, payload, qos, retain))
+                )
+
+    async def _publish_acked(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        try:
+            await self._client.publish(topic, payload, qos=qos, retain=retain, timeout=math.inf)
+            self.stats.published += 1
+        except aiomqtt.MqttError:
+            # Not acknowledged: send it again after reconnect.  QoS 1 is at
+            # least once, so a duplicate is allowed and a loss is not.
+            self._outbox.appendleft((topic, payload, qos, retain))
+        finally:
+            self._inflight -= 1
+            self._window.release()
+            self._check_idle()
+            task = asyncio.current_task()
+            if task is not None:
+                self._pending.discard(task)

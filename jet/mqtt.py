@@ -105,6 +105,7 @@ class Link:
         self._outbox_ready = asyncio.Event()
         self._connected = asyncio.Event()
         self._closing = False
+        self._live = False
         self._window = asyncio.Semaphore(PUBLISH_WINDOW)
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -120,7 +121,9 @@ class Link:
             asyncio.create_task(self._maintain(), name=f"mqtt-{self.client_id}"),
             asyncio.create_task(self._drain_outbox(), name=f"mqtt-out-{self.client_id}"),
         ]
-        if self._connect_timeout is not None:
+        if self._connect_timeout is None:
+            await self._connected.wait()  # a daemon waits for its broker as long as it takes
+        else:
             try:
                 await asyncio.wait_for(self._connected.wait(), self._connect_timeout)
             except TimeoutError:
@@ -171,6 +174,9 @@ class Link:
                         log.info("reconnected to %s", self.broker.url)
                     first = False
                     backoff = BACKOFF_START
+                    # From here on a new subscribe() goes straight to the broker;
+                    # set before resubscribing so none falls between the two.
+                    self._live = True
                     await self._resubscribe()
                     if self._on_connect is not None:
                         await self._on_connect()
@@ -179,9 +185,12 @@ class Link:
                     async for message in self._client.messages:
                         self._dispatch(message)
             except aiomqtt.MqttError as exc:
+                self._live = False
                 self._last_error = str(exc)
                 if self._connected.is_set():
                     log.warning("lost MQTT broker %s: %s", self.broker.url, exc)
+                elif backoff == BACKOFF_START:
+                    log.warning("cannot reach MQTT broker %s: %s (retrying)", self.broker.url, exc)
                 self._connected.clear()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
@@ -206,7 +215,7 @@ class Link:
         existing = table.setdefault(topic, [])
         raise_qos = not existing or qos > max(s.qos for s in existing)
         existing.append(sub)
-        if raise_qos and self._connected.is_set():
+        if raise_qos and self._live:
             with contextlib.suppress(aiomqtt.MqttError):
                 await self._client.subscribe(topic, qos=qos)
         return sub
@@ -218,7 +227,7 @@ class Link:
             subs.remove(sub)
         if not subs and sub.topic in table:
             del table[sub.topic]
-            if self._connected.is_set():
+            if self._live:
                 with contextlib.suppress(aiomqtt.MqttError):
                     await self._client.unsubscribe(sub.topic)
 

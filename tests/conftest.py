@@ -43,6 +43,7 @@ class Mosquitto:
             "allow_anonymous true\n"
             "persistence false\n"
             "max_queued_messages 100000\n"
+            "sys_interval 1\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()

@@ -1,0 +1,378 @@
+"""The `jet` command.  Every failure ends in one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import __version__, broker, codec, topics
+from .check import check_app
+from .client import CommandFailed, NoReply, Session
+from .loader import Loader, LoadError
+from .model import AppDef, circuit_from_wire
+from .ports import ports_of
+from .registry import Registry
+from .yamlfile import CircuitFileError, load_app
+
+log = logging.getLogger("jet.cli")
+
+
+class CliError(Exception):
+    """Ends the command with this one-line message."""
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    return Registry.allowing(getattr(args, "allow", None) or ())
+
+
+def _app(args: argparse.Namespace) -> AppDef:
+    return load_app(args.file)
+
+
+def _session(args: argparse.Namespace) -> Session:
+    return Session(broker.parse(args.broker), timeout=args.timeout)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    app = _app(args)
+    problems = check_app(app, _registry(args))
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return 1
+    gadgets = sum(len(c.gadgets) for c in app.circuits)
+    wires = len(app.wires) + sum(len(c.wires) for c in app.circuits)
+    print(f"{args.file}: ok ({len(app.circuits)} circuits, {gadgets} gadgets, {wires} wires)")
+    return 0
+
+
+async def _with_loader(args: argparse.Namespace, action: Callable[[Loader], Any]) -> int:
+    async with _session(args) as session:
+        loader = Loader(session, _registry(args), pack=args.pack, hub=args.hub, progress=print)
+        await action(loader)
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    app = _app(args)
+    return asyncio.run(_with_loader(args, lambda loader: loader.load(app)))
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    app = _app(args)
+    return asyncio.run(_with_loader(args, lambda loader: loader.reload(app)))
+
+
+def cmd_unload(args: argparse.Namespace) -> int:
+    target: str = args.target
+    if target.endswith((".yaml", ".yml")) or Path(target).is_file():
+        app = load_app(target)
+        return asyncio.run(_with_loader(args, lambda loader: loader.unload_app(app)))
+    return asyncio.run(_with_loader(args, lambda loader: loader.unload_id(target)))
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    async def ls() -> int:
+        async with _session(args) as session:
+            containers = await session.retained(topics.ALL_CONTAINER_STATUS)
+            circuits = await session.retained(topics.ALL_CIRCUIT_STATUS)
+        print(f"{'CONTAINER':<24} {'STATE':<8} {'CIRCUITS':>8}  DETAIL")
+        for topic, status in sorted(containers.items()):
+            if not isinstance(status, dict):
+                continue
+            name = topic.removesuffix("/status")
+            count = len(status.get("circuits") or ())
+            detail = f"pid {status.get('pid', '?')}"
+            dropped = status.get("outbox_dropped")
+            if dropped:
+                detail += f", outbox dropped {dropped}"
+            print(f"{name:<24} {status.get('state', '?'):<8} {count:>8}  {detail}")
+        print()
+        header = f"{'CIRCUIT':<24} {'STATE':<8} {'APP':<12} {'IN/s':>8} {'OUT/s':>8}"
+        print(f"{header} {'DROPPED':>8} {'ERRORS':>7}  CONTAINER")
+        for topic, status in sorted(circuits.items()):
+            if not isinstance(status, dict):
+                continue
+            name = topic.removesuffix("/status")
+            rates = status.get("rates") or {}
+            counters = status.get("counters") or {}
+            state = status.get("state", "?")
+            container = str(status.get("container", ""))
+            if containers.get(f"{container}/status", {}).get("state") == "offline":
+                state = "offline"  # its container's will says it is gone
+            print(
+                f"{name:<24} {state:<8} {status.get('app', ''):<12}"
+                f" {rates.get('in', 0):>8} {rates.get('out', 0):>8}"
+                f" {counters.get('dropped', 0):>8} {counters.get('errors', 0):>7}  {container}"
+            )
+        return 0
+
+    return asyncio.run(ls())
+
+
+async def _resolve_port(session: Session, target: str, output: bool) -> tuple[str, str, str]:
+    """``circuit.gadget.port`` -> (conf topic, port as the circuit names it, output topic)."""
+    parts = target.split(".")
+    if len(parts) != 3:
+        raise CliError(f"{target!r}: expected circuit.gadget.port or a topic")
+    circuit_name, gadget_name, port = parts
+    statuses = await session.retained(topics.ALL_CIRCUIT_STATUS)
+    for topic, status in statuses.items():
+        if not isinstance(status, dict):
+            continue
+        kind, cid = topic.split("/")[:2]
+        definition = circuit_from_wire(status.get("definition") or {"name": cid})
+        if circuit_name not in (cid, definition.name):
+            continue
+        gadget = definition.gadget(gadget_name)
+        if gadget is None:
+            raise CliError(f"{circuit_name} has no gadget {gadget_name!r}")
+        ports = ports_of(gadget, definition, Registry.allowing(()))
+        names = ports.outputs if output else ports.inputs
+        if port not in names:
+            what = "output" if output else "input"
+            raise CliError(f"{circuit_name}.{gadget_name} has no {what} {port!r}")
+        gid: Any = gadget.name
+        if kind == "node":
+            gid = gadget.number if gadget.number is not None else definition.gadgets.index(gadget)
+        index = names.index(port)
+        named = f"{gid}.{index}" if kind == "node" else f"{gadget_name}.{port}"
+        return (
+            topics.circuit_conf(kind, cid),
+            named,
+            topics.output(kind, cid, gid, index),
+        )
+    raise CliError(f"no circuit {circuit_name!r} is loaded")
+
+
+def cmd_tap(args: argparse.Namespace) -> int:
+    async def tap() -> int:
+        async with _session(args) as session:
+            conf_topic = None
+            if "/" in args.target:
+                topic = args.target
+            else:
+                conf_topic, port, topic = await _resolve_port(session, args.target, output=True)
+            seen = 0
+            done = asyncio.Event()
+
+            def show(msg_topic: str, payload: bytes) -> None:
+                nonlocal seen
+                try:
+                    value: Any = codec.decode(payload)
+                except codec.PayloadError as exc:
+                    value = f"<{exc}>"
+                print(f"{time.strftime('%H:%M:%S')} {msg_topic} {value!r}", flush=True)
+                seen += 1
+                if args.count and seen >= args.count:
+                    done.set()
+
+            await session.link.subscribe(topic, 1, show)
+            ttl = 30.0
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + args.duration if args.duration else None
+            while not done.is_set():
+                if conf_topic and conf_topic.startswith("pack/"):
+                    # An internal output is published only while tapped; the
+                    # lease is renewed so a killed `jet tap` stops costing anything.
+                    await session.request(conf_topic, {"cmd": "tap", "output": port, "ttl": ttl})
+                wait = ttl / 2
+                if deadline is not None:
+                    wait = min(wait, deadline - loop.time())
+                    if wait <= 0:
+                        break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), wait)
+            if args.count and seen < args.count:
+                raise CliError(f"{topic}: {seen} of {args.count} messages within {args.duration}s")
+        return 0
+
+    return asyncio.run(tap())
+
+
+def cmd_inject(args: argparse.Namespace) -> int:
+    try:
+        value = yaml.safe_load(args.value)
+    except yaml.YAMLError as exc:
+        raise CliError(f"value {args.value!r} is not a YAML/JSON value: {exc}") from None
+
+    async def inject() -> int:
+        async with _session(args) as session:
+            conf_topic, port, _ = await _resolve_port(session, args.target, output=False)
+            await session.request(conf_topic, {"cmd": "inject", "input": port, "value": value})
+        print(f"injected {value!r} into {args.target}")
+        return 0
+
+    return asyncio.run(inject())
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from .graph import draw_app
+
+    app = _app(args)
+    try:
+        draw_app(app, Path(args.output))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from .pack import Pack
+
+    async def serve() -> int:
+        state = Path(args.state) if args.state else None
+        pack = Pack(broker.parse(args.broker), args.id, registry=_registry(args), state_file=state)
+        async with pack:
+            print(f"pack {args.id} on {pack.link.broker.url}", flush=True)
+            await pack.serve_forever()
+        return 0
+
+    return asyncio.run(serve())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run
+
+    app = _app(args)
+    problems = check_app(app, _registry(args))
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 1
+    asyncio.run(
+        run(
+            app,
+            duration=args.duration,
+            broker_url=args.broker,
+            registry=_registry(args),
+            simulate=args.simulate,
+            flavour=args.embedded,
+            progress=lambda line: print(line, flush=True),
+        )
+    )
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jet", description="JET dataflow circuits over MQTT")
+    parser.add_argument("--version", action="version", version=f"jet {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str,
+        func: Callable[[argparse.Namespace], int],
+        help_: str,
+        net: bool = True,
+        allow: bool = False,
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        if net:
+            p.add_argument(
+                "--broker", help=f"broker URL (default ${broker.ENV_VAR} or {broker.DEFAULT_URL})"
+            )
+            p.add_argument("--timeout", type=float, default=5.0, help="reply timeout, seconds")
+        if allow:
+            p.add_argument(
+                "--allow",
+                action="append",
+                metavar="MODULE",
+                help="also allow gadget types from this module (repeatable)",
+            )
+        return p
+
+    p = command(
+        "run", cmd_run, "run an app with an embedded broker (demo, development)", allow=True
+    )
+    p.add_argument("file")
+    p.add_argument("--for", dest="duration", type=float, help="stop after this many seconds")
+    p.add_argument("--simulate", action="store_true", help="run node circuits on simulated radios")
+    p.add_argument(
+        "--embedded",
+        choices=["auto", "mosquitto", "amqtt"],
+        default="auto",
+        help="embedded broker when --broker is not given",
+    )
+    p = command(
+        "check", cmd_check, "validate a circuit file without a broker", net=False, allow=True
+    )
+    p.add_argument("file")
+    for name, func, help_ in (
+        ("load", cmd_load, "load an app's circuits into running containers"),
+        ("reload", cmd_reload, "replace an app's circuits, keeping wires that stay"),
+    ):
+        p = command(name, func, help_, allow=True)
+        p.add_argument("file")
+        p.add_argument("--pack", default="default", help="pack for circuits that name none")
+        p.add_argument("--hub", default="hub", help="hub driver for node circuits")
+    p = command("unload", cmd_unload, "unload a circuit by id, or every circuit of an app file")
+    p.add_argument("target", metavar="ID|FILE")
+    p.add_argument("--pack", default="default")
+    p.add_argument("--hub", default="hub")
+    command("ls", cmd_ls, "list containers and circuits with status and message rates")
+    p = command("tap", cmd_tap, "print the messages on a topic or circuit.gadget.port")
+    p.add_argument("target", metavar="TOPIC|circuit.gadget.port")
+    p.add_argument("-n", "--count", type=int, default=0, help="exit after N messages")
+    p.add_argument("--for", dest="duration", type=float, help="exit after this many seconds")
+    p = command("inject", cmd_inject, "send a value into an input")
+    p.add_argument("target", metavar="circuit.gadget.port")
+    p.add_argument("value", help="a YAML/JSON value: 42, true, '\"text\"', [1, 2]")
+    p = command("graph", cmd_graph, "draw an app's circuit graph (SVG or PNG)", net=False)
+    p.add_argument("file")
+    p.add_argument("-o", "--output", required=True, help="out.svg or out.png")
+    p = command("pack", cmd_pack, "run a pack container daemon", allow=True)
+    p.add_argument("--id", default="default", help="pack id (topics jet/pack/<id>/...)")
+    p.add_argument("--state", help="file where loaded circuits persist across restarts")
+    with contextlib.suppress(ImportError):
+        from jet_rf12.cli import add_hub_parser, add_node_sim_parser
+
+        add_hub_parser(sub)
+        add_node_sim_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * args.verbose
+    if args.command == "run":
+        level = min(level, logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (
+        CliError,
+        CircuitFileError,
+        LoadError,
+        CommandFailed,
+        NoReply,
+        ConnectionError,
+        broker.BrokerUrlError,
+        OSError,
+    ) as exc:
+        print(f"jet {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Configuration commands: decoding and checking what arrives on a conf topic.
+
+A command is a msgpack map with ``cmd`` plus fields (docs/protocol.md).  A
+malformed one becomes a :class:`ConfError` whose message is one line naming
+the topic, so a container can log it, answer it, and carry on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from . import codec
+
+_ANY = object
+
+#: cmd -> {field: (type, required)}
+CIRCUIT_COMMANDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
+    "wire": {"input": (str, True), "topic": (str, True), "qos": (int, False)},
+    "unwire": {"input": (str, True), "topic": (str, False)},
+    "export": {"output": (str, True), "by": (str, True)},
+    "unexport": {"output": (str, True), "by": (str, True)},
+    "tap": {"output": (str, True), "ttl": ((int, float), False)},
+    "inject": {"input": (str, True), "value": (_ANY, True)},
+    "start": {},
+    "drain": {"timeout": ((int, float), False)},
+    "stop": {},
+    "reload": {"definition": (dict, True), "exports": (dict, False)},
+    "status": {},
+}
+
+CONTAINER_COMMANDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
+    "load": {
+        "definition": (dict, True),
+        "app": (str, False),
+        "start": (bool, False),
+        "exports": (dict, False),
+    },
+    "status": {},
+}
+
+
+class ConfError(ValueError):
+    """A conf message that cannot be obeyed; ``str()`` is one line naming the topic."""
+
+    def __init__(
+        self, topic: str, message: str, *, ident: Any = None, reply_to: str | None = None
+    ) -> None:
+        super().__init__(f"{topic}: {message}")
+        self.ident = ident
+        self.reply_to = reply_to
+
+
+@attrs.frozen
+class Command:
+    name: str
+    args: Mapping[str, Any]
+    ident: Any = None
+    reply_to: str | None = None
+
+
+def parse(
+    topic: str,
+    payload: bytes,
+    table: Mapping[str, Mapping[str, tuple[type | tuple[type, ...], bool]]],
+) -> Command:
+    """Decode and check one command against ``table``; raises ConfError."""
+    try:
+        data = codec.decode(payload)
+    except codec.PayloadError as exc:
+        raise ConfError(topic, f"bad conf message: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ConfError(topic, f"bad conf message: expected a map, got {type(data).__name__}")
+    ident = data.get("id")
+    reply_to = data.get("reply_to")
+    bad_reply = not isinstance(reply_to, str) or "+" in reply_to or "#" in reply_to
+    if reply_to is not None and bad_reply:
+        raise ConfError(topic, f"bad conf message: reply_to {reply_to!r} is not a topic")
+
+    def fail(message: str) -> ConfError:
+        return ConfError(topic, message, ident=ident, reply_to=reply_to)
+
+    name = data.get("cmd")
+    if not isinstance(name, str):
+        raise fail("bad conf message: no 'cmd' string")
+    fields = table.get(name)
+    if fields is None:
+        raise fail(f"unknown command {name!r} (known: {', '.join(sorted(table))})")
+    args = {k: v for k, v in data.items() if k not in ("cmd", "id", "reply_to")}
+    for key, (kind, required) in fields.items():
+        if key not in args:
+            if required:
+                raise fail(f"{name}: missing field {key!r}")
+            continue
+        value = args[key]
+        if kind is not _ANY and (
+            not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, (int, float)))
+        ):
+            raise fail(f"{name}: field {key!r} has the wrong type ({type(value).__name__})")
+    unknown = set(args) - set(fields)
+    if unknown:
+        raise fail(f"{name}: unknown field {sorted(unknown)[0]!r}")
+    return Command(name, args, ident, reply_to)
+
+
+def reply_ok(ident: Any, result: Any = None) -> bytes:
+    return codec.encode({"id": ident, "ok": True, "result": result})
+
+
+def reply_error(ident: Any, error: str) -> bytes:
+    return codec.encode({"id": ident, "ok": False, "error": error})

@@ -1,0 +1,109 @@
+"""An MQTT broker for `jet run`, so the demo needs nothing else installed.
+
+mosquitto is used when it is on the machine (it keeps QoS 1 messages for
+persistent sessions while a client is away); otherwise amqtt, a maintained
+pure-Python broker, runs inside the process.  Either one listens on
+127.0.0.1 only, on a free port unless one is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import socket
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Literal
+
+log = logging.getLogger("jet.embedded")
+
+Flavour = Literal["auto", "mosquitto", "amqtt"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def mosquitto_path() -> str | None:
+    return shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+
+
+async def _wait_listening(port: int, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if loop.time() > deadline:
+                raise TimeoutError(f"embedded broker did not listen on port {port}") from None
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
+
+
+@contextlib.asynccontextmanager
+async def embedded_broker(port: int = 0, flavour: Flavour = "auto") -> AsyncIterator[str]:
+    """Run a broker for the duration of the block; yields its ``mqtt://`` URL."""
+    port = port or free_port()
+    exe = mosquitto_path()
+    if flavour == "mosquitto" and exe is None:
+        raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
+    if flavour != "amqtt" and exe is not None:
+        async with _mosquitto(exe, port) as url:
+            yield url
+    else:
+        async with _amqtt(port) as url:
+            yield url
+
+
+@contextlib.asynccontextmanager
+async def _mosquitto(exe: str, port: int) -> AsyncIterator[str]:
+    with tempfile.TemporaryDirectory(prefix="jet-broker-") as tmp:
+        conf = Path(tmp) / "mosquitto.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        proc = await asyncio.create_subprocess_exec(
+            exe,
+            "-c",
+            str(conf),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            await _wait_listening(port)
+            log.info("embedded mosquitto on 127.0.0.1:%d", port)
+            yield f"mqtt://127.0.0.1:{port}"
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 5)
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def _amqtt(port: int) -> AsyncIterator[str]:
+    from amqtt.broker import Broker  # imported late: heavy, and unused when mosquitto runs
+
+    config = {
+        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    }
+    broker = Broker(config)
+    await broker.start()
+    try:
+        await _wait_listening(port)
+        log.info("embedded amqtt broker on 127.0.0.1:%d", port)
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        await broker.shutdown()

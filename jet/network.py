@@ -1,0 +1,259 @@
+"""The in-process graph of one circuit: gadgets joined by direct calls.
+
+A :class:`Network` builds the gadgets of a :class:`~jet.model.CircuitDef`,
+binds each gadget's emitter to the handlers its outputs are wired to, and
+runs the gadgets' ``run()`` tasks.  Sync handlers are called directly (the
+hot path: no queue, no task); async handlers get a bounded inbox worked by
+one task per gadget, so each gadget sees its messages one at a time and in
+order.  A full inbox refuses the message and counts it.
+
+Every emission also goes to ``on_emit(gadget, output_index, value)``, which
+the owner (a running circuit, or a composite gadget) uses to publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from .gadget import Gadget, GadgetError, input_names, instantiate, is_async, output_names
+from .model import CircuitDef, GadgetDef
+from .registry import Registry, UnknownGadgetType
+
+log = logging.getLogger("jet.network")
+
+INBOX_LIMIT = 1000
+
+OnEmit = Callable[[str, int, Any], None]
+
+
+class BuildError(ValueError):
+    """A circuit definition cannot be built in this container (one line)."""
+
+
+@attrs.define(eq=False)
+class Counters:
+    delivered: int = 0
+    emitted: int = 0
+    errors: int = 0
+    dropped: int = 0
+
+
+@attrs.define(eq=False)
+class Slot:
+    """One gadget in place: its instance, where its outputs go, its inbox."""
+
+    name: str
+    definition: GadgetDef
+    gadget: Gadget
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    # targets[i]: the (slot, input) pairs output i is wired to inside the circuit
+    targets: list[list[tuple[Slot, str]]] = attrs.field(factory=list)
+    handlers: dict[str, Callable[[Any], Any]] = attrs.field(factory=dict)
+    inbox: asyncio.Queue[tuple[str, Any]] | None = None
+    tasks: list[asyncio.Task[None]] = attrs.field(factory=list)
+
+
+class Network:
+    def __init__(
+        self,
+        definition: CircuitDef,
+        registry: Registry,
+        on_emit: OnEmit,
+        *,
+        label: str,
+        reuse: Mapping[str, Slot] | None = None,
+    ) -> None:
+        """Build every gadget; raises BuildError before anything runs.
+
+        ``reuse`` holds slots of a previous network (reload): a gadget whose
+        definition is unchanged keeps its instance, state and running task.
+        """
+        self.definition = definition
+        self.label = label
+        self.counters = Counters()
+        self._on_emit = on_emit
+        self._running = False
+        self.slots: dict[str, Slot] = {}
+        self.kept: set[str] = set()
+        for gdef in definition.gadgets:
+            old = (reuse or {}).get(gdef.name)
+            if old is not None and old.definition == gdef:
+                self.slots[gdef.name] = old
+                self.kept.add(gdef.name)
+            else:
+                self.slots[gdef.name] = self._build(gdef, definition, registry)
+        # Targets are computed aside and installed by activate(): kept slots
+        # still serve the old network until the swap.
+        self._targets: dict[str, list[list[tuple[Slot, str]]]] = {
+            name: [[] for _ in s.outputs] for name, s in self.slots.items()
+        }
+        for wire in definition.wires:
+            src = self._slot(wire.src.gadget, f"wire {wire}")
+            dst = self._slot(wire.dst.gadget, f"wire {wire}")
+            if wire.src.port not in src.outputs:
+                raise BuildError(f"{label}: wire {wire}: no output {wire.src.port!r}")
+            if wire.dst.port not in dst.inputs:
+                raise BuildError(f"{label}: wire {wire}: no input {wire.dst.port!r}")
+            self._targets[src.name][src.outputs.index(wire.src.port)].append((dst, wire.dst.port))
+
+    def activate(self) -> None:
+        """Point every gadget's outputs at this network's wiring."""
+        for name, slot in self.slots.items():
+            slot.targets = self._targets[name]
+            slot.gadget.bind(self._emitter(slot))
+
+    def _slot(self, name: str, where: str) -> Slot:
+        slot = self.slots.get(name)
+        if slot is None:
+            raise BuildError(f"{self.label}: {where}: no gadget {name!r}")
+        return slot
+
+    def _build(self, gdef: GadgetDef, circuit: CircuitDef, registry: Registry) -> Slot:
+        where = f"{self.label}.{gdef.name}"
+        if gdef.type is None:
+            raise BuildError(f"{where}: no gadget type")
+        try:
+            sub = circuit.subcircuits.get(gdef.type)
+            if sub is not None:
+                from .composite import composite_class  # a composite holds a Network
+
+                cls: type[Gadget] = composite_class(sub, registry, label=where)
+            else:
+                cls = registry.resolve(gdef.type)
+            gadget = instantiate(cls, gdef.params)
+        except (UnknownGadgetType, GadgetError, BuildError) as exc:
+            raise BuildError(f"{where}: {exc}") from None
+        ins, outs = input_names(cls), output_names(cls)
+        slot = Slot(gdef.name, gdef, gadget, ins, outs)
+        for port in ins:
+            try:
+                slot.handlers[port] = gadget.handler(port)
+            except GadgetError as exc:
+                raise BuildError(f"{where}: {exc}") from None
+        methods = [
+            getattr(gadget, f"on_{p}", None) or getattr(gadget, "on_message", None) for p in ins
+        ]
+        if any(m is not None and is_async(m) for m in methods):
+            slot.inbox = asyncio.Queue(INBOX_LIMIT)
+        return slot
+
+    def _emitter(self, slot: Slot) -> Callable[[int, Any], None]:
+        targets = slot.targets
+        name = slot.name
+        on_emit = self._on_emit
+        counters = self.counters
+
+        def emit(index: int, value: Any) -> None:
+            counters.emitted += 1
+            for target, port in targets[index]:
+                self.deliver(target, port, value)
+            on_emit(name, index, value)
+
+        return emit
+
+    # -- delivery ------------------------------------------------------------------
+
+    def deliver_to(self, gadget: str, port: str, value: Any) -> None:
+        """Deliver a value arriving from outside (a wire, an injection)."""
+        slot = self.slots.get(gadget)
+        if slot is None or port not in slot.handlers:
+            self.counters.errors += 1
+            log.warning("%s: no input %s.%s; value dropped", self.label, gadget, port)
+            return
+        self.deliver(slot, port, value)
+
+    def deliver(self, slot: Slot, port: str, value: Any) -> None:
+        self.counters.delivered += 1
+        if slot.inbox is not None:
+            try:
+                slot.inbox.put_nowait((port, value))
+            except asyncio.QueueFull:
+                self.counters.dropped += 1
+                if self.counters.dropped == 1 or self.counters.dropped % 1000 == 0:
+                    log.warning(
+                        "%s.%s: inbox full (%d), %d messages dropped so far",
+                        self.label,
+                        slot.name,
+                        INBOX_LIMIT,
+                        self.counters.dropped,
+                    )
+            return
+        try:
+            slot.handlers[port](value)
+        except Exception as exc:
+            self._handler_failed(slot, port, exc)
+
+    def _handler_failed(self, slot: Slot, port: str, exc: Exception) -> None:
+        # A faulty gadget loses that one message; the circuit keeps running.
+        self.counters.errors += 1
+        log.error("%s.%s.%s: %s: %s", self.label, slot.name, port, type(exc).__name__, exc)
+
+    async def _work_inbox(self, slot: Slot) -> None:
+        assert slot.inbox is not None
+        while True:
+            port, value = await slot.inbox.get()
+            try:
+                result = slot.handlers[port](value)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception as exc:
+                self._handler_failed(slot, port, exc)
+            finally:
+                slot.inbox.task_done()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        for slot in self.slots.values():
+            if slot.tasks:
+                continue  # kept across a reload: already running
+            if slot.inbox is not None:
+                slot.tasks.append(asyncio.create_task(self._work_inbox(slot)))
+            run = getattr(slot.gadget, "run", None)
+            if callable(run):
+                slot.tasks.append(asyncio.create_task(self._run_gadget(slot, run)))
+
+    async def _run_gadget(self, slot: Slot, run: Callable[[], Any]) -> None:
+        try:
+            await run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.counters.errors += 1
+            log.error("%s.%s: run() failed: %s: %s", self.label, slot.name, type(exc).__name__, exc)
+
+    async def drain(self) -> None:
+        """Wait until every inbox is empty and its last message handled."""
+        for slot in self.slots.values():
+            if slot.inbox is not None and slot.tasks:
+                await slot.inbox.join()
+
+    async def stop(self, keep: set[str] | frozenset[str] = frozenset()) -> None:
+        """Cancel gadget tasks, except those of gadgets named in ``keep``."""
+        self._running = False
+        for slot in self.slots.values():
+            if slot.name in keep:
+                continue
+            for task in slot.tasks:
+                task.cancel()
+            for task in slot.tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            slot.tasks.clear()
+
+    def queued(self) -> int:
+        return sum(s.inbox.qsize() for s in self.slots.values() if s.inbox is not None)
+
+    def wired_inside(self, gadget: str, index: int) -> bool:
+        """True when output ``index`` of ``gadget`` feeds a wire inside this circuit."""
+        return bool(self._targets[gadget][index])

@@ -1,0 +1,59 @@
+"""Small test utilities: run a coroutine with a hard bound, collect MQTT messages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+from jet import broker, codec
+from jet.mqtt import Link
+
+
+def run(coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
+    """Run a test coroutine; a hung test fails after ``timeout`` instead of hanging CI."""
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+class Collector:
+    """Subscribes to a topic filter and records decoded messages; waits on events."""
+
+    def __init__(self, link: Link, *, raw: bool = False) -> None:
+        self.link = link
+        self.raw = raw
+        self.messages: list[tuple[str, Any]] = []
+        self._changed = asyncio.Event()
+
+    async def watch(self, topic_filter: str, qos: int = 1) -> Collector:
+        await self.link.subscribe(topic_filter, qos, self._on)
+        return self
+
+    def _on(self, topic: str, payload: bytes) -> None:
+        value = payload if self.raw else codec.decode(payload) if payload else None
+        self.messages.append((topic, value))
+        self._changed.set()
+
+    def values(self, topic: str | None = None) -> list[Any]:
+        return [v for t, v in self.messages if topic is None or t == topic]
+
+    async def wait_for(self, predicate: Any, timeout: float = 5.0) -> None:
+        """Wait until ``predicate(self)`` is true; raise with what was seen otherwise."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate(self):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"timed out; seen {self.messages[-10:]}")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                pass
+
+
+def link(url: str, name: str) -> Link:
+    return Link(broker.parse(url), name, clean_session=True)

@@ -354,7 +354,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.WARNING - 10 * args.verbose
     if args.command == "run":
         level = min(level, logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # Our own loggers follow -v; libraries (paho, amqtt, transitions) stay at
+    # warnings unless asked twice, so `jet run` output is the app's own.
+    logging.basicConfig(
+        level=logging.WARNING if args.verbose < 2 else logging.DEBUG,
+        format="%(asctime)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    logging.getLogger("jet").setLevel(level)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

@@ -99,6 +99,9 @@ async def _amqtt(port: int) -> AsyncIterator[str]:
         "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
         "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
     }
+    # Our readiness probe opens and closes a bare TCP connection, which amqtt
+    # reports as a failed session; that and its per-connection chatter is noise.
+    logging.getLogger("amqtt").setLevel(logging.ERROR)
     broker = Broker(config)
     await broker.start()
     try:

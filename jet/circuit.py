@@ -12,16 +12,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
+import attrs
+
 from . import codec, topics
-from .model import CircuitDef, circuit_to_wire
+from .inbox import DEFAULT_LIMIT
+from .model import POLICIES, CircuitDef, circuit_to_wire
 from .mqtt import Link, Subscription
-from .network import BuildError, Network
+from .network import EXTERNAL_POLICY, BuildError, Network
 from .registry import Registry
 
 log = logging.getLogger("jet.circuit")
+
+
+@attrs.frozen
+class WireState:
+    """A wire into this circuit: its subscription and its queue bound."""
+
+    qos: int
+    sub: Subscription
+    limit: int
+    policy: str
 
 
 class CommandError(ValueError):
@@ -55,7 +68,7 @@ class RunningCircuit:
         self.link = link
         self.network = Network(definition, registry, self._on_emit, label=self.id)
         self.network.activate()
-        self.wires: dict[tuple[str, str], tuple[int, Subscription]] = {}
+        self.wires: dict[tuple[str, str], WireState] = {}
         self.exports: dict[str, set[str]] = {k: set(v) for k, v in (exports or {}).items()}
         self.taps: dict[str, float] = {}  # output -> monotonic expiry
         self.received = 0
@@ -137,33 +150,45 @@ class RunningCircuit:
             raise CommandError(f"{self.id} has no input {text!r} (inputs: {known or 'none'})")
         return gadget, port
 
-    async def wire(self, input_: str, topic: str, qos: int) -> None:
+    async def wire(
+        self,
+        input_: str,
+        topic: str,
+        qos: int,
+        queue: int | None = None,
+        policy: str | None = None,
+    ) -> None:
         gadget, port = self._input(input_)
         key = (f"{gadget}.{port}", topic)
         if key in self.wires:
             return  # idempotent: the loader may repeat a wire after a timeout
         if qos not in (0, 1, 2):
             raise CommandError(f"qos must be 0, 1 or 2, not {qos}")
+        if policy is not None and policy not in POLICIES:
+            raise CommandError(f"unknown queue policy {policy!r} (one of {', '.join(POLICIES)})")
+        if queue is not None and queue < 1:
+            raise CommandError(f"queue must be at least 1, not {queue}")
+        limit = queue or DEFAULT_LIMIT
+        chosen = policy or EXTERNAL_POLICY
 
-        def on_message(msg_topic: str, payload: bytes) -> None:
+        def on_message(msg_topic: str, payload: bytes) -> Awaitable[None] | None:
             self.received += 1
             try:
                 value = codec.decode(payload)
             except codec.PayloadError as exc:
                 self.bad_payloads += 1
                 log.warning("%s: %s (wire to %s.%s), message dropped", msg_topic, exc, gadget, port)
-                return
-            self.network.deliver_to(gadget, port, value)
+                return None
+            return self.network.deliver_to(gadget, port, value, limit, chosen)
 
         sub = await self.link.subscribe(topic, qos, on_message)
-        self.wires[key] = (qos, sub)
+        self.wires[key] = WireState(qos, sub, limit, chosen)
 
     async def unwire(self, input_: str, topic: str | None) -> int:
         gadget, port = split_port(input_)
         doomed = [k for k in self.wires if k[0] == f"{gadget}.{port}" and topic in (None, k[1])]
         for key in doomed:
-            _, sub = self.wires.pop(key)
-            await self.link.unsubscribe(sub)
+            await self.link.unsubscribe(self.wires.pop(key).sub)
         return len(doomed)
 
     def inject(self, input_: str, value: Any) -> None:
@@ -184,8 +209,8 @@ class RunningCircuit:
             ) from None
 
     async def stop(self) -> None:
-        for _, sub in self.wires.values():
-            await self.link.unsubscribe(sub)
+        for wire in self.wires.values():
+            await self.link.unsubscribe(wire.sub)
         self.wires.clear()
         await self.network.stop()
 
@@ -211,8 +236,7 @@ class RunningCircuit:
         new.start()
         gone = [k for k in self.wires if not self._has_input(k[0])]
         for key in gone:
-            _, sub = self.wires.pop(key)
-            await self.link.unsubscribe(sub)
+            await self.link.unsubscribe(self.wires.pop(key).sub)
 
     def _has_input(self, text: str) -> bool:
         try:
@@ -234,8 +258,10 @@ class RunningCircuit:
 
     def status(self) -> dict[str, Any]:
         inputs: dict[str, list[dict[str, Any]]] = {}
-        for (port, topic), (qos, _) in sorted(self.wires.items()):
-            inputs.setdefault(port, []).append({"topic": topic, "qos": qos})
+        for (port, topic), wire in sorted(self.wires.items()):
+            inputs.setdefault(port, []).append(
+                {"topic": topic, "qos": wire.qos, "queue": wire.limit, "policy": wire.policy}
+            )
         counters = self.network.counters
         return {
             "state": "online",

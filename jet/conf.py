@@ -18,7 +18,13 @@ _ANY = object
 
 #: cmd -> {field: (type, required)}
 CIRCUIT_COMMANDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
-    "wire": {"input": (str, True), "topic": (str, True), "qos": (int, False)},
+    "wire": {
+        "input": (str, True),
+        "topic": (str, True),
+        "qos": (int, False),
+        "queue": (int, False),
+        "policy": (str, False),
+    },
     "unwire": {"input": (str, True), "topic": (str, False)},
     "export": {"output": (str, True), "by": (str, True)},
     "unexport": {"output": (str, True), "by": (str, True)},

@@ -140,10 +140,14 @@ class Loader:
     async def _wire(self, app: AppDef, wire: WireDef, places: dict[str, Placement]) -> None:
         src, dst = places[wire.src.circuit or ""], places[wire.dst.circuit or ""]
         topic = self.source_topic(app, wire, src)
-        await self.session.request(
-            dst.conf,
-            {"cmd": "wire", "input": self.input_name(app, wire), "topic": topic, "qos": wire.qos},
-        )
+        command: dict[str, Any] = {
+            "cmd": "wire", "input": self.input_name(app, wire), "topic": topic, "qos": wire.qos
+        }
+        if wire.queue is not None:
+            command["queue"] = wire.queue
+        if wire.policy is not None:
+            command["policy"] = wire.policy
+        await self.session.request(dst.conf, command)
         self.progress(f"wired {wire}  ({topic})")
 
     async def _load_one(self, app: AppDef, circuit: CircuitDef) -> Placement:

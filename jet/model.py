@@ -52,14 +52,26 @@ class GadgetDef:
     line: int | None = attrs.field(default=None, eq=False)
 
 
+#: What a full input queue does with one more message (docs/reliability.md).
+POLICIES = ("block", "drop-oldest", "drop-newest")
+
+
 @attrs.frozen
 class WireDef:
-    """output -> input.  ``qos`` applies when the wire crosses MQTT."""
+    """output -> input.  ``qos`` applies when the wire crosses MQTT.
+
+    ``queue``/``policy`` bound the input queue of a gadget with an async
+    handler: None means the default (1000; ``block`` for MQTT wires, which
+    pushes back on the broker, ``drop-oldest`` inside a circuit, where a
+    synchronous sender cannot wait).
+    """
 
     src: PortRef
     dst: PortRef
     qos: int = 1
     line: int | None = attrs.field(default=None, eq=False)
+    queue: int | None = None
+    policy: str | None = None
 
     def __str__(self) -> str:
         return f"{self.src} -> {self.dst}"
@@ -119,11 +131,26 @@ def _port_from_wire(text: str) -> PortRef:
 
 
 def wire_to_wire(w: WireDef) -> dict[str, Any]:
-    return {"from": _port_to_wire(w.src), "to": _port_to_wire(w.dst), "qos": w.qos}
+    d: dict[str, Any] = {"from": _port_to_wire(w.src), "to": _port_to_wire(w.dst), "qos": w.qos}
+    if w.queue is not None:
+        d["queue"] = w.queue
+    if w.policy is not None:
+        d["policy"] = w.policy
+    return d
 
 
 def wire_from_wire(d: Mapping[str, Any]) -> WireDef:
-    return WireDef(_port_from_wire(d["from"]), _port_from_wire(d["to"]), int(d.get("qos", 1)))
+    policy = d.get("policy")
+    if policy is not None and policy not in POLICIES:
+        raise ValueError(f"unknown queue policy {policy!r} (one of {', '.join(POLICIES)})")
+    queue = d.get("queue")
+    return WireDef(
+        _port_from_wire(d["from"]),
+        _port_from_wire(d["to"]),
+        int(d.get("qos", 1)),
+        queue=int(queue) if queue is not None else None,
+        policy=policy,
+    )
 
 
 def circuit_to_wire(c: CircuitDef) -> dict[str, Any]:

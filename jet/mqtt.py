@@ -31,8 +31,10 @@ from .broker import Broker
 
 log = logging.getLogger("jet.mqtt")
 
-#: ``handler(topic, payload)``, called on the event loop for every matching message.
-Handler = Callable[[str, bytes], None]
+#: ``handler(topic, payload)``, called on the event loop for every matching
+#: message.  A handler that cannot take the message yet returns an awaitable;
+#: the link waits on it before dispatching (and acknowledging) anything else.
+Handler = Callable[[str, bytes], Awaitable[None] | None]
 
 OUTBOX_LIMIT = 100_000
 PUBLISH_WINDOW = 256  # QoS>0 publishes in flight at once (pipelined, order kept)
@@ -85,7 +87,15 @@ class Link:
         keepalive: int = 10,
         on_connect: Callable[[], Awaitable[None]] | None = None,
         connect_timeout: float | None = 10.0,
+        ack_after_handling: bool = False,
     ) -> None:
+        """``ack_after_handling``: acknowledge a QoS>0 message only once every
+        handler has taken it, so a crash or a full queue leaves it with the
+        broker (redelivered on the persistent session) instead of losing it.
+        """
+        if ack_after_handling and clean_session:
+            raise ValueError("ack_after_handling needs a persistent session")
+        self._manual_ack = ack_after_handling
         self.broker = broker
         self.client_id = client_id
         self.stats = LinkStats()
@@ -99,6 +109,10 @@ class Link:
             will=aiomqtt.Will(will.topic, will.payload, will.qos, will.retain) if will else None,
             timeout=30,
         )
+        if ack_after_handling:
+            # aiomqtt does not expose paho's manual acknowledgement; its
+            # underlying paho client is the documented escape hatch.
+            self._client._client.manual_ack_set(True)
         self._exact: dict[str, list[Subscription]] = {}
         self._filters: dict[str, list[Subscription]] = {}
         self._outbox: collections.deque[tuple[str, bytes, int, bool]] = collections.deque()
@@ -177,13 +191,15 @@ class Link:
                     # From here on a new subscribe() goes straight to the broker;
                     # set before resubscribing so none falls between the two.
                     self._live = True
+                    if self._manual_ack:
+                        self._forget_unacked()
                     await self._resubscribe()
                     if self._on_connect is not None:
                         await self._on_connect()
                     self._connected.set()
                     self._outbox_ready.set()
                     async for message in self._client.messages:
-                        self._dispatch(message)
+                        await self._dispatch(message)
             except aiomqtt.MqttError as exc:
                 self._live = False
                 self._last_error = str(exc)
@@ -234,7 +250,15 @@ class Link:
     def subscribed_topics(self) -> set[str]:
         return set(self._exact) | set(self._filters)
 
-    def _dispatch(self, message: aiomqtt.Message) -> None:
+    def _forget_unacked(self) -> None:
+        # Messages queued locally from the previous connection were never
+        # acknowledged: the broker redelivers them on this session, and their
+        # packet ids belong to the old connection, so acking them would be wrong.
+        queue = self._client._queue
+        while not queue.empty():
+            queue.get_nowait()
+
+    async def _dispatch(self, message: aiomqtt.Message) -> None:
         self.stats.received += 1
         topic = message.topic.value
         payload = message.payload
@@ -244,13 +268,18 @@ class Link:
         for pattern, filtered in self._filters.items():
             if message.topic.matches(pattern):
                 subs.extend(filtered)
+        data = bytes(payload)
         for sub in subs:
             try:
-                sub.handler(topic, bytes(payload))
+                pending = sub.handler(topic, data)
+                if pending is not None:
+                    await pending
             except Exception:
                 # One bad handler must not stop delivery to the others.
                 self.stats.handler_errors += 1
                 log.exception("handler for %s failed on a message", topic)
+        if self._manual_ack and message.qos > 0:
+            self._client._client.ack(message.mid, message.qos)
 
     # -- publishing ----------------------------------------------------------------
 

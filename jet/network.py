@@ -16,18 +16,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
 
 from .gadget import Gadget, GadgetError, input_names, instantiate, is_async, output_names
+from .inbox import DEFAULT_LIMIT, Inbox
 from .model import CircuitDef, GadgetDef
 from .registry import Registry, UnknownGadgetType
 
 log = logging.getLogger("jet.network")
 
-INBOX_LIMIT = 1000
+INTERNAL_POLICY = "drop-oldest"  # a synchronous emit cannot wait for room
+EXTERNAL_POLICY = "block"  # an MQTT wire can: the broker holds what we do not take
 
 OnEmit = Callable[[str, int, Any], None]
 
@@ -44,6 +46,16 @@ class Counters:
     dropped: int = 0
 
 
+@attrs.frozen
+class Target:
+    """One internal wire's far end, with its queue bound and policy."""
+
+    slot: Slot
+    port: str
+    limit: int = DEFAULT_LIMIT
+    policy: str = INTERNAL_POLICY
+
+
 @attrs.define(eq=False)
 class Slot:
     """One gadget in place: its instance, where its outputs go, its inbox."""
@@ -53,10 +65,10 @@ class Slot:
     gadget: Gadget
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    # targets[i]: the (slot, input) pairs output i is wired to inside the circuit
-    targets: list[list[tuple[Slot, str]]] = attrs.field(factory=list)
+    # targets[i]: where output i goes inside the circuit
+    targets: list[list[Target]] = attrs.field(factory=list)
     handlers: dict[str, Callable[[Any], Any]] = attrs.field(factory=dict)
-    inbox: asyncio.Queue[tuple[str, Any]] | None = None
+    inbox: Inbox | None = None
     tasks: list[asyncio.Task[None]] = attrs.field(factory=list)
 
 
@@ -91,7 +103,7 @@ class Network:
                 self.slots[gdef.name] = self._build(gdef, definition, registry)
         # Targets are computed aside and installed by activate(): kept slots
         # still serve the old network until the swap.
-        self._targets: dict[str, list[list[tuple[Slot, str]]]] = {
+        self._targets: dict[str, list[list[Target]]] = {
             name: [[] for _ in s.outputs] for name, s in self.slots.items()
         }
         for wire in definition.wires:
@@ -101,7 +113,15 @@ class Network:
                 raise BuildError(f"{label}: wire {wire}: no output {wire.src.port!r}")
             if wire.dst.port not in dst.inputs:
                 raise BuildError(f"{label}: wire {wire}: no input {wire.dst.port!r}")
-            self._targets[src.name][src.outputs.index(wire.src.port)].append((dst, wire.dst.port))
+            if wire.policy == "block":
+                raise BuildError(
+                    f"{label}: wire {wire}: policy 'block' needs a wire between circuits"
+                    " (a gadget's emit cannot wait)"
+                )
+            target = Target(
+                dst, wire.dst.port, wire.queue or DEFAULT_LIMIT, wire.policy or INTERNAL_POLICY
+            )
+            self._targets[src.name][src.outputs.index(wire.src.port)].append(target)
 
     def activate(self) -> None:
         """Point every gadget's outputs at this network's wiring."""
@@ -141,7 +161,7 @@ class Network:
             getattr(gadget, f"on_{p}", None) or getattr(gadget, "on_message", None) for p in ins
         ]
         if any(m is not None and is_async(m) for m in methods):
-            slot.inbox = asyncio.Queue(INBOX_LIMIT)
+            slot.inbox = Inbox()
         return slot
 
     def _emitter(self, slot: Slot) -> Callable[[int, Any], None]:
@@ -152,43 +172,65 @@ class Network:
 
         def emit(index: int, value: Any) -> None:
             counters.emitted += 1
-            for target, port in targets[index]:
-                self.deliver(target, port, value)
+            for t in targets[index]:
+                self.deliver(t.slot, t.port, value, t.limit, t.policy)
             on_emit(name, index, value)
 
         return emit
 
     # -- delivery ------------------------------------------------------------------
 
-    def deliver_to(self, gadget: str, port: str, value: Any) -> None:
-        """Deliver a value arriving from outside (a wire, an injection)."""
+    def deliver_to(
+        self,
+        gadget: str,
+        port: str,
+        value: Any,
+        limit: int = DEFAULT_LIMIT,
+        policy: str = EXTERNAL_POLICY,
+    ) -> Awaitable[None] | None:
+        """Deliver a value arriving from outside (a wire, an injection).
+
+        Returns an awaitable only when the input's queue is full and the
+        policy is ``block``: the caller waits on it before taking more.
+        """
         slot = self.slots.get(gadget)
         if slot is None or port not in slot.handlers:
             self.counters.errors += 1
             log.warning("%s: no input %s.%s; value dropped", self.label, gadget, port)
-            return
-        self.deliver(slot, port, value)
+            return None
+        return self.deliver(slot, port, value, limit, policy)
 
-    def deliver(self, slot: Slot, port: str, value: Any) -> None:
+    def deliver(
+        self,
+        slot: Slot,
+        port: str,
+        value: Any,
+        limit: int = DEFAULT_LIMIT,
+        policy: str = INTERNAL_POLICY,
+    ) -> Awaitable[None] | None:
         self.counters.delivered += 1
-        if slot.inbox is not None:
+        if slot.inbox is None:
             try:
-                slot.inbox.put_nowait((port, value))
-            except asyncio.QueueFull:
-                self.counters.dropped += 1
-                if self.counters.dropped == 1 or self.counters.dropped % 1000 == 0:
-                    log.warning(
-                        "%s.%s: inbox full (%d), %d messages dropped so far",
-                        self.label,
-                        slot.name,
-                        INBOX_LIMIT,
-                        self.counters.dropped,
-                    )
-            return
+                slot.handlers[port](value)
+            except Exception as exc:
+                self._handler_failed(slot, port, exc)
+            return None
         try:
-            slot.handlers[port](value)
-        except Exception as exc:
-            self._handler_failed(slot, port, exc)
+            dropped = slot.inbox.put_nowait((port, value), limit, policy)
+        except asyncio.QueueFull:
+            return slot.inbox.put((port, value), limit)
+        if dropped:
+            self._count_drop(slot, policy, limit)
+        return None
+
+    def _count_drop(self, slot: Slot, policy: str, limit: int) -> None:
+        self.counters.dropped += 1
+        dropped = self.counters.dropped
+        if dropped == 1 or dropped % 1000 == 0:
+            log.warning(
+                "%s.%s: queue full (%d, %s): %d messages dropped so far",
+                self.label, slot.name, limit, policy, dropped,
+            )
 
     def _handler_failed(self, slot: Slot, port: str, exc: Exception) -> None:
         # A faulty gadget loses that one message; the circuit keeps running.
@@ -206,7 +248,7 @@ class Network:
             except Exception as exc:
                 self._handler_failed(slot, port, exc)
             finally:
-                slot.inbox.task_done()
+                slot.inbox.done()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -252,7 +294,7 @@ class Network:
             slot.tasks.clear()
 
     def queued(self) -> int:
-        return sum(s.inbox.qsize() for s in self.slots.values() if s.inbox is not None)
+        return sum(len(s.inbox) for s in self.slots.values() if s.inbox is not None)
 
     def wired_inside(self, gadget: str, index: int) -> bool:
         """True when output ``index`` of ``gadget`` feeds a wire inside this circuit."""

@@ -72,6 +72,7 @@ class Pack:
             keepalive=keepalive,
             on_connect=self._on_connect,
             connect_timeout=None,
+            ack_after_handling=True,
         )
 
     @property
@@ -215,7 +216,10 @@ class Pack:
         result: Any = None
         match command.name:
             case "wire":
-                await circuit.wire(args["input"], args["topic"], args.get("qos", 1))
+                await circuit.wire(
+                    args["input"], args["topic"], args.get("qos", 1),
+                    args.get("queue"), args.get("policy"),
+                )
             case "unwire":
                 result = {"removed": await circuit.unwire(args["input"], args.get("topic"))}
             case "export" | "unexport":
@@ -325,7 +329,9 @@ class Pack:
                 "app": c.app,
                 "definition": c.status()["definition"],
                 "exports": {k: sorted(v) for k, v in c.exports.items()},
-                "wires": [[port, topic, qos] for (port, topic), (qos, _) in c.wires.items()],
+                "wires": [
+                    [port, topic, w.qos, w.limit, w.policy] for (port, topic), w in c.wires.items()
+                ],
             }
             for cid, c in self.circuits.items()
         }
@@ -348,8 +354,8 @@ class Pack:
                     app=saved.get("app", ""),
                     exports=saved.get("exports") or {},
                 )
-                for port, topic, qos in saved.get("wires", []):
-                    await circuit.wire(port, topic, qos)
+                for port, topic, qos, limit, policy in saved.get("wires", []):
+                    await circuit.wire(port, topic, qos, limit, policy)
                 self._publish_status(circuit)
             except (BuildError, ValueError, KeyError, TypeError, CommandError) as exc:
                 log.error("%s: cannot restore circuit %s: %s", self.state_file, cid, exc)

@@ -55,7 +55,9 @@ async def running(
     """Run ``app`` until the block ends; yields the broker URL in use."""
     registry = registry or Registry()
     async with contextlib.AsyncExitStack() as stack:
-        url = broker_url or await stack.enter_async_context(embedded_broker(flavour=flavour))
+        url = broker_url
+        if url is None:
+            url = await stack.enter_async_context(embedded_broker(flavour=flavour))
         progress(f"broker {url}")
         await stack.enter_async_context(Pack(broker.parse(url), "default", registry=registry))
         skipped: set[str] = set()

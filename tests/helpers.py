@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
@@ -49,10 +50,8 @@ class Collector:
             if remaining <= 0:
                 raise AssertionError(f"timed out; seen {self.messages[-10:]}")
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                pass
 
 
 def link(url: str, name: str) -> Link:

@@ -75,7 +75,9 @@ def test_load_wires_circuits_across_mqtt(mosquitto: Any, tmp_path: Path) -> None
             await out.wait_for(lambda c: len(c.values()) == 5)
             assert out.values() == [10, 11, 12, 13, 14]
             status = await session.request("pack/dst/conf", {"cmd": "status"})
-            assert status["inputs"]["d.in"] == [{"topic": "pack/src/s/0", "qos": 1}]
+            assert status["inputs"]["d.in"] == [
+                {"topic": "pack/src/s/0", "qos": 1, "queue": 1000, "policy": "block"}
+            ]
             assert status["counters"]["received"] == 10  # two wires, five messages each
 
     run(scenario())

@@ -235,7 +235,10 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
     async def serve() -> int:
         state = Path(args.state) if args.state else None
-        pack = Pack(broker.parse(args.broker), args.id, registry=_registry(args), state_file=state)
+        pack = Pack(
+            broker.parse(args.broker), args.id, registry=_registry(args), state_file=state,
+            keepalive=args.keepalive,
+        )
         async with pack:
             print(f"pack {args.id} on {pack.link.broker.url}", flush=True)
             await pack.serve_forever()
@@ -341,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("pack", cmd_pack, "run a pack container daemon", allow=True)
     p.add_argument("--id", default="default", help="pack id (topics jet/pack/<id>/...)")
     p.add_argument("--state", help="file where loaded circuits persist across restarts")
+    p.add_argument("--keepalive", type=int, default=10,
+                   help="MQTT keepalive, seconds: a dead pack is reported offline by its"
+                   " will within 1.5 times this")
     with contextlib.suppress(ImportError):
         from jet_rf12.cli import add_hub_parser, add_node_sim_parser
 

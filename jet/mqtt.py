@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import heapq
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -62,6 +63,17 @@ class LinkStats:
     outbox_dropped: int = 0
     handler_errors: int = 0
     reconnects: int = 0
+
+
+@attrs.frozen(order=True)
+class Outgoing:
+    """A message waiting to be published; ``seq`` keeps retries in order."""
+
+    seq: int
+    topic: str = attrs.field(order=False)
+    payload: bytes = attrs.field(order=False, repr=False)
+    qos: int = attrs.field(order=False)
+    retain: bool = attrs.field(order=False)
 
 
 @attrs.frozen
@@ -109,13 +121,24 @@ class Link:
             will=aiomqtt.Will(will.topic, will.payload, will.qos, will.retain) if will else None,
             timeout=30,
         )
+        # Up to PUBLISH_WINDOW publishes are in flight by design; aiomqtt warns
+        # on every call past its default threshold (10) otherwise.
+        self._client.pending_calls_threshold = PUBLISH_WINDOW + 16
         if ack_after_handling:
             # aiomqtt does not expose paho's manual acknowledgement; its
             # underlying paho client is the documented escape hatch.
             self._client._client.manual_ack_set(True)
         self._exact: dict[str, list[Subscription]] = {}
         self._filters: dict[str, list[Subscription]] = {}
-        self._outbox: collections.deque[tuple[str, bytes, int, bool]] = collections.deque()
+        self._outbox: collections.deque[Outgoing] = collections.deque()
+        self._retry: list[Outgoing] = []  # a heap, by sequence number
+        self._seq = 0
+        # Acknowledging an input only once what it caused is safely with the
+        # broker: _confirmed is the highest sequence number such that every
+        # message up to it has been handed over (QoS 0) or acknowledged (QoS 1).
+        self._confirmed = 0
+        self._done: set[int] = set()
+        self._acks_due: collections.deque[tuple[int, int, int]] = collections.deque()
         self._outbox_ready = asyncio.Event()
         self._connected = asyncio.Event()
         self._closing = False
@@ -191,8 +214,6 @@ class Link:
                     # From here on a new subscribe() goes straight to the broker;
                     # set before resubscribing so none falls between the two.
                     self._live = True
-                    if self._manual_ack:
-                        self._forget_unacked()
                     await self._resubscribe()
                     if self._on_connect is not None:
                         await self._on_connect()
@@ -202,6 +223,8 @@ class Link:
                         await self._dispatch(message)
             except aiomqtt.MqttError as exc:
                 self._live = False
+                if self._manual_ack:
+                    self._forget_unacked()
                 self._last_error = str(exc)
                 if self._connected.is_set():
                     log.warning("lost MQTT broker %s: %s", self.broker.url, exc)
@@ -251,12 +274,15 @@ class Link:
         return set(self._exact) | set(self._filters)
 
     def _forget_unacked(self) -> None:
-        # Messages queued locally from the previous connection were never
-        # acknowledged: the broker redelivers them on this session, and their
-        # packet ids belong to the old connection, so acking them would be wrong.
+        # Called as the connection dies: what is still queued locally was never
+        # acknowledged, so the broker redelivers it on the next connection, and
+        # its packet ids belong to the dead one (acking them later would be
+        # wrong).  Done here, not after reconnecting, where redelivered messages
+        # may already be queued and would then never be acknowledged.
         queue = self._client._queue
         while not queue.empty():
             queue.get_nowait()
+        self._acks_due.clear()
 
     async def _dispatch(self, message: aiomqtt.Message) -> None:
         self.stats.received += 1
@@ -279,7 +305,23 @@ class Link:
                 self.stats.handler_errors += 1
                 log.exception("handler for %s failed on a message", topic)
         if self._manual_ack and message.qos > 0:
-            self._client._client.ack(message.mid, message.qos)
+            # Whatever the handlers published for this message has a sequence
+            # number up to self._seq; acknowledge once all of it is confirmed,
+            # so a crash before then leaves the message with the broker.
+            if self._seq <= self._confirmed:
+                self._client._client.ack(message.mid, message.qos)
+            else:
+                self._acks_due.append((self._seq, message.mid, message.qos))
+
+    def _confirm(self, seq: int) -> None:
+        self._done.add(seq)
+        while self._confirmed + 1 in self._done:
+            self._confirmed += 1
+            self._done.discard(self._confirmed)
+        while self._acks_due and self._acks_due[0][0] <= self._confirmed:
+            _, mid, qos = self._acks_due.popleft()
+            if self._live:
+                self._client._client.ack(mid, qos)
 
     # -- publishing ----------------------------------------------------------------
 
@@ -296,7 +338,8 @@ class Link:
                     self.stats.outbox_dropped,
                 )
             return False
-        self._outbox.append((topic, payload, qos, retain))
+        self._seq += 1
+        self._outbox.append(Outgoing(self._seq, topic, payload, qos, retain))
         self._idle.clear()
         self._outbox_ready.set()
         return True
@@ -312,43 +355,50 @@ class Link:
         await self._idle.wait()
 
     def _check_idle(self) -> None:
-        if not self._outbox and self._inflight == 0:
+        if not self._outbox and not self._retry and self._inflight == 0:
             self._idle.set()
+
+    def _next(self) -> Outgoing | None:
+        # Messages that failed go first, in their original order.
+        if self._retry:
+            return heapq.heappop(self._retry)
+        return self._outbox.popleft() if self._outbox else None
 
     async def _drain_outbox(self) -> None:
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
-            while self._outbox and self._connected.is_set():
-                topic, payload, qos, retain = self._outbox[0]
-                if qos == 0:
-                    try:
-                        await self._client.publish(topic, payload, qos=0, retain=retain)
-                    except aiomqtt.MqttError:
-                        break  # reconnect loop will set _outbox_ready again
-                    self._outbox.popleft()
-                    self.stats.published += 1
-                    self._check_idle()
-                    continue
+            while (self._outbox or self._retry) and self._connected.is_set():
+                # Take a window slot before taking the message, so a retry
+                # queued while we wait is not overtaken.
                 await self._window.acquire()
-                self._outbox.popleft()
+                message = self._next()
+                if message is None:
+                    self._window.release()
+                    break
                 self._inflight += 1
-                self._pending.add(
-                    asyncio.create_task(self._publish_acked(topic, payload, qos, retain))
-                )
+                task = asyncio.create_task(self._publish_one(message))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
 
-    async def _publish_acked(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+    async def _publish_one(self, message: Outgoing) -> None:
         try:
-            await self._client.publish(topic, payload, qos=qos, retain=retain, timeout=math.inf)
+            await self._client.publish(
+                message.topic,
+                message.payload,
+                qos=message.qos,
+                retain=message.retain,
+                timeout=math.inf if message.qos else None,
+            )
             self.stats.published += 1
+            self._confirm(message.seq)
         except aiomqtt.MqttError:
-            # Not acknowledged: send it again after reconnect.  QoS 1 is at
-            # least once, so a duplicate is allowed and a loss is not.
-            self._outbox.appendleft((topic, payload, qos, retain))
+            # Not handed over (or not acknowledged): send it again after the
+            # reconnect.  QoS 1 is at least once: a duplicate is allowed, a loss
+            # is not.  A QoS 0 message that never left is retried too.
+            heapq.heappush(self._retry, message)
+            self._outbox_ready.set()
         finally:
             self._inflight -= 1
             self._window.release()
             self._check_idle()
-            task = asyncio.current_task()
-            if task is not None:
-                self._pending.discard(task)

@@ -82,13 +82,16 @@ class Pack:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        await self.link.__aenter__()
+        # Circuits and their wires are restored before connecting: QoS 1
+        # messages the broker kept for this pack's session arrive right after
+        # the connection, and each must find its wire already in place.
         await self.link.subscribe(self._conf_topic, 1, self._enqueue)
+        await self._restore()
+        await self.link.__aenter__()
         self._tasks = [
             asyncio.create_task(self._obey(), name=f"pack-{self.id}-conf"),
             asyncio.create_task(self._report(), name=f"pack-{self.id}-stats"),
         ]
-        await self._restore()
         log.info("pack %s serving on %s", self.id, self.link.broker.url)
         return self
 

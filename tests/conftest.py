@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -35,13 +37,24 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 class Mosquitto:
     """A real mosquitto process on a free loopback port (restartable, for fault tests)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
         self.port = free_port()
         self.conf = workdir / "mosquitto.conf"
+        # persistent: sessions and queued QoS 1 messages survive a kill -9,
+        # saved after every change (slow, but a fault test wants nothing lost).
+        # As root, mosquitto would switch to the "mosquitto" user, which cannot
+        # write its database into the test's private directory.
+        stay_root = "user root\n" if os.geteuid() == 0 else ""
+        persistence = (
+            f"{stay_root}persistence true\npersistence_location {workdir}/\n"
+            "autosave_interval 1\nautosave_on_changes true\n"
+            if persistent
+            else "persistence false\n"
+        )
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
-            "persistence false\n"
+            f"{persistence}"
             "max_queued_messages 100000\n"
             "sys_interval 1\n"
         )
@@ -75,3 +88,16 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker = Mosquitto(tmp_path)
     yield broker
     broker.stop()
+
+
+#: Fault tests add their message accounting here; printed at the end of the run.
+FAULT_REPORT: dict[str, dict[str, int]] = {}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not FAULT_REPORT:
+        return
+    terminalreporter.section("fault report (QoS 1 messages)")
+    for name, row in FAULT_REPORT.items():
+        figures = "  ".join(f"{k}={v}" for k, v in row.items())
+        terminalreporter.write_line(f"{name:<40} {figures}")

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cli_helpers import jet_background, read_until, stop
+from cli_helpers import jet_background, stop
 from conftest import FAULT_REPORT, Mosquitto
 from helpers import Collector, run
 
@@ -172,7 +172,8 @@ def test_reload_100_times_under_stream(mosquitto: Any, tmp_path: Path) -> None:
     v2.write_text(
         APP.replace(
             "      d: {type: jet.lib.Offset, params: {offset: 0}}\n",
-            "      d: {type: jet.lib.Offset, params: {offset: 0}}\n      c: {type: jet.lib.Counter}\n",
+            "      d: {type: jet.lib.Offset, params: {offset: 0}}\n"
+            "      c: {type: jet.lib.Counter}\n",
         )
         + "  - src.s.out -> dst.c.in\n"
     )

@@ -264,6 +264,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             registry=_registry(args),
             simulate=args.simulate,
             flavour=args.embedded,
+            web=args.web,
+            web_port=args.web_port,
             progress=lambda line: print(line, flush=True),
         )
     )
@@ -314,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="embedded broker when --broker is not given",
     )
+    p.add_argument(
+        "--web", action="store_true", help="start the web page even without web circuits"
+    )
+    p.add_argument(
+        "--web-port", type=int, default=0, help="web page port (default: a free one, printed)"
+    )
     p = command(
         "check", cmd_check, "validate a circuit file without a broker", net=False, allow=True
     )
@@ -347,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keepalive", type=int, default=10,
                    help="MQTT keepalive, seconds: a dead pack is reported offline by its"
                    " will within 1.5 times this")
+    from .web.cli import add_web_parser
+
+    add_web_parser(sub)
     with contextlib.suppress(ImportError):
         from jet_rf12.cli import add_hub_parser, add_node_sim_parser
 

@@ -50,6 +50,8 @@ async def running(
     registry: Registry | None = None,
     simulate: bool = False,
     flavour: Flavour = "auto",
+    web: bool = False,
+    web_port: int = 0,
     progress: Callable[[str], None] = print,
 ) -> AsyncIterator[str]:
     """Run ``app`` until the block ends; yields the broker URL in use."""
@@ -68,9 +70,11 @@ async def running(
             else:
                 skipped.add("node")
                 progress("node circuits skipped: add --simulate to run them on simulated radios")
-        if any(c.container == "web" for c in app.circuits):
-            skipped.add("web")
-            progress("web circuits skipped: the web container is not available in this build")
+        if any(c.container == "web" for c in app.circuits) or web:
+            from .web import serving
+
+            page = await stack.enter_async_context(serving(url, port=web_port))
+            progress(f"web page {page}")
         session = await stack.enter_async_context(Session(broker.parse(url), name="run"))
         loader = Loader(session, registry, progress=progress)
         await loader.reload(without_containers(app, skipped))

@@ -1,0 +1,141 @@
+"""The operator view's MQTT side: status board, wire rates, taps and inject.
+
+It shares the web container's link (one connection per server) and pushes
+to the pages: a ``board`` frame whenever a retained status changes (at most
+every :data:`BOARD_INTERVAL` seconds), a ``rates`` frame every
+``rate_interval`` seconds while a page is open, and ``tap_value`` frames to
+the pages holding a tap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import TracebackType
+from typing import Any, Self
+
+from .. import topics
+from ..mqtt import Link, Subscription
+from ..registry import Registry
+from .board import StatusBoard, UnknownPort
+from .container import PageError
+from .pages import Page, Pages
+from .requester import CommandFailed, NoReply, Requester
+from .taps import TAP_TTL, TapDesk, TapError
+from .wirerates import WireRates
+
+__all__ = ["Operator"]
+
+BOARD_INTERVAL = 0.2
+RATE_INTERVAL = 2.0
+
+
+class Operator:
+    def __init__(
+        self,
+        link: Link,
+        pages: Pages,
+        *,
+        registry: Registry | None = None,
+        rate_interval: float = RATE_INTERVAL,
+        tap_ttl: float = TAP_TTL,
+    ) -> None:
+        self.link = link
+        self.pages = pages
+        self.board = StatusBoard(registry)
+        self.requester = Requester(link)
+        self.taps = TapDesk(link, self.requester, self.board, ttl=tap_ttl)
+        self.rates = WireRates(link)
+        self.rate_interval = rate_interval
+        self._board_changed = asyncio.Event()
+        self._subs: list[Subscription] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Self:
+        await self.requester.start()
+        for topic in (topics.ALL_CONTAINER_STATUS, topics.ALL_CIRCUIT_STATUS):
+            self._subs.append(await self.link.subscribe(topic, 1, self._on_status))
+        self._tasks = [
+            asyncio.create_task(self._push_board(), name="web-board"),
+            asyncio.create_task(self._push_rates(), name="web-rates"),
+        ]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.taps.close_all()
+        await self.rates.watch(set())
+        for sub in self._subs:
+            await self.link.unsubscribe(sub)
+        await self.requester.close()
+
+    # -- pushing to pages ----------------------------------------------------------------
+
+    def _on_status(self, topic: str, payload: bytes) -> None:
+        if self.board.update(topic, payload):
+            self._board_changed.set()
+
+    def board_frame(self) -> dict[str, Any]:
+        return {"op": "board", **self.board.snapshot()}
+
+    async def _push_board(self) -> None:
+        # Coalesced: a burst of statuses (a pack starting with many circuits)
+        # becomes one frame.
+        while True:
+            await self._board_changed.wait()
+            await asyncio.sleep(BOARD_INTERVAL)
+            self._board_changed.clear()
+            self.pages.broadcast(self.board_frame())
+
+    async def _push_rates(self) -> None:
+        while True:
+            await asyncio.sleep(self.rate_interval)
+            if len(self.pages):
+                rates = self.rates.take()
+                await self.rates.watch(self.board.wire_topics())
+                self.pages.broadcast({"op": "rates", "rates": rates})
+            elif self.rates.topics:
+                await self.rates.watch(set())
+
+    def greet(self, page: Page) -> None:
+        page.send(self.board_frame())
+
+    # -- what pages ask for ----------------------------------------------------------------
+
+    async def tap(self, page: Page, target: str) -> dict[str, Any]:
+        try:
+            return await self.taps.open(page, target)
+        except TapError as exc:
+            raise PageError(f"tap {target}: {exc}") from None
+
+    async def untap(self, page: Page, target: str) -> None:
+        try:
+            await self.taps.close(page, target)
+        except TapError as exc:
+            raise PageError(f"untap {target}: {exc}") from None
+
+    async def inject(self, target: str, value: Any) -> dict[str, Any]:
+        try:
+            address = self.board.resolve(target, output=False)
+        except UnknownPort as exc:
+            raise PageError(f"inject {target}: {exc}") from None
+        assert address.conf is not None
+        try:
+            await self.requester.request(
+                address.conf, {"cmd": "inject", "input": address.port, "value": value}
+            )
+        except (CommandFailed, NoReply) as exc:
+            raise PageError(f"inject {target}: {exc}") from None
+        return {"target": target, "conf": address.conf, "input": address.port}
+
+    async def release(self, page: Page) -> None:
+        await self.taps.release(page)

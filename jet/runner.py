@@ -39,7 +39,7 @@ def _simulate_hook() -> SimulateHook | None:
         from jet_rf12.runner import simulate  # the hub driver is an optional part
     except ImportError:
         return None
-    return simulate  # type: ignore[no-any-return]
+    return simulate
 
 
 @contextlib.asynccontextmanager

@@ -155,7 +155,17 @@ class WebCircuit:
 
     # -- inputs --------------------------------------------------------------------------
 
-    async def wire(self, input_: str, topic: str, qos: int) -> None:
+    async def wire(
+        self,
+        input_: str,
+        topic: str,
+        qos: int,
+        queue: int | None = None,
+        policy: str | None = None,
+    ) -> None:
+        """Relay ``topic`` to the pages as ``input_`` (``queue``/``policy`` are
+        accepted for the protocol's sake: nothing queues here, values go
+        straight to the pages' bounded outboxes)."""
         gadget, port = self._input(input_)
         key = (f"{gadget}.{port}", topic)
         if key in self.wires:
@@ -248,6 +258,9 @@ class WebCircuit:
 
     def start(self) -> None:
         self.started = True
+
+    async def drain(self, timeout: float) -> None:
+        """Nothing is ever queued here: values go to the pages as they arrive."""
 
     async def stop(self) -> None:
         for _, sub in self.wires.values():

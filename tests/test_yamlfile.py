@@ -76,8 +76,8 @@ def test_demo_loads_with_internal_and_cross_circuit_wires() -> None:
     assert [str(w) for w in source.wires] == ["ticker.out -> average.in"]
     assert [str(w) for w in alarm.wires] == ["threshold.out -> log_above.in"]
     assert [str(w) for w in app.wires] == [
-        "source.average.out -> alarm.threshold.in",
         "source.average.out -> alarm.log_average.in",
+        "source.average.out -> alarm.threshold.in",
     ]
 
 

@@ -1,0 +1,64 @@
+"""Hierarchical circuits at run time: a definition used as a gadget, nested, over a real broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from helpers import Collector, link, run
+
+from jet import broker
+from jet.client import Session
+from jet.loader import Loader
+from jet.pack import Pack
+from jet.yamlfile import load_app
+
+APP = """
+app: nested
+definitions:
+  smooth:
+    inputs: {in: avg.in}
+    outputs: {out: avg.out}
+    gadgets:
+      avg: {type: jet.lib.MovingAverage, params: {size: 2}}
+  scaled_smooth:
+    inputs: {in: double.in}
+    outputs: {out: s.out}
+    gadgets:
+      double: {type: jet.lib.Scale, params: {factor: 2}}
+      s: {type: smooth}
+    wires: [double.out -> s.in]
+circuits:
+  main:
+    gadgets:
+      f: {type: scaled_smooth}
+      plus: {type: jet.lib.Offset, params: {offset: 1}}
+    wires:
+      - f.out -> plus.in
+"""
+
+
+def test_nested_definition_runs_as_a_gadget(mosquitto: Any, tmp_path: Path) -> None:
+    path = tmp_path / "nested.yaml"
+    path.write_text(APP)
+
+    async def scenario() -> list[Any]:
+        url = broker.parse(mosquitto.url)
+        async with (
+            Pack(url, "p1"),
+            Session(url) as session,
+            link(mosquitto.url, "observer") as observer,
+        ):
+            await Loader(session, pack="p1").load(load_app(path))
+            out = await Collector(observer).watch("pack/main/plus/0")
+            for value in (1, 3, 5):
+                await session.request(
+                    "pack/main/conf", {"cmd": "inject", "input": "f.in", "value": value}
+                )
+            await out.wait_for(lambda c: len(c.values()) == 3)
+            status = await session.request("pack/main/conf", {"cmd": "status"})
+            assert "scaled_smooth" in status["definition"]["subcircuits"]
+            return out.values()
+
+    # doubled: 2, 6, 10; averaged over two: 2, 4, 8; plus one: 3, 5, 9
+    assert run(scenario()) == [3.0, 5.0, 9.0]

@@ -69,7 +69,10 @@ async def embedded_broker(port: int = 0, flavour: Flavour = "auto") -> AsyncIter
 async def _mosquitto(exe: str, port: int) -> AsyncIterator[str]:
     with tempfile.TemporaryDirectory(prefix="jet-broker-") as tmp:
         conf = Path(tmp) / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "set_tcp_nodelay true\n"  # no Nagle delay on the broker's side either
+        )
         proc = await asyncio.create_subprocess_exec(
             exe,
             "-c",

@@ -21,6 +21,7 @@ import contextlib
 import heapq
 import logging
 import math
+import socket
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
@@ -120,6 +121,9 @@ class Link:
             keepalive=keepalive,
             will=aiomqtt.Will(will.topic, will.payload, will.qos, will.retain) if will else None,
             timeout=30,
+            # Small MQTT packets must not wait for Nagle's algorithm: without
+            # this a QoS 1 round trip can take 40 ms on an idle connection.
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
         # Up to PUBLISH_WINDOW publishes are in flight by design; aiomqtt warns
         # on every call past its default threshold (10) otherwise.

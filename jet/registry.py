@@ -8,9 +8,10 @@ module prefixes.  Nothing else is imported, so no code travels over MQTT.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Iterable
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 import attrs
 
@@ -22,6 +23,13 @@ ENTRY_POINT_GROUP = "jet.gadgets"
 
 class UnknownGadgetType(LookupError):
     """The type name does not resolve to an allowed gadget class."""
+
+
+@functools.cache
+def _entry_points() -> dict[str, EntryPoint]:
+    # Reading installed distributions' metadata takes milliseconds; the set
+    # does not change while a process runs.
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def _inside(module: str, prefix: str) -> bool:
@@ -39,7 +47,8 @@ class Registry:
         return cls(tuple(dict.fromkeys((*DEFAULT_ALLOW, *extra))))
 
     def resolve(self, type_name: str) -> type[Gadget]:
-        for ep in entry_points(group=ENTRY_POINT_GROUP, name=type_name):
+        ep = _entry_points().get(type_name)
+        if ep is not None:
             return self._check(type_name, ep.load())
         module_name, _, attr = type_name.rpartition(".")
         if not module_name:

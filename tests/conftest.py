@@ -57,6 +57,7 @@ class Mosquitto:
             f"{persistence}"
             "max_queued_messages 100000\n"
             "sys_interval 1\n"
+            "set_tcp_nodelay true\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()

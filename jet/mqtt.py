@@ -223,8 +223,13 @@ class Link:
                         await self._on_connect()
                     self._connected.set()
                     self._outbox_ready.set()
+                    queue = self._client._queue
                     async for message in self._client.messages:
                         await self._dispatch(message)
+                        # Take what has already arrived without aiomqtt's
+                        # per-message task and wait: bursts are the common case.
+                        while not queue.empty():
+                            await self._dispatch(queue.get_nowait())
             except aiomqtt.MqttError as exc:
                 self._live = False
                 if self._manual_ack:

@@ -20,14 +20,14 @@ import collections
 import contextlib
 import heapq
 import logging
-import math
 import socket
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import aiomqtt
 import attrs
+import paho.mqtt.client as mqtt
 
 from .broker import Broker
 
@@ -128,6 +128,15 @@ class Link:
         # Up to PUBLISH_WINDOW publishes are in flight by design; aiomqtt warns
         # on every call past its default threshold (10) otherwise.
         self._client.pending_calls_threshold = PUBLISH_WINDOW + 16
+        self._clean_session = clean_session
+        aiomqtt_on_publish: Any = self._client._client.on_publish
+
+        def on_publish(client: Any, userdata: Any, mid: int, *rest: Any) -> None:
+            if aiomqtt_on_publish is not None:
+                aiomqtt_on_publish(client, userdata, mid, *rest)
+            self._on_publish(mid)
+
+        self._client._client.on_publish = on_publish
         if ack_after_handling:
             # aiomqtt does not expose paho's manual acknowledgement; its
             # underlying paho client is the documented escape hatch.
@@ -147,12 +156,11 @@ class Link:
         self._connected = asyncio.Event()
         self._closing = False
         self._live = False
-        self._window = asyncio.Semaphore(PUBLISH_WINDOW)
-        self._inflight = 0
+        self._awaiting: dict[int, Outgoing] = {}  # by paho message id
+        self._window_free = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._pending: set[asyncio.Task[None]] = set()  # keeps publish tasks referenced
         self._last_error = "not connected yet"
 
     # -- lifecycle -------------------------------------------------------------
@@ -232,6 +240,7 @@ class Link:
                             await self._dispatch(queue.get_nowait())
             except aiomqtt.MqttError as exc:
                 self._live = False
+                self._requeue_unsent()
                 if self._manual_ack:
                     self._forget_unacked()
                 self._last_error = str(exc)
@@ -364,7 +373,7 @@ class Link:
         await self._idle.wait()
 
     def _check_idle(self) -> None:
-        if not self._outbox and not self._retry and self._inflight == 0:
+        if not self._outbox and not self._retry and not self._awaiting:
             self._idle.set()
 
     def _next(self) -> Outgoing | None:
@@ -374,40 +383,51 @@ class Link:
         return self._outbox.popleft() if self._outbox else None
 
     async def _drain_outbox(self) -> None:
+        # Publishing goes straight to paho (aiomqtt's publish() costs a task
+        # and an event per message); paho's on_publish callback, chained
+        # below, tells when each is written (QoS 0) or acknowledged (QoS 1).
+        paho = self._client._client
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
             while (self._outbox or self._retry) and self._connected.is_set():
-                # Take a window slot before taking the message, so a retry
-                # queued while we wait is not overtaken.
-                await self._window.acquire()
+                if len(self._awaiting) >= PUBLISH_WINDOW:
+                    self._window_free.clear()
+                    await self._window_free.wait()
+                    continue
                 message = self._next()
                 if message is None:
-                    self._window.release()
                     break
-                self._inflight += 1
-                task = asyncio.create_task(self._publish_one(message))
-                self._pending.add(task)
-                task.add_done_callback(self._pending.discard)
+                info = paho.publish(message.topic, message.payload, message.qos, message.retain)
+                if info.rc == mqtt.MQTT_ERR_SUCCESS or (
+                    info.rc == mqtt.MQTT_ERR_NO_CONN and message.qos > 0
+                ):
+                    # (A QoS>0 message refused for want of a connection stays
+                    # with paho, which sends it after the reconnect.)
+                    if info.is_published():
+                        self._published(message)
+                    else:
+                        self._awaiting[info.mid] = message
+                else:
+                    heapq.heappush(self._retry, message)
+                    break
 
-    async def _publish_one(self, message: Outgoing) -> None:
-        try:
-            await self._client.publish(
-                message.topic,
-                message.payload,
-                qos=message.qos,
-                retain=message.retain,
-                timeout=math.inf if message.qos else None,
-            )
-            self.stats.published += 1
-            self._confirm(message.seq)
-        except aiomqtt.MqttError:
-            # Not handed over (or not acknowledged): send it again after the
-            # reconnect.  QoS 1 is at least once: a duplicate is allowed, a loss
-            # is not.  A QoS 0 message that never left is retried too.
-            heapq.heappush(self._retry, message)
-            self._outbox_ready.set()
-        finally:
-            self._inflight -= 1
-            self._window.release()
-            self._check_idle()
+    def _on_publish(self, mid: int) -> None:
+        message = self._awaiting.pop(mid, None)
+        if message is not None:
+            self._published(message)
+            self._window_free.set()
+
+    def _published(self, message: Outgoing) -> None:
+        self.stats.published += 1
+        self._confirm(message.seq)
+        self._check_idle()
+
+    def _requeue_unsent(self) -> None:
+        # At a disconnect paho drops QoS 0 messages it has not written, and a
+        # clean session drops the QoS 1 ones too: send them again, in order.
+        for mid, message in list(self._awaiting.items()):
+            if message.qos == 0 or self._clean_session:
+                del self._awaiting[mid]
+                heapq.heappush(self._retry, message)
+        self._window_free.set()

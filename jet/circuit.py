@@ -41,6 +41,17 @@ class CommandError(ValueError):
     """A circuit command that names something the circuit does not have."""
 
 
+def normalize_exports(raw: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """``{output: {consumer: qos}}`` from that form or ``{output: [consumer, ...]}`` (QoS 1)."""
+    exports: dict[str, dict[str, int]] = {}
+    for output, holders in raw.items():
+        if isinstance(holders, Mapping):
+            exports[str(output)] = {str(k): int(v) for k, v in holders.items()}
+        else:
+            exports[str(output)] = {str(h): 1 for h in holders}
+    return exports
+
+
 def split_port(text: str) -> tuple[str, str]:
     gadget, dot, port = text.partition(".")
     if not dot or not gadget or not port or "." in port:
@@ -59,7 +70,7 @@ class RunningCircuit:
         *,
         app: str = "",
         container: str = "",
-        exports: Mapping[str, list[str]] | None = None,
+        exports: Mapping[str, Any] | None = None,
     ) -> None:
         self.id = definition.name
         self.app = app
@@ -69,7 +80,7 @@ class RunningCircuit:
         self.network = Network(definition, registry, self._on_emit, label=self.id)
         self.network.activate()
         self.wires: dict[tuple[str, str], WireState] = {}
-        self.exports: dict[str, set[str]] = {k: set(v) for k, v in (exports or {}).items()}
+        self.exports = normalize_exports(exports or {})
         self.taps: dict[str, float] = {}  # output -> monotonic expiry
         self.received = 0
         self.published = 0
@@ -79,6 +90,7 @@ class RunningCircuit:
         self._rate_base = (0, 0)
         self._topics: dict[str, list[str]] = {}
         self._publish: dict[str, list[bool]] = {}
+        self._qos: dict[str, list[int]] = {}
         self._refresh_publishing()
 
     @property
@@ -101,6 +113,11 @@ class RunningCircuit:
                 or f"{name}.{port}" in self.taps
                 for i, port in enumerate(slot.outputs)
             ]
+            # Published at the highest QoS any consumer's wire asks for.
+            self._qos[name] = [
+                max(self.exports.get(f"{name}.{port}", {}).values(), default=1)
+                for port in slot.outputs
+            ]
 
     def _on_emit(self, gadget: str, index: int, value: Any) -> None:
         if not self._publish[gadget][index]:
@@ -111,7 +128,8 @@ class RunningCircuit:
             log.error("%s.%s output %d: %s", self.id, gadget, index, exc)
             self.network.counters.errors += 1
             return
-        if self.link.publish_nowait(self._topics[gadget][index], payload, qos=1):
+        topic, qos = self._topics[gadget][index], self._qos[gadget][index]
+        if self.link.publish_nowait(topic, payload, qos=qos):
             self.published += 1
 
     def _output(self, text: str) -> str:
@@ -121,13 +139,13 @@ class RunningCircuit:
             raise CommandError(f"{self.id} has no output {text!r}")
         return f"{gadget}.{port}"
 
-    def export(self, output: str, by: str, on: bool) -> None:
+    def export(self, output: str, by: str, on: bool, qos: int = 1) -> None:
         key = self._output(output)
-        holders = self.exports.setdefault(key, set())
+        holders = self.exports.setdefault(key, {})
         if on:
-            holders.add(by)
+            holders[by] = qos
         else:
-            holders.discard(by)
+            holders.pop(by, None)
         self._refresh_publishing()
 
     def tap(self, output: str, ttl: float) -> None:
@@ -214,7 +232,7 @@ class RunningCircuit:
         self.wires.clear()
         await self.network.stop()
 
-    async def reload(self, definition: CircuitDef, exports: Mapping[str, list[str]]) -> None:
+    async def reload(self, definition: CircuitDef, exports: Mapping[str, Any]) -> None:
         """Swap in a new graph; wires into inputs that remain keep their subscription.
 
         The new network is fully built before anything changes, and the swap
@@ -231,7 +249,7 @@ class RunningCircuit:
         await old.stop(keep=new.kept)
         new.activate()
         self.network = new
-        self.exports = {k: set(v) for k, v in exports.items()}
+        self.exports = normalize_exports(exports)
         self._refresh_publishing()
         new.start()
         gone = [k for k in self.wires if not self._has_input(k[0])]

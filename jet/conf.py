@@ -26,7 +26,7 @@ CIRCUIT_COMMANDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "policy": (str, False),
     },
     "unwire": {"input": (str, True), "topic": (str, False)},
-    "export": {"output": (str, True), "by": (str, True)},
+    "export": {"output": (str, True), "by": (str, True), "qos": (int, False)},
     "unexport": {"output": (str, True), "by": (str, True)},
     "tap": {"output": (str, True), "ttl": ((int, float), False)},
     "inject": {"input": (str, True), "value": (_ANY, True)},

@@ -52,7 +52,7 @@ class HostedCircuit(Protocol):
 
     async def unwire(self, input_: str, topic: str | None) -> int: ...
 
-    def export(self, output: str, by: str, on: bool) -> None: ...
+    def export(self, output: str, by: str, on: bool, qos: int = 1) -> None: ...
 
     def tap(self, output: str, ttl: float) -> None: ...
 
@@ -60,7 +60,7 @@ class HostedCircuit(Protocol):
 
     async def drain(self, timeout: float) -> None: ...
 
-    async def reload(self, definition: CircuitDef, exports: dict[str, list[str]]) -> None: ...
+    async def reload(self, definition: CircuitDef, exports: dict[str, Any]) -> None: ...
 
 
 C = TypeVar("C", bound=HostedCircuit)
@@ -112,7 +112,7 @@ class Container(Generic[C]):
 
     # -- hooks for subclasses ---------------------------------------------------------------
 
-    def _build(self, definition: CircuitDef, app: str, exports: dict[str, list[str]]) -> C:
+    def _build(self, definition: CircuitDef, app: str, exports: dict[str, Any]) -> C:
         """Make (not start) the circuit a ``load`` asks for; raise ValueError if impossible."""
         raise NotImplementedError
 
@@ -268,7 +268,9 @@ class Container(Generic[C]):
             case "unwire":
                 result = {"removed": await circuit.unwire(args["input"], args.get("topic"))}
             case "export" | "unexport":
-                circuit.export(args["output"], args["by"], on=command.name == "export")
+                circuit.export(
+                    args["output"], args["by"], command.name == "export", args.get("qos", 1)
+                )
             case "tap":
                 circuit.tap(args["output"], float(args.get("ttl", 60)))
             case "inject":
@@ -296,7 +298,7 @@ class Container(Generic[C]):
         definition: CircuitDef,
         *,
         app: str = "",
-        exports: dict[str, list[str]] | None = None,
+        exports: dict[str, Any] | None = None,
         start: bool = True,
     ) -> C:
         if definition.container != self.kind:

@@ -128,11 +128,13 @@ class Loader:
         return f"{wire.dst.gadget}.{wire.dst.port}"
 
     @staticmethod
-    def exports_of(app: AppDef, circuit: CircuitDef) -> dict[str, list[str]]:
-        exports: dict[str, list[str]] = {}
+    def exports_of(app: AppDef, circuit: CircuitDef) -> dict[str, dict[str, int]]:
+        """Outputs of ``circuit`` read by other circuits: {output: {consumer: wire qos}}."""
+        exports: dict[str, dict[str, int]] = {}
         for wire in app.wires:
             if wire.src.circuit == circuit.name:
-                exports.setdefault(f"{wire.src.gadget}.{wire.src.port}", []).append(str(wire.dst))
+                key = f"{wire.src.gadget}.{wire.src.port}"
+                exports.setdefault(key, {})[str(wire.dst)] = wire.qos
         return exports
 
     # -- commands ---------------------------------------------------------------------------

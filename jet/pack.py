@@ -44,9 +44,7 @@ class Pack(Container[RunningCircuit]):
         self.state_file = state_file
         super().__init__(broker, pack_id, stats_interval=stats_interval, keepalive=keepalive)
 
-    def _build(
-        self, definition: CircuitDef, app: str, exports: dict[str, list[str]]
-    ) -> RunningCircuit:
+    def _build(self, definition: CircuitDef, app: str, exports: dict[str, Any]) -> RunningCircuit:
         return RunningCircuit(
             definition, self.registry, self.link, app=app, container=self.container,
             exports=exports,
@@ -67,7 +65,7 @@ class Pack(Container[RunningCircuit]):
             cid: {
                 "app": c.app,
                 "definition": c.status()["definition"],
-                "exports": {k: sorted(v) for k, v in c.exports.items()},
+                "exports": {k: dict(v) for k, v in c.exports.items()},
                 "wires": [
                     [port, topic, w.qos, w.limit, w.policy] for (port, topic), w in c.wires.items()
                 ],

@@ -93,7 +93,7 @@ class WebCircuit:
         announce: Announce,
         app: str = "",
         container: str = "",
-        exports: Mapping[str, list[str]] | None = None,
+        exports: Mapping[str, Any] | None = None,
     ) -> None:
         self.id = definition.name
         self.app = app
@@ -238,7 +238,7 @@ class WebCircuit:
         ):
             self.counters["published"] += 1
 
-    def export(self, output: str, by: str, on: bool) -> None:
+    def export(self, output: str, by: str, on: bool, qos: int = 1) -> None:
         gadget, port = self._output(output)
         holders = self.exports.setdefault(f"{gadget}.{port}", set())
         if on:
@@ -268,7 +268,7 @@ class WebCircuit:
         self.wires.clear()
         self.started = False
 
-    async def reload(self, definition: CircuitDef, exports: Mapping[str, list[str]]) -> None:
+    async def reload(self, definition: CircuitDef, exports: Mapping[str, Any]) -> None:
         """Swap in a new definition; wires into inputs that remain keep their subscription."""
         if definition.name != self.id:
             raise CommandError(f"reload of {self.id} with a definition named {definition.name!r}")

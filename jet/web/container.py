@@ -66,9 +66,7 @@ class WebContainer(Container[WebCircuit]):
         )
         pages.on_change.append(lambda _count: self._announce())
 
-    def _build(
-        self, definition: CircuitDef, app: str, exports: dict[str, list[str]]
-    ) -> WebCircuit:
+    def _build(self, definition: CircuitDef, app: str, exports: dict[str, Any]) -> WebCircuit:
         return WebCircuit(
             definition,
             self.link,

@@ -46,9 +46,14 @@ def normalize_exports(raw: Mapping[str, Any]) -> dict[str, dict[str, int]]:
     exports: dict[str, dict[str, int]] = {}
     for output, holders in raw.items():
         if isinstance(holders, Mapping):
-            exports[str(output)] = {str(k): int(v) for k, v in holders.items()}
+            chosen = {str(k): v for k, v in holders.items()}
+        elif isinstance(holders, list | tuple):
+            chosen = {str(h): 1 for h in holders}
         else:
-            exports[str(output)] = {str(h): 1 for h in holders}
+            raise CommandError(f"exports of {output!r}: expected a list or a map of consumers")
+        if any(isinstance(q, bool) or q not in (0, 1, 2) for q in chosen.values()):
+            raise CommandError(f"exports of {output!r}: qos must be 0, 1 or 2")
+        exports[str(output)] = chosen
     return exports
 
 
@@ -182,6 +187,10 @@ class RunningCircuit:
             return  # idempotent: the loader may repeat a wire after a timeout
         if qos not in (0, 1, 2):
             raise CommandError(f"qos must be 0, 1 or 2, not {qos}")
+        try:
+            topics.check(topic, filter_ok=True)
+        except topics.TopicError as exc:
+            raise CommandError(str(exc)) from None
         if policy is not None and policy not in POLICIES:
             raise CommandError(f"unknown queue policy {policy!r} (one of {', '.join(POLICIES)})")
         if queue is not None and queue < 1:
@@ -241,6 +250,7 @@ class RunningCircuit:
         """
         if definition.name != self.id:
             raise CommandError(f"reload of {self.id} with a definition named {definition.name!r}")
+        new_exports = normalize_exports(exports)  # refused before anything changes
         new = Network(
             definition, self.registry, self._on_emit, label=self.id, reuse=self.network.slots
         )
@@ -249,7 +259,7 @@ class RunningCircuit:
         await old.stop(keep=new.kept)
         new.activate()
         self.network = new
-        self.exports = normalize_exports(exports)
+        self.exports = new_exports
         self._refresh_publishing()
         new.start()
         gone = [k for k in self.wires if not self._has_input(k[0])]

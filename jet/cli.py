@@ -379,6 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     logging.getLogger("jet").setLevel(level)
+    if args.verbose < 2:
+        # paho's own connection errors repeat what our one-line message says
+        logging.getLogger("jet.mqtt.paho").setLevel(logging.CRITICAL)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

@@ -27,5 +27,6 @@ def decode(payload: bytes | bytearray) -> Any:
         raise PayloadError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     try:
         return msgpack.unpackb(payload, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.UnpackException) as exc:
-        raise PayloadError(f"not msgpack ({len(payload)} bytes): {exc}") from exc
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        # (TypeError: a map key msgpack can decode but Python cannot hash)
+        raise PayloadError(f"not usable msgpack ({len(payload)} bytes): {exc}") from exc

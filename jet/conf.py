@@ -7,14 +7,18 @@ the topic, so a container can log it, answer it, and carry on.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from . import codec
+from . import codec, topics
 
 _ANY = object
+
+MAX_SECONDS = 86_400  # a day: longer waits and leases are mistakes, and inf/NaN break timers
+MAX_QUEUE = 1_000_000
 
 #: cmd -> {field: (type, required)}
 CIRCUIT_COMMANDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
@@ -81,9 +85,11 @@ def parse(
         raise ConfError(topic, f"bad conf message: expected a map, got {type(data).__name__}")
     ident = data.get("id")
     reply_to = data.get("reply_to")
-    bad_reply = not isinstance(reply_to, str) or "+" in reply_to or "#" in reply_to
-    if reply_to is not None and bad_reply:
-        raise ConfError(topic, f"bad conf message: reply_to {reply_to!r} is not a topic")
+    if reply_to is not None:
+        try:
+            topics.check(reply_to)
+        except topics.TopicError as exc:
+            raise ConfError(topic, f"bad conf message: reply_to: {exc}") from None
 
     def fail(message: str) -> ConfError:
         return ConfError(topic, message, ident=ident, reply_to=reply_to)
@@ -108,6 +114,13 @@ def parse(
     unknown = set(args) - set(fields)
     if unknown:
         raise fail(f"{name}: unknown field {sorted(unknown)[0]!r}")
+    if args.get("qos", 1) not in (0, 1, 2):
+        raise fail(f"{name}: qos must be 0, 1 or 2, not {args['qos']!r}")
+    for key in ("timeout", "ttl"):
+        if key in args and not (math.isfinite(args[key]) and 0 <= args[key] <= MAX_SECONDS):
+            raise fail(f"{name}: {key} must be 0 to {MAX_SECONDS} seconds, not {args[key]!r}")
+    if "queue" in args and not 1 <= args["queue"] <= MAX_QUEUE:
+        raise fail(f"{name}: queue must be 1 to {MAX_QUEUE}, not {args['queue']!r}")
     return Command(name, args, ident, reply_to)
 
 

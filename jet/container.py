@@ -233,8 +233,12 @@ class Container(Generic[C]):
                 result = await self._container_command(command)
             else:
                 result = await self._circuit_command(circuit, command)
-        except (CommandError, BuildError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            # (AttributeError/TypeError: a definition whose parts have the wrong shape)
+        except (
+            CommandError, BuildError, ValueError, KeyError, TypeError, AttributeError,
+            OverflowError,
+        ) as exc:
+            # (AttributeError/TypeError/OverflowError: a definition whose parts
+            # have the wrong shape or size)
             raise conf.ConfError(
                 topic, f"{command.name}: {exc}", ident=command.ident, reply_to=command.reply_to
             ) from None
@@ -310,6 +314,7 @@ class Container(Generic[C]):
                 f"circuit {definition.name!r} is already loaded in {self.kind} {self.id}"
             )
         circuit = self._build(definition, app, exports or {})
+        circuit.status()  # a circuit that cannot report itself is refused before it is added
         self.circuits[circuit.id] = circuit
         conf_topic = topics.circuit_conf(self.kind, circuit.id)
         self._conf_subs[circuit.id] = await self.link.subscribe(conf_topic, 1, self._enqueue)
@@ -353,5 +358,8 @@ class Container(Generic[C]):
         while True:
             await asyncio.sleep(self.stats_interval)
             for circuit in list(self.circuits.values()):
-                circuit.measure_rates(self.stats_interval)
-                self._publish_status(circuit)
+                try:
+                    circuit.measure_rates(self.stats_interval)
+                    self._publish_status(circuit)
+                except Exception:  # one broken circuit must not stop the others' reports
+                    self.log.exception("%s: status refresh failed", circuit.id)

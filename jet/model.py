@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import attrs
 
+from .topics import NAME_RE
+
 Container = Literal["pack", "node", "web"]
 CONTAINERS: tuple[Container, ...] = ("pack", "node", "web")
 
@@ -143,12 +145,16 @@ def wire_from_wire(d: Mapping[str, Any]) -> WireDef:
     policy = d.get("policy")
     if policy is not None and policy not in POLICIES:
         raise ValueError(f"unknown queue policy {policy!r} (one of {', '.join(POLICIES)})")
-    queue = d.get("queue")
+    queue, qos = d.get("queue"), d.get("qos", 1)
+    if isinstance(qos, bool) or qos not in (0, 1, 2):
+        raise ValueError(f"wire qos must be 0, 1 or 2, not {qos!r}")
+    if queue is not None and (not isinstance(queue, int) or isinstance(queue, bool) or queue < 1):
+        raise ValueError(f"wire queue must be a whole number >= 1, not {queue!r}")
     return WireDef(
         _port_from_wire(d["from"]),
         _port_from_wire(d["to"]),
-        int(d.get("qos", 1)),
-        queue=int(queue) if queue is not None else None,
+        int(qos),
+        queue=queue,
         policy=policy,
     )
 
@@ -183,6 +189,16 @@ def circuit_from_wire(d: Mapping[str, Any]) -> CircuitDef:
     container = d.get("container", "pack")
     if container not in CONTAINERS:
         raise ValueError(f"unknown container {container!r}")
+    circuit = _circuit_from_wire(d, container)
+    if container != "node":
+        # Names become topic levels: only what a topic level can safely hold.
+        for gadget in circuit.gadgets:
+            if not NAME_RE.match(gadget.name):
+                raise ValueError(f"gadget name {gadget.name!r} must match [a-z0-9_-]+")
+    return circuit
+
+
+def _circuit_from_wire(d: Mapping[str, Any], container: Container) -> CircuitDef:
     return CircuitDef(
         name=str(d["name"]),
         container=container,
@@ -203,6 +219,8 @@ def circuit_from_wire(d: Mapping[str, Any]) -> CircuitDef:
         exports_in={k: _port_from_wire(v) for k, v in (d.get("exports_in") or {}).items()},
         exports_out={k: _port_from_wire(v) for k, v in (d.get("exports_out") or {}).items()},
         subcircuits={
-            k: circuit_from_wire(v) for k, v in (d.get("subcircuits") or {}).items()
+            # (inner gadgets never become topic levels: no name check there)
+            k: _circuit_from_wire(v, v.get("container", "pack"))
+            for k, v in (d.get("subcircuits") or {}).items()
         },
     )

@@ -29,6 +29,7 @@ import aiomqtt
 import attrs
 import paho.mqtt.client as mqtt
 
+from . import topics
 from .broker import Broker
 
 log = logging.getLogger("jet.mqtt")
@@ -64,6 +65,7 @@ class LinkStats:
     outbox_dropped: int = 0
     handler_errors: int = 0
     reconnects: int = 0
+    refused: int = 0
 
 
 @attrs.frozen(order=True)
@@ -121,6 +123,7 @@ class Link:
             keepalive=keepalive,
             will=aiomqtt.Will(will.topic, will.payload, will.qos, will.retain) if will else None,
             timeout=30,
+            logger=logging.getLogger("jet.mqtt.paho"),
             # Small MQTT packets must not wait for Nagle's algorithm: without
             # this a QoS 1 round trip can take 40 ms on an idle connection.
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
@@ -161,7 +164,7 @@ class Link:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._last_error = "not connected yet"
+        self._last_error = "no answer (wrong port, or a TLS handshake or login refused?)"
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -246,7 +249,8 @@ class Link:
                 self._last_error = str(exc)
                 if self._connected.is_set():
                     log.warning("lost MQTT broker %s: %s", self.broker.url, exc)
-                elif backoff == BACKOFF_START:
+                elif backoff == BACKOFF_START and self._connect_timeout is None:
+                    # (a command-line client reports the failure itself, once)
                     log.warning("cannot reach MQTT broker %s: %s (retrying)", self.broker.url, exc)
                 self._connected.clear()
             await asyncio.sleep(backoff)
@@ -267,6 +271,7 @@ class Link:
         Returns once the broker has acknowledged the subscription, or at once
         while disconnected (the subscription is made on reconnect).
         """
+        topics.check(topic, filter_ok=True)  # before it can reach the table or the broker
         sub = Subscription(topic, qos, handler)
         table = self._filters if is_filter(topic) else self._exact
         existing = table.setdefault(topic, [])
@@ -398,7 +403,18 @@ class Link:
                 message = self._next()
                 if message is None:
                     break
-                info = paho.publish(message.topic, message.payload, message.qos, message.retain)
+                try:
+                    info = paho.publish(
+                        message.topic, message.payload, message.qos, message.retain
+                    )
+                except ValueError as exc:
+                    # A topic or QoS paho refuses: that message cannot ever be
+                    # sent; count it, and keep the others flowing.
+                    self.stats.refused += 1
+                    log.error("publish to %r refused: %s", message.topic[:200], exc)
+                    self._confirm(message.seq)
+                    self._check_idle()
+                    continue
                 if info.rc == mqtt.MQTT_ERR_SUCCESS or (
                     info.rc == mqtt.MQTT_ERR_NO_CONN and message.qos > 0
                 ):

@@ -62,12 +62,12 @@ class Registry:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise UnknownGadgetType(
-                f"unknown gadget type {type_name!r}: cannot import {module_name}: {exc}"
+                f"unknown gadget type {type_name!r}: cannot import {module_name!r}: {exc!r}"
             ) from exc
         found = getattr(module, attr, None)
         if found is None:
             raise UnknownGadgetType(
-                f"unknown gadget type {type_name!r}: {module_name} has no {attr}"
+                f"unknown gadget type {type_name!r}: {module_name!r} has no {attr!r}"
             )
         return self._check(type_name, found)
 

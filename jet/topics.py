@@ -6,6 +6,36 @@ import re
 
 NAME_RE = re.compile(r"^[a-z0-9_-]+$")
 
+MAX_TOPIC_BYTES = 65535
+# What MQTT brokers refuse in a topic (mosquitto disconnects the client that
+# sends one): NUL, C0 and C1 controls, and Unicode non-characters.
+_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff]")
+
+
+class TopicError(ValueError):
+    """A topic or topic filter a broker would refuse."""
+
+
+def check(topic: str, *, filter_ok: bool = False) -> str:
+    """Return ``topic`` if a broker accepts it (as a filter when ``filter_ok``)."""
+    if not isinstance(topic, str) or not topic:
+        raise TopicError(f"topic {topic!r} is empty or not text")
+    if len(topic.encode("utf-8", "surrogatepass")) > MAX_TOPIC_BYTES:
+        raise TopicError(f"topic of {len(topic)} characters is longer than MQTT allows")
+    bad = _REFUSED.search(topic) or re.search("[\ud800-\udfff]", topic)
+    if bad:
+        raise TopicError(f"topic {topic!r} has a character brokers refuse ({bad.group()!r})")
+    levels = topic.split("/")
+    for i, level in enumerate(levels):
+        wild = "+" in level or "#" in level
+        if not wild:
+            continue
+        if not filter_ok:
+            raise TopicError(f"topic {topic!r} has a wildcard (+ or #)")
+        if level not in ("+", "#") or (level == "#" and i != len(levels) - 1):
+            raise TopicError(f"topic filter {topic!r}: + and # must fill a level, # only last")
+    return topic
+
 
 def output(kind: str, circuit_id: str, gadget_id: str | int, output_num: int) -> str:
     return f"{kind}/{circuit_id}/{gadget_id}/{output_num}"

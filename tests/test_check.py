@@ -47,7 +47,7 @@ def test_shipped_circuits_pass_check(name: str) -> None:
         (
             "bad_unknown_type.yaml",
             "bad_unknown_type.yaml:6: gadget control.mystery: unknown gadget type"
-            " 'jet.lib.Frobnicator': jet.lib has no Frobnicator",
+            " 'jet.lib.Frobnicator': 'jet.lib' has no 'Frobnicator'",
         ),
         (
             "bad_disallowed_type.yaml",
@@ -452,7 +452,7 @@ def test_definition_problems_are_reported_once() -> None:
       c2: {gadgets: {x: {type: d}}}
     """
     assert problems(text) == [
-        "app.yaml:6: gadget d.a: unknown gadget type 'jet.lib.Nope': jet.lib has no Nope",
+        "app.yaml:6: gadget d.a: unknown gadget type 'jet.lib.Nope': 'jet.lib' has no 'Nope'",
         "app.yaml:8: gadget c1.y: sub-circuit 'd' takes no parameters (got k)",
     ]
 

@@ -123,7 +123,7 @@ class Link:
             keepalive=keepalive,
             will=aiomqtt.Will(will.topic, will.payload, will.qos, will.retain) if will else None,
             timeout=30,
-            logger=logging.getLogger("jet.mqtt.paho"),
+            logger=self._paho_logger(client_id),
             # Small MQTT packets must not wait for Nagle's algorithm: without
             # this a QoS 1 round trip can take 40 ms on an idle connection.
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
@@ -165,6 +165,23 @@ class Link:
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_error = "no answer (wrong port, or a TLS handshake or login refused?)"
+        self._paho_error = ""  # paho's own last complaint: more precise than aiomqtt's
+
+    def _paho_logger(self, client_id: str) -> logging.Logger:
+        """paho's messages for this link: its last error becomes ours (a TLS
+        alert, a refused login), and the rest is passed on at debug level."""
+        logger = logging.getLogger(f"jet.mqtt.paho.{client_id}")
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+        link = self
+
+        class LastError(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                link._paho_error = record.getMessage().splitlines()[0][:300]
+                logging.getLogger("jet.mqtt.paho").debug("%s: %s", client_id, link._paho_error)
+
+        logger.handlers[:] = [LastError()]
+        return logger
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -180,8 +197,9 @@ class Link:
                 await asyncio.wait_for(self._connected.wait(), self._connect_timeout)
             except TimeoutError:
                 await self.close()
+                reason = self._paho_error or self._last_error
                 raise ConnectionError(
-                    f"cannot reach MQTT broker {self.broker.url}: {self._last_error}"
+                    f"cannot reach MQTT broker {self.broker.url}: {reason}"
                 ) from None
         return self
 

@@ -25,6 +25,10 @@ def check(topic: str, *, filter_ok: bool = False) -> str:
     bad = _REFUSED.search(topic) or re.search("[\ud800-\udfff]", topic)
     if bad:
         raise TopicError(f"topic {topic!r} has a character brokers refuse ({bad.group()!r})")
+    # The non-characters beyond the first plane: U+1FFFE, U+1FFFF ... U+10FFFF.
+    beyond = next((c for c in topic if ord(c) > 0xFFFF and ord(c) & 0xFFFE == 0xFFFE), None)
+    if beyond is not None:
+        raise TopicError(f"topic {topic!r} has a character brokers refuse ({beyond!r})")
     levels = topic.split("/")
     for i, level in enumerate(levels):
         wild = "+" in level or "#" in level

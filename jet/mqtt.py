@@ -40,7 +40,8 @@ log = logging.getLogger("jet.mqtt")
 Handler = Callable[[str, bytes], Awaitable[None] | None]
 
 OUTBOX_LIMIT = 100_000
-PUBLISH_WINDOW = 256  # QoS>0 publishes in flight at once (pipelined, order kept)
+PUBLISH_WINDOW = 256  # publishes handed to paho and not yet completed, at most
+READ_BURST = 64  # packets read per socket wake-up, at most
 BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
 
@@ -140,6 +141,7 @@ class Link:
             self._on_publish(mid)
 
         self._client._client.on_publish = on_publish
+        self._read_in_bursts()
         if ack_after_handling:
             # aiomqtt does not expose paho's manual acknowledgement; its
             # underlying paho client is the documented escape hatch.
@@ -166,6 +168,48 @@ class Link:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_error = "no answer (wrong port, or a TLS handshake or login refused?)"
         self._paho_error = ""  # paho's own last complaint: more precise than aiomqtt's
+
+    def _read_in_bursts(self) -> None:
+        """Read every packet that has arrived per socket wake-up, not one.
+
+        aiomqtt registers paho's ``loop_read()`` as the socket's reader, and
+        paho reads at most one packet per call when nothing is in flight (all
+        QoS 0 traffic): each message then costs a trip through the event loop.
+        This reader, installed right after aiomqtt's, calls it again while
+        calls keep producing messages (bounded, so other tasks still run).
+        """
+        client = self._client
+        paho = client._client
+        aiomqtt_on_socket_open: Any = paho.on_socket_open
+
+        def read_burst() -> None:
+            queue = client._queue
+            try:
+                for _ in range(READ_BURST):
+                    before = queue.qsize()
+                    paho.loop_read()
+                    sock: Any = paho._sock
+                    if sock is not None and hasattr(sock, "pending") and sock.pending() > 0:
+                        continue  # TLS: decrypted bytes wait inside the SSL object
+                    if queue.qsize() == before:
+                        break
+            except Exception as exc:  # as aiomqtt's reader does: the connection broke
+                if not client._disconnected.done():
+                    client._disconnected.set_exception(exc)
+
+        def on_socket_open(mqttc: Any, userdata: Any, sock: Any) -> None:
+            aiomqtt_on_socket_open(mqttc, userdata, sock)
+            # paho writes a byte to a socket pair on every packet it queues, to
+            # wake its own thread loop; aiomqtt never runs that loop, so the
+            # syscall per message is pure cost.
+            wake, paho._sockpairW = paho._sockpairW, None
+            if wake is not None:
+                wake.close()
+            # Called from aiomqtt's connect thread; this runs after its add_reader.
+            loop = client._loop
+            loop.call_soon_threadsafe(loop.add_reader, sock.fileno(), read_burst)
+
+        paho.on_socket_open = on_socket_open
 
     def _paho_logger(self, client_id: str) -> logging.Logger:
         """paho's messages for this link: its last error becomes ours (a TLS

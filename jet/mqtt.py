@@ -205,9 +205,18 @@ class Link:
             wake, paho._sockpairW = paho._sockpairW, None
             if wake is not None:
                 wake.close()
-            # Called from aiomqtt's connect thread; this runs after its add_reader.
+            # Called from aiomqtt's connect thread; this runs after its add_reader,
+            # unless the socket was closed meanwhile (a refused TLS handshake).
             loop = client._loop
-            loop.call_soon_threadsafe(loop.add_reader, sock.fileno(), read_burst)
+            fileno = sock.fileno()
+
+            def take_over_reading() -> None:
+                current: Any = paho._sock
+                if current is sock and current.fileno() == fileno:
+                    with contextlib.suppress(OSError, ValueError):
+                        loop.add_reader(fileno, read_burst)
+
+            loop.call_soon_threadsafe(take_over_reading)
 
         paho.on_socket_open = on_socket_open
 

@@ -79,6 +79,9 @@ async def _mosquitto(exe: str, port: int) -> AsyncIterator[str]:
             str(conf),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
+            # Its own session: Ctrl-C reaches `jet run`, which then shuts the
+            # broker down last, instead of the broker dying under the pack.
+            start_new_session=True,
         )
         try:
             await _wait_listening(port)

@@ -14,7 +14,6 @@ to the presence map and react to changes (hooks below).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -28,6 +27,7 @@ from .circuit import CommandError
 from .model import CircuitDef, circuit_from_wire
 from .mqtt import Link, Subscription, Will
 from .network import BuildError
+from .tasks import cancel_all
 
 STATS_INTERVAL = 5.0
 
@@ -144,11 +144,7 @@ class Container(Generic[C]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         for circuit in list(self.circuits.values()):
             await circuit.stop()
             # A clean shutdown is not a crash: say offline, keep the definition

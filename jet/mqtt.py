@@ -31,6 +31,7 @@ import paho.mqtt.client as mqtt
 
 from . import topics
 from .broker import Broker
+from .tasks import cancel_all
 
 log = logging.getLogger("jet.mqtt")
 
@@ -272,11 +273,7 @@ class Link:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.flush(), flush_timeout)
         self._closing = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await task
+        await cancel_all(self._tasks, aiomqtt.MqttError)
 
     @property
     def connected(self) -> bool:

@@ -14,7 +14,6 @@ the owner (a running circuit, or a composite gadget) uses to publish.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -25,6 +24,7 @@ from .gadget import Gadget, GadgetError, input_names, instantiate, is_async, out
 from .inbox import DEFAULT_LIMIT, Inbox
 from .model import CircuitDef, GadgetDef
 from .registry import Registry, UnknownGadgetType
+from .tasks import cancel_all
 
 log = logging.getLogger("jet.network")
 
@@ -286,11 +286,7 @@ class Network:
         for slot in self.slots.values():
             if slot.name in keep:
                 continue
-            for task in slot.tasks:
-                task.cancel()
-            for task in slot.tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_all(slot.tasks)
             slot.tasks.clear()
 
     def queued(self) -> int:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import attrs
+
+from jet.tasks import cancel_all
 
 from .ratelog import RateLimitedLog
 from .rf12demo import (
@@ -110,11 +111,7 @@ class Dongle:
 
     async def stop(self) -> None:
         self.line.close()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks = []
 
     @property

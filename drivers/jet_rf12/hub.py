@@ -20,7 +20,6 @@ What it does (docs/protocol.md, docs/nodes.md):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -36,6 +35,7 @@ from jet.broker import Broker, parse
 from jet.codec import PayloadError, decode, encode
 from jet.model import circuit_from_wire
 from jet.mqtt import Link, Will
+from jet.tasks import cancel_all
 
 from .dongle import DEFAULT_GROUP, Dongle, DongleSpec, parse_port
 from .node_circuit import NodeCircuit, NodeCircuitError, node_from_definition, undeclared_node
@@ -175,11 +175,7 @@ class Hub:
         """Stop reading dongles, mark everything offline (retained), disconnect."""
         if self._link is None:
             return
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks = []
         for dongle in self.dongles:
             await dongle.stop()

@@ -36,6 +36,8 @@ from typing import Self
 
 import attrs
 
+from jet.tasks import cancel_all
+
 from .rf12demo import HDR_CTL, MAX_PAYLOAD
 from .sim_nodes import Output, SimNode
 
@@ -128,11 +130,7 @@ class NodeSim:
         await self.opened.wait()
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks = []
         self.unplug()
 

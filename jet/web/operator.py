@@ -10,13 +10,13 @@ the pages holding a tap.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from types import TracebackType
 from typing import Any, Self
 
 from .. import topics
 from ..mqtt import Link, Subscription
 from ..registry import Registry
+from ..tasks import cancel_all
 from .board import StatusBoard, UnknownPort
 from .container import PageError
 from .pages import Page, Pages
@@ -67,11 +67,7 @@ class Operator:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         await self.taps.close_all()
         await self.rates.watch(set())
         for sub in self._subs:

@@ -7,6 +7,7 @@ the sub-circuit.  Its inner wires stay in-process and are not published.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from .gadget import Gadget
@@ -37,7 +38,7 @@ class Composite(Gadget):
 
         self.network = Network(inner, self.registry, forward, label=self.label)
         self.network.activate()
-        self._routes = {name: ref for name, ref in inner.exports_in.items()}
+        self._routes = dict(inner.exports_in)
 
     def on_message(self, port: str, value: Any) -> None:
         ref = self._routes[port]
@@ -46,8 +47,6 @@ class Composite(Gadget):
     async def run(self) -> None:
         self.network.start()
         try:
-            import asyncio
-
             await asyncio.Event().wait()  # lives as long as the enclosing circuit
         finally:
             await self.network.stop()

@@ -12,7 +12,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def jet_argv(*args: str) -> list[str]:
-    exe = shutil.which("jet")
+    # The `jet` installed beside the interpreter running the tests (a venv's
+    # bin/ need not be on PATH), else whatever PATH has, else the module.
+    beside = Path(sys.executable).with_name("jet")
+    exe = str(beside) if beside.exists() else shutil.which("jet")
     base = [exe] if exe else [sys.executable, "-m", "jet.cli"]
     return [*base, *args]
 

@@ -87,7 +87,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     async def ls() -> int:
         async with _session(args) as session:
             containers = await session.retained(topics.ALL_CONTAINER_STATUS)
-            circuits = await session.retained(topics.ALL_CIRCUIT_STATUS)
+            circuits = await session.circuit_statuses()
         print(f"{'CONTAINER':<24} {'STATE':<8} {'CIRCUITS':>8}  DETAIL")
         for topic, status in sorted(containers.items()):
             if not isinstance(status, dict):
@@ -128,7 +128,7 @@ async def _resolve_port(session: Session, target: str, output: bool) -> tuple[st
     if len(parts) != 3:
         raise CliError(f"{target!r}: expected circuit.gadget.port or a topic")
     circuit_name, gadget_name, port = parts
-    statuses = await session.retained(topics.ALL_CIRCUIT_STATUS)
+    statuses = await session.circuit_statuses()
     for topic, status in statuses.items():
         if not isinstance(status, dict):
             continue

@@ -87,9 +87,9 @@ class Session:
         await self.link.publish(topic, codec.encode(command), qos=1)
 
     async def retained(
-        self, topic_filter: str, *, quiet: float = 0.3, limit: float = 3.0
+        self, *topic_filters: str, quiet: float = 0.3, limit: float = 3.0
     ) -> dict[str, Any]:
-        """Collect the retained messages under a filter.
+        """Collect the retained messages under one or more filters.
 
         The broker sends them right after the subscription; we stop once no
         new one has come for ``quiet`` seconds (bounded by ``limit``).
@@ -107,7 +107,7 @@ class Session:
             except codec.PayloadError:
                 found[topic] = None
 
-        sub = await self.link.subscribe(topic_filter, 1, collect)
+        subs = [await self.link.subscribe(f, 1, collect) for f in topic_filters]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         try:
@@ -118,5 +118,26 @@ class Session:
                 except TimeoutError:
                     break
         finally:
-            await self.link.unsubscribe(sub)
+            for sub in subs:
+                await self.link.unsubscribe(sub)
         return found
+
+    async def circuit_statuses(self, **wait: float) -> dict[str, Any]:
+        """Every retained circuit status by its topic, each with its ``definition``.
+
+        A container publishes a circuit's definition on its own retained topic
+        once per load or reload; it is put back into the status here.
+        """
+        found = await self.retained(
+            topics.ALL_CIRCUIT_STATUS, topics.ALL_CIRCUIT_DEFINITIONS, **wait
+        )
+        statuses: dict[str, Any] = {}
+        for topic, status in found.items():
+            if not topic.endswith("/status"):
+                continue
+            if isinstance(status, dict) and "definition" not in status:
+                definition = found.get(topic.removesuffix("/status") + "/definition")
+                if definition is not None:
+                    status["definition"] = definition
+            statuses[topic] = status
+        return statuses

@@ -21,6 +21,8 @@ MAX_SECONDS = 86_400  # a day: longer waits and leases are mistakes, and inf/NaN
 MAX_QUEUE = 1_000_000
 
 #: cmd -> {field: (type, required)}
+CommandTable = Mapping[str, Mapping[str, tuple[type | tuple[type, ...], bool]]]
+
 CIRCUIT_COMMANDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "wire": {
         "input": (str, True),
@@ -74,9 +76,15 @@ class Command:
 def parse(
     topic: str,
     payload: bytes,
-    table: Mapping[str, Mapping[str, tuple[type | tuple[type, ...], bool]]],
+    table: CommandTable,
+    *,
+    others: bool = False,
 ) -> Command:
-    """Decode and check one command against ``table``; raises ConfError."""
+    """Decode and check one command against ``table``; raises ConfError.
+
+    ``others``: a command not in the table is passed on unchecked (the hub
+    forwards such commands to its nodes) instead of refused.
+    """
     try:
         data = codec.decode(payload)
     except codec.PayloadError as exc:
@@ -98,9 +106,11 @@ def parse(
     if not isinstance(name, str):
         raise fail("bad conf message: no 'cmd' string")
     fields = table.get(name)
-    if fields is None:
-        raise fail(f"unknown command {name!r} (known: {', '.join(sorted(table))})")
     args = {k: v for k, v in data.items() if k not in ("cmd", "id", "reply_to")}
+    if fields is None:
+        if others:
+            return Command(name, args, ident, reply_to)
+        raise fail(f"unknown command {name!r} (known: {', '.join(sorted(table))})")
     for key, (kind, required) in fields.items():
         if key not in args:
             if required:

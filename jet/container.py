@@ -1,14 +1,23 @@
 """What every container that hosts circuits does, whatever runs them.
 
-A container (a pack, the web server) owns one MQTT link with a will on
-``jet/<type>/<id>/status``; answers ``jet/<type>/<id>/conf`` and each
-``<type>/<circuit>/conf`` one command at a time in arrival order; publishes
-a retained status for itself and each circuit (only when it changed, and at
-a bounded rate); and turns every bad command into one logged line and an
+A container (a pack, the web server, the radio hub) owns one MQTT link with
+a will on ``jet/<type>/<id>/status``; answers ``jet/<type>/<id>/conf`` and
+each ``<type>/<circuit>/conf`` one command at a time in arrival order; keeps
+a :class:`~jet.boundary.CircuitBoundary` per hosted circuit; publishes a
+retained status for itself and each circuit (only when it changed, and at a
+bounded rate), and each circuit's definition once per load or reload on
+``<type>/<circuit>/definition``; keeps its circuits in a state file when
+given one; and turns every bad command into one logged line and an
 ``ok: false`` reply, never into a stopped container.
 
-Subclasses say how to build a circuit (:meth:`Container._build`) and may add
-to the presence map and react to changes (hooks below).
+Lifecycle (the one vocabulary of process-level objects)::
+
+    async with Pack(broker, "default") as pack:   # restore state, connect, serve
+        await pack.serve_forever()
+    # leaving the block: circuits stopped, statuses say offline, link closed
+
+Subclasses say what sits behind a circuit's ports (:meth:`Container._make_body`)
+and may refine the hooks below.
 """
 
 from __future__ import annotations
@@ -18,12 +27,14 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Self
 
 from . import codec, conf, topics
+from .boundary import Body, CircuitBoundary, CommandError
 from .broker import Broker
-from .circuit import CommandError
 from .model import CircuitDef, circuit_from_wire
 from .mqtt import Link, Subscription, Will
 from .network import BuildError
@@ -31,44 +42,30 @@ from .tasks import cancel_all
 
 STATS_INTERVAL = 5.0
 
-
-class HostedCircuit(Protocol):
-    """What a container needs of the circuits it hosts."""
-
-    @property
-    def id(self) -> str: ...
-
-    def status(self) -> dict[str, Any]: ...
-
-    def measure_rates(self, interval: float) -> None: ...
-
-    def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def wire(
-        self, input_: str, topic: str, qos: int, queue: int | None, policy: str | None
-    ) -> None: ...
-
-    async def unwire(self, input_: str, topic: str | None) -> int: ...
-
-    def export(self, output: str, by: str, on: bool, qos: int = 1) -> None: ...
-
-    def tap(self, output: str, ttl: float) -> None: ...
-
-    def inject(self, input_: str, value: Any) -> None: ...
-
-    async def drain(self, timeout: float) -> None: ...
-
-    async def reload(self, definition: CircuitDef, exports: dict[str, Any]) -> None: ...
+#: What a refused command may raise: each becomes a one-line ``ok: false`` reply.
+#: (AttributeError/TypeError/OverflowError: a definition whose parts have the
+#: wrong shape or size.)
+REFUSALS = (
+    CommandError, BuildError, ValueError, KeyError, TypeError, AttributeError, OverflowError,
+)
 
 
-C = TypeVar("C", bound=HostedCircuit)
+class NotOurs(Exception):
+    """A conf message for a circuit another container answers for: no reply."""
 
 
-class Container(Generic[C]):
+class Container:
+    """Base of every container kind; see the module doc for the contract."""
+
     kind: ClassVar[str]
     log: ClassVar[logging.Logger]
+    #: One subscription for every circuit's conf topic (the hub answers for
+    #: nodes it was never told about); None: one subscription per circuit.
+    conf_filter: ClassVar[str | None] = None
+    container_commands: ClassVar[conf.CommandTable] = conf.CONTAINER_COMMANDS
+    circuit_commands: ClassVar[conf.CommandTable] = conf.CIRCUIT_COMMANDS
+    #: Circuit commands not in the table go to :meth:`_other_command` (else refused).
+    other_commands: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -79,12 +76,14 @@ class Container(Generic[C]):
         keepalive: int = 10,
         clean_session: bool = False,
         connect_timeout: float | None = None,
+        state_file: Path | None = None,
     ) -> None:
         if not topics.NAME_RE.match(container_id):
             raise ValueError(f"{self.kind} id {container_id!r} must match [a-z0-9_-]+")
         self.id = container_id
         self.stats_interval = stats_interval
-        self.circuits: dict[str, C] = {}
+        self.state_file = state_file
+        self.circuits: dict[str, CircuitBoundary] = {}
         self.conf_errors = 0
         self.started_at = time.time()
         self._status_topic = topics.container_status(self.kind, container_id)
@@ -92,11 +91,14 @@ class Container(Generic[C]):
         self._commands: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._conf_subs: dict[str, Subscription] = {}
         self._last_status: dict[str, bytes] = {}
+        self._definition_due: set[str] = set()  # circuits whose next status carries it
         self._tasks: list[asyncio.Task[None]] = []
+        self._restoring = False
+        will = Will(self._status_topic, codec.encode(self._presence("offline")))
         self.link = Link(
             broker,
             f"jet-{self.kind}-{container_id}",
-            will=Will(self._status_topic, codec.encode(self._presence("offline"))),
+            will=will,
             clean_session=clean_session,
             keepalive=keepalive,
             on_connect=self._on_connect,
@@ -112,9 +114,34 @@ class Container(Generic[C]):
 
     # -- hooks for subclasses ---------------------------------------------------------------
 
-    def _build(self, definition: CircuitDef, app: str, exports: dict[str, Any]) -> C:
-        """Make (not start) the circuit a ``load`` asks for; raise ValueError if impossible."""
+    def _make_body(
+        self, circuit_id: str, definition: CircuitDef, app: str, args: Mapping[str, Any],
+    ) -> Callable[[Callable[[str, int, Any], None]], Body]:
+        """How to build (not start) what sits behind a ``load``'s ports: a function
+        of the boundary's emit; raise ValueError (one line) if impossible."""
         raise NotImplementedError
+
+    def _circuit_id(self, definition: CircuitDef, args: Mapping[str, Any]) -> str:
+        """The id a ``load`` gives its circuit (a pack: the definition's name)."""
+        if not topics.NAME_RE.match(definition.name):
+            raise ValueError(f"circuit id {definition.name!r} must match [a-z0-9_-]+")
+        return definition.name
+
+    async def _load_again(
+        self, circuit: CircuitBoundary, definition: CircuitDef, args: Mapping[str, Any]
+    ) -> None:
+        """A ``load`` of a circuit id already here (refused, unless a kind says otherwise)."""
+        raise ValueError(f"circuit {circuit.id!r} is already loaded in {self.kind} {self.id}")
+
+    async def _missing_circuit(self, circuit_id: str, command: conf.Command) -> Any:
+        """A command for a circuit that is not here: the result, or raise.
+
+        Raise :class:`NotOurs` to ignore it without a reply.
+        """
+        raise CommandError(f"no circuit {circuit_id!r} in {self.kind} {self.id}")
+
+    async def _other_command(self, circuit: CircuitBoundary, command: conf.Command) -> Any:
+        raise CommandError(f"unknown command {command.name!r}")
 
     def _presence_extra(self) -> dict[str, Any]:
         return {}
@@ -122,14 +149,16 @@ class Container(Generic[C]):
     def _changed(self, circuit_id: str, what: str) -> None:
         """Called after a change to a circuit: ``what`` is "load", "unload" or a command."""
 
-    async def _before_connect(self) -> None:
-        """Work to do before the link connects (the pack restores its circuits here)."""
-
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         await self.link.subscribe(self._conf_topic, 1, self._enqueue)
-        await self._before_connect()
+        if self.conf_filter is not None:
+            await self.link.subscribe(self.conf_filter, 1, self._enqueue)
+        # Circuits and their wires are restored before connecting: QoS 1
+        # messages the broker kept for this container's session arrive right
+        # after the connection, and each must find its wire already in place.
+        await self._restore()
         await self.link.__aenter__()
         self._tasks = [
             asyncio.create_task(self._obey(), name=f"{self.kind}-{self.id}-conf"),
@@ -145,10 +174,11 @@ class Container(Generic[C]):
         tb: TracebackType | None,
     ) -> None:
         await cancel_all(self._tasks)
+        self._tasks = []
         for circuit in list(self.circuits.values()):
             await circuit.stop()
             # A clean shutdown is not a crash: say offline, keep the definition
-            # in the retained status so `jet ls` still shows what ran here.
+            # retained so `jet ls` still shows what ran here.
             self._publish_status(circuit, state="offline")
         self.link.publish_nowait(
             self._status_topic, codec.encode(self._presence("offline")), qos=1, retain=True
@@ -164,6 +194,7 @@ class Container(Generic[C]):
         self._announce()
         self._last_status.clear()
         for circuit in self.circuits.values():
+            self._publish_definition(circuit)
             self._publish_status(circuit)
 
     def _presence(self, state: str) -> dict[str, Any]:
@@ -197,6 +228,8 @@ class Container(Generic[C]):
             topic, payload = await self._commands.get()
             try:
                 await self._handle(topic, payload)
+            except NotOurs:
+                pass
             except conf.ConfError as exc:
                 self._fail(exc, exc.ident, exc.reply_to)
             except Exception as exc:  # a bug must not take the container down
@@ -210,31 +243,22 @@ class Container(Generic[C]):
             self.link.publish_nowait(reply_to, conf.reply_error(ident, str(exc)), qos=1)
 
     async def _handle(self, topic: str, payload: bytes) -> None:
-        circuit: C | None = None
         if topic == self._conf_topic:
-            command = conf.parse(topic, payload, conf.CONTAINER_COMMANDS)
+            command = conf.parse(topic, payload, self.container_commands)
+            circuit_id = None
         else:
-            command = conf.parse(topic, payload, conf.CIRCUIT_COMMANDS)
-            circuit_id = topic.split("/")[1]
-            circuit = self.circuits.get(circuit_id)
-            if circuit is None:
-                raise conf.ConfError(
-                    topic,
-                    f"no circuit {circuit_id!r} in {self.kind} {self.id}",
-                    ident=command.ident,
-                    reply_to=command.reply_to,
-                )
+            command = conf.parse(
+                topic, payload, self.circuit_commands, others=self.other_commands
+            )
+            circuit_id = topics.circuit_of(topic)
         try:
-            if circuit is None:
+            if circuit_id is None:
                 result = await self._container_command(command)
+            elif circuit_id in self.circuits:
+                result = await self._circuit_command(self.circuits[circuit_id], command)
             else:
-                result = await self._circuit_command(circuit, command)
-        except (
-            CommandError, BuildError, ValueError, KeyError, TypeError, AttributeError,
-            OverflowError,
-        ) as exc:
-            # (AttributeError/TypeError/OverflowError: a definition whose parts
-            # have the wrong shape or size)
+                result = await self._missing_circuit(circuit_id, command)
+        except REFUSALS as exc:
             raise conf.ConfError(
                 topic, f"{command.name}: {exc}", ident=command.ident, reply_to=command.reply_to
             ) from None
@@ -253,10 +277,11 @@ class Container(Generic[C]):
             app=command.args.get("app", ""),
             exports=command.args.get("exports") or {},
             start=command.args.get("start", True),
+            args=command.args,
         )
         return {"circuit_id": circuit.id}
 
-    async def _circuit_command(self, circuit: C, command: conf.Command) -> Any:
+    async def _circuit_command(self, circuit: CircuitBoundary, command: conf.Command) -> Any:
         args = command.args
         result: Any = None
         match command.name:
@@ -274,7 +299,7 @@ class Container(Generic[C]):
             case "tap":
                 circuit.tap(args["output"], float(args.get("ttl", 60)))
             case "inject":
-                circuit.inject(args["input"], args["value"])
+                result = circuit.inject(args["input"], args["value"])
             case "start":
                 circuit.start()
             case "drain":
@@ -283,11 +308,14 @@ class Container(Generic[C]):
                 await self.unload(circuit.id)
                 return None
             case "reload":
-                definition = circuit_from_wire(args["definition"])
-                await circuit.reload(definition, args.get("exports") or {})
+                await self.reload(circuit, circuit_from_wire(args["definition"]),
+                                  args.get("exports") or {})
             case "status":
                 return circuit.status()
+            case _:
+                result = await self._other_command(circuit, command)
         self._publish_status(circuit)
+        self._save()
         self._changed(circuit.id, command.name)
         return result
 
@@ -298,51 +326,89 @@ class Container(Generic[C]):
         definition: CircuitDef,
         *,
         app: str = "",
-        exports: dict[str, Any] | None = None,
+        exports: Mapping[str, Any] | None = None,
         start: bool = True,
-    ) -> C:
+        args: Mapping[str, Any] | None = None,
+    ) -> CircuitBoundary:
+        """Build, subscribe and (unless ``start`` is False) start a circuit."""
         if definition.container != self.kind:
             raise ValueError(f"circuit {definition.name!r} is for a {definition.container}")
-        if not topics.NAME_RE.match(definition.name):
-            raise ValueError(f"circuit id {definition.name!r} must match [a-z0-9_-]+")
-        if definition.name in self.circuits:
-            raise ValueError(
-                f"circuit {definition.name!r} is already loaded in {self.kind} {self.id}"
-            )
-        circuit = self._build(definition, app, exports or {})
+        args = args or {}
+        circuit_id = self._circuit_id(definition, args)
+        existing = self.circuits.get(circuit_id)
+        if existing is not None:
+            await self._load_again(existing, definition, args)
+            return existing
+        make_body = self._make_body(circuit_id, definition, app, args)
+        circuit = CircuitBoundary(
+            self.kind, circuit_id, self.link, make_body, app=app, container=self.container,
+            exports=exports,
+        )
         circuit.status()  # a circuit that cannot report itself is refused before it is added
         self.circuits[circuit.id] = circuit
-        conf_topic = topics.circuit_conf(self.kind, circuit.id)
-        self._conf_subs[circuit.id] = await self.link.subscribe(conf_topic, 1, self._enqueue)
+        if self.conf_filter is None:
+            conf_topic = topics.circuit_conf(self.kind, circuit.id)
+            self._conf_subs[circuit.id] = await self.link.subscribe(conf_topic, 1, self._enqueue)
         if start:
             circuit.start()
+        self._publish_definition(circuit)
         self._publish_status(circuit)
         self._announce()
+        self._save()
         self._changed(circuit.id, "load")
         self.log.info("loaded circuit %s (%d gadgets)", circuit.id, len(definition.gadgets))
         return circuit
 
+    async def reload(
+        self, circuit: CircuitBoundary, definition: CircuitDef, exports: Mapping[str, Any]
+    ) -> None:
+        """Swap a circuit's definition; wires into inputs that remain are kept."""
+        gone = await circuit.reload(definition, exports)
+        for wire in gone:
+            self.log.info("%s: input %s is gone: unwired %s", circuit.id, wire.input, wire.topic)
+        self._publish_definition(circuit)
+
     async def unload(self, circuit_id: str) -> None:
+        """Stop a circuit and forget it: no subscription and no retained message left."""
         circuit = self.circuits.pop(circuit_id)
         await circuit.stop()
         sub = self._conf_subs.pop(circuit_id, None)
         if sub is not None:
             await self.link.unsubscribe(sub)
-        # An empty retained message deletes the retained status.
-        self.link.publish_nowait(
-            topics.circuit_status(self.kind, circuit_id), b"", qos=1, retain=True
-        )
+        # An empty retained message deletes the retained status and definition.
+        for topic in (
+            topics.circuit_status(self.kind, circuit_id),
+            topics.circuit_definition(self.kind, circuit_id),
+        ):
+            self.link.publish_nowait(topic, b"", qos=1, retain=True)
         self._last_status.pop(circuit_id, None)
+        self._definition_due.discard(circuit_id)
         self._announce()
+        self._save()
         self._changed(circuit_id, "unload")
         self.log.info("unloaded circuit %s", circuit_id)
 
-    def _publish_status(self, circuit: C, state: str = "online") -> None:
-        status = circuit.status()
+    # -- statuses ------------------------------------------------------------------------------
+
+    def _publish_definition(self, circuit: CircuitBoundary) -> None:
+        """The definition, retained on its own topic: once per load/reload, not per refresh."""
+        definition = circuit.status(definition=True)["definition"]
+        self.link.publish_nowait(
+            topics.circuit_definition(self.kind, circuit.id), codec.encode(definition),
+            qos=1, retain=True,
+        )
+        self._definition_due.add(circuit.id)
+
+    def _publish_status(self, circuit: CircuitBoundary, state: str = "online") -> None:
+        # The status that follows a load or reload also carries the definition
+        # (a watcher sees what changed); counter refreshes do not.
+        due = circuit.id in self._definition_due
+        status = circuit.status(definition=due)
         status["state"] = state
         payload = codec.encode(status)
-        if self._last_status.get(circuit.id) == payload:
+        if not due and self._last_status.get(circuit.id) == payload:
             return
+        self._definition_due.discard(circuit.id)
         self._last_status[circuit.id] = payload
         self.link.publish_nowait(
             topics.circuit_status(self.kind, circuit.id), payload, qos=1, retain=True
@@ -353,9 +419,80 @@ class Container(Generic[C]):
         # bounded rate (and only when something changed) for `jet ls`.
         while True:
             await asyncio.sleep(self.stats_interval)
+            self._refresh()
             for circuit in list(self.circuits.values()):
                 try:
                     circuit.measure_rates(self.stats_interval)
                     self._publish_status(circuit)
                 except Exception:  # one broken circuit must not stop the others' reports
                     self.log.exception("%s: status refresh failed", circuit.id)
+
+    def _refresh(self) -> None:
+        """Called every stats interval before the circuits' statuses (the hub's counters)."""
+
+    # -- the state file ------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        """Write every circuit to the state file (atomic: a crash leaves the old or the new)."""
+        if self.state_file is None or self._restoring:
+            return
+        state = {
+            cid: {**c.saved(), "args": self._saved_args(c)} for cid, c in self.circuits.items()
+        }
+        tmp = self.state_file.with_name(f".{self.state_file.name}.tmp")
+        try:
+            tmp.write_bytes(codec.encode({"version": 2, "kind": self.kind, "circuits": state}))
+            tmp.replace(self.state_file)
+        except (OSError, codec.PayloadError) as exc:
+            self.log.error("%s: cannot save state: %s", self.state_file, exc)
+
+    def _read_state(self) -> dict[str, Any]:
+        """The saved circuits by id; {} when there is no state file yet."""
+        assert self.state_file is not None
+        try:
+            data = codec.decode(self.state_file.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, codec.PayloadError) as exc:
+            self.log.error("%s: unreadable state, starting empty: %s", self.state_file, exc)
+            return {}
+        if isinstance(data, dict) and data.get("version") == 2:
+            circuits = data.get("circuits")
+            return circuits if isinstance(circuits, dict) else {}
+        if isinstance(data, dict):  # version 1: {circuit id: saved circuit}
+            return data
+        self.log.error("%s: not a state file, starting empty", self.state_file)
+        return {}
+
+    def _saved_args(self, circuit: CircuitBoundary) -> dict[str, Any]:
+        """The ``load`` arguments beyond the definition needed to build it again."""
+        return {}
+
+    async def _restore(self) -> None:
+        if self.state_file is None:
+            return
+        self._restoring = True
+        try:
+            await self._restore_all()
+        finally:
+            self._restoring = False
+        self._save()
+
+    async def _restore_all(self) -> None:
+        assert self.state_file is not None
+        for cid, saved in self._read_state().items():
+            try:
+                circuit = await self._restore_one(cid, saved)
+                for port, topic, qos, limit, policy in saved.get("wires", []):
+                    await circuit.wire(port, topic, qos, limit, policy)
+                self._publish_status(circuit)
+            except REFUSALS as exc:
+                self.log.error("%s: cannot restore circuit %s: %s", self.state_file, cid, exc)
+
+    async def _restore_one(self, circuit_id: str, saved: Mapping[str, Any]) -> CircuitBoundary:
+        return await self.load(
+            circuit_from_wire(saved["definition"]),
+            app=saved.get("app", ""),
+            exports=saved.get("exports") or {},
+            args=saved.get("args") or {},
+        )

@@ -70,7 +70,7 @@ class Loader:
     # -- what runs now -------------------------------------------------------------------
 
     async def refresh(self) -> None:
-        found = await self.session.retained(topics.ALL_CIRCUIT_STATUS)
+        found = await self.session.circuit_statuses()
         self.statuses = {
             t: s for t, s in found.items() if isinstance(s, dict) and s.get("state") == "online"
         }

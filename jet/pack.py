@@ -3,30 +3,144 @@
     async with Pack(broker.parse(url), "default") as pack:
         await pack.serve_forever()
 
-Everything a container does with commands and status is in
-:class:`~jet.container.Container`; a pack adds what is its own: circuits of
-Python gadgets built from its allow list, and state persisted to a file so a
-restarted pack comes back with the same circuits and wires.
+Everything a container does with commands, status and state files is in
+:class:`~jet.container.Container`, and everything protocol-facing about a
+circuit in :class:`~jet.boundary.CircuitBoundary`; a pack adds what is its
+own: behind each circuit's ports a :class:`NetworkBody`, the in-process
+graph of Python gadgets built from the pack's allow list.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import codec
+from .boundary import CommandError, Wire, definition_map, split_port
 from .broker import Broker
-from .circuit import CommandError, RunningCircuit
 from .container import STATS_INTERVAL, Container
-from .model import CircuitDef, circuit_from_wire
-from .network import BuildError
+from .model import CircuitDef
+from .network import Network, OnEmit
 from .registry import Registry
 
 log = logging.getLogger("jet.pack")
 
 
-class Pack(Container[RunningCircuit]):
+class NetworkBody:
+    """A pack circuit's body: a :class:`~jet.network.Network` of Python gadgets.
+
+    Reload builds the new network completely (gadgets whose definition is
+    unchanged keep their instance and state), drains the old one, then swaps
+    with no await in between, so a message on a kept wire reaches the old or
+    the new graph and is never lost.
+    """
+
+    def __init__(self, definition: CircuitDef, registry: Registry, emit: OnEmit) -> None:
+        self.registry = registry
+        self._emit = emit
+        self.network = Network(definition, registry, emit, label=definition.name)
+        self.network.activate()
+
+    @property
+    def definition(self) -> CircuitDef:
+        return self.network.definition
+
+    # -- ports ---------------------------------------------------------------------------
+
+    def resolve_input(self, text: str) -> tuple[str, str]:
+        gadget, port = split_port(text)
+        slot = self.network.slots.get(gadget)
+        if slot is None or port not in slot.inputs:
+            slots = self.network.slots.values()
+            known = ", ".join(f"{s.name}.{p}" for s in slots for p in s.inputs)
+            raise CommandError(
+                f"{self.definition.name} has no input {text!r} (inputs: {known or 'none'})"
+            )
+        return gadget, port
+
+    def resolve_output(self, text: str) -> tuple[str, str]:
+        gadget, port = split_port(text)
+        slot = self.network.slots.get(gadget)
+        if slot is None or port not in slot.outputs:
+            raise CommandError(f"{self.definition.name} has no output {text!r}")
+        return gadget, port
+
+    def output_ports(self) -> Mapping[str, Sequence[str]]:
+        return {name: slot.outputs for name, slot in self.network.slots.items()}
+
+    def wired_inside(self, gadget: str, index: int) -> bool:
+        return self.network.wired_inside(gadget, index)
+
+    def receive(
+        self, gadget: str, port: str, payload: bytes, limit: int, policy: str
+    ) -> Awaitable[None] | None:
+        return self.network.deliver_to(gadget, port, codec.decode(payload), limit, policy)
+
+    def inject(self, gadget: str, port: str, value: Any) -> None:
+        self.network.deliver_to(gadget, port, value)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.network.start()
+
+    async def drain(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self.network.drain(), timeout)
+        except TimeoutError:
+            raise CommandError(
+                f"{self.definition.name}: still {self.network.queued()} messages queued "
+                f"after {timeout}s"
+            ) from None
+
+    async def stop(self) -> None:
+        await self.network.stop()
+
+    async def reload(self, definition: CircuitDef) -> None:
+        name = self.definition.name
+        if definition.name != name:
+            raise CommandError(f"reload of {name} with a definition named {definition.name!r}")
+        new = Network(
+            definition, self.registry, self._emit, label=name, reuse=self.network.slots
+        )
+        old = self.network
+        await old.drain()
+        await old.stop(keep=new.kept)
+        new.activate()
+        self.network = new
+        new.start()
+
+    # -- status ------------------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        c = self.network.counters
+        return {
+            "delivered": c.delivered,
+            "emitted": c.emitted,
+            "errors": c.errors,
+            "dropped": c.dropped,
+            "queued": self.network.queued(),
+        }
+
+    def rate_basis(self) -> tuple[int, int]:
+        return self.network.counters.delivered, self.network.counters.emitted
+
+    def wire_fields(self, wire: Wire) -> dict[str, Any]:
+        return {"topic": wire.topic, "qos": wire.qos, "queue": wire.limit, "policy": wire.policy}
+
+    def status_fields(self) -> dict[str, Any]:
+        return {}
+
+    def definition_map(self) -> dict[str, Any]:
+        return definition_map(self.definition)
+
+
+class Pack(Container):
+    """The pack container (see the module doc); state persisted in ``state_file``."""
+
     kind = "pack"
     log = log
 
@@ -41,65 +155,18 @@ class Pack(Container[RunningCircuit]):
         keepalive: int = 10,
     ) -> None:
         self.registry = registry or Registry()
-        self.state_file = state_file
-        super().__init__(broker, pack_id, stats_interval=stats_interval, keepalive=keepalive)
-
-    def _build(self, definition: CircuitDef, app: str, exports: dict[str, Any]) -> RunningCircuit:
-        return RunningCircuit(
-            definition, self.registry, self.link, app=app, container=self.container,
-            exports=exports,
+        super().__init__(
+            broker, pack_id, stats_interval=stats_interval, keepalive=keepalive,
+            state_file=state_file,
         )
+
+    def _make_body(
+        self, circuit_id: str, definition: CircuitDef, app: str, args: Mapping[str, Any]
+    ) -> Callable[[OnEmit], NetworkBody]:
+        def make(emit: OnEmit) -> NetworkBody:
+            return NetworkBody(definition, self.registry, emit)
+
+        return make
 
     def _presence_extra(self) -> dict[str, Any]:
         return {"allow": list(self.registry.allow)}
-
-    def _changed(self, circuit_id: str, what: str) -> None:
-        self._save()
-
-    # -- persisted state -------------------------------------------------------------------
-
-    def _save(self) -> None:
-        if self.state_file is None:
-            return
-        state = {
-            cid: {
-                "app": c.app,
-                "definition": c.status()["definition"],
-                "exports": {k: dict(v) for k, v in c.exports.items()},
-                "wires": [
-                    [port, topic, w.qos, w.limit, w.policy] for (port, topic), w in c.wires.items()
-                ],
-            }
-            for cid, c in self.circuits.items()
-        }
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_bytes(codec.encode(state))
-        tmp.replace(self.state_file)  # atomic: a crash leaves the old or the new state
-
-    async def _before_connect(self) -> None:
-        # Circuits and their wires are restored before connecting: QoS 1
-        # messages the broker kept for this pack's session arrive right after
-        # the connection, and each must find its wire already in place.
-        await self._restore()
-
-    async def _restore(self) -> None:
-        if self.state_file is None or not self.state_file.exists():
-            return
-        try:
-            state = codec.decode(self.state_file.read_bytes())
-        except codec.PayloadError as exc:
-            log.error("%s: unreadable state, starting empty: %s", self.state_file, exc)
-            return
-        for cid, saved in state.items():
-            try:
-                circuit = await self.load(
-                    circuit_from_wire(saved["definition"]),
-                    app=saved.get("app", ""),
-                    exports=saved.get("exports") or {},
-                )
-                for port, topic, qos, limit, policy in saved.get("wires", []):
-                    await circuit.wire(port, topic, qos, limit, policy)
-                self._publish_status(circuit)
-            except (BuildError, ValueError, KeyError, TypeError, CommandError) as exc:
-                log.error("%s: cannot restore circuit %s: %s", self.state_file, cid, exc)
-        self._save()

@@ -57,6 +57,15 @@ def circuit_status(kind: str, circuit_id: str) -> str:
     return f"{kind}/{circuit_id}/status"
 
 
+def circuit_definition(kind: str, circuit_id: str) -> str:
+    return f"{kind}/{circuit_id}/definition"
+
+
+def circuit_of(topic: str) -> str:
+    """The circuit id in ``<type>/<circuit>/...``."""
+    return topic.split("/", 2)[1]
+
+
 def container_conf(kind: str, container_id: str) -> str:
     return f"jet/{kind}/{container_id}/conf"
 
@@ -70,4 +79,5 @@ def reply(client_id: str) -> str:
 
 
 ALL_CIRCUIT_STATUS = "+/+/status"
+ALL_CIRCUIT_DEFINITIONS = "+/+/definition"
 ALL_CONTAINER_STATUS = "jet/+/+/status"

@@ -115,7 +115,7 @@ def test_reload_loses_no_message_on_kept_wire(mosquitto: Any, tmp_path: Path) ->
             assert got == list(range(total)), "gap or duplicate on the kept wire"
             status = await session.request("pack/dst/conf", {"cmd": "status"})
             assert set(status["inputs"]) == {"d.in", "avg.in"}  # c.in unwired, avg.in added
-            assert "avg" in pack.circuits["dst"].network.slots
+            assert "avg" in pack.circuits["dst"].body.network.slots
 
     run(scenario(), timeout=60)
 

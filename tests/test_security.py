@@ -338,7 +338,7 @@ def test_load_refuses_types_outside_the_allow_list_and_imports_nothing(
             bad["gadgets"][0]["type"] = f"{SENTINEL}.Boom"
             with pytest.raises(CommandFailed, match="not allowed"):
                 await session.request("pack/ok/conf", {"cmd": "reload", "definition": bad})
-            assert pack.circuits["ok"].network.slots["d"].definition.type == "jet.lib.Offset"
+            assert pack.circuits["ok"].body.network.slots["d"].definition.type == "jet.lib.Offset"
 
     run(scenario())
     assert SENTINEL not in sys.modules

@@ -46,15 +46,15 @@ def scenario(url: str, app_path: Path) -> dict[str, Any]:
             for n in range(TOTAL):
                 producer.publish_nowait("pack/fast/src/0", codec.encode(n), qos=1)
             await producer.flush()
-            circuit = pack.circuits["sink"]
+            network = pack.circuits["sink"].body.network
 
             def settled(c: Collector) -> bool:
-                counters = circuit.network.counters
-                return len(c.values()) + counters.dropped >= TOTAL and circuit.network.queued() == 0
+                counters = network.counters
+                return len(c.values()) + counters.dropped >= TOTAL and network.queued() == 0
 
             await out.wait_for(settled, timeout=20)
             status = await session.request("pack/sink/conf", {"cmd": "status"})
-            largest = circuit.network.slots["slow"].inbox
+            largest = network.slots["slow"].inbox
             assert largest is not None
             return {"values": out.values(), "status": status}
 

@@ -39,6 +39,9 @@ class PortAddress:
     kind: str
 
 
+Ports = tuple[tuple[str, ...], tuple[str, ...]]
+
+
 @attrs.frozen
 class _Circuit:
     key: str  # "<kind>/<circuit_id>"
@@ -46,7 +49,7 @@ class _Circuit:
     id: str
     status: Mapping[str, Any]
     definition: CircuitDef
-    ports: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]  # gadget -> (inputs, outputs)
+    ports: Mapping[str, Ports]  # gadget -> (inputs, outputs)
 
     def gadget_id(self, gadget: GadgetDef) -> str | int:
         """The gadget's name in topics: its name, or its number on a node."""
@@ -80,11 +83,14 @@ class StatusBoard:
         self.registry = registry or Registry()
         self.containers: dict[str, dict[str, Any]] = {}  # "jet/<kind>/<id>" -> status
         self.circuits: dict[str, _Circuit] = {}  # "<kind>/<circuit_id>" -> circuit
+        self._definitions: dict[str, tuple[CircuitDef, Mapping[str, Ports]]] = {}
 
     # -- feeding ---------------------------------------------------------------------
 
     def update(self, topic: str, payload: bytes) -> bool:
-        """Take one status message; True when the board changed."""
+        """Take one status or definition message; True when the board changed."""
+        if topic.endswith("/definition"):
+            return self._take_definition(topic.removesuffix("/definition"), payload)
         key = topic.removesuffix("/status")
         table_is_containers = topic.startswith("jet/")
         status: Any = None
@@ -101,13 +107,35 @@ class StatusBoard:
             self.containers[key] = status
             return True
         kind, _, cid = key.partition("/")
-        try:
-            definition = circuit_from_wire(status.get("definition") or {"name": cid})
-        except (KeyError, ValueError, TypeError):
-            definition = CircuitDef(name=cid)
-        ports = {g.name: _known_ports(definition, g, self.registry) for g in definition.gadgets}
+        if "definition" in status:  # the status that follows a load or reload has it
+            self._parse_definition(key, status["definition"])
+        definition, ports = self._definitions.get(key) or (CircuitDef(name=cid), {})
         self.circuits[key] = _Circuit(key, kind, cid, status, definition, ports)
         return True
+
+    def _take_definition(self, key: str, payload: bytes) -> bool:
+        try:
+            raw = codec.decode(payload) if payload else None
+        except codec.PayloadError:
+            raw = None
+        if raw is None:
+            return self._definitions.pop(key, None) is not None
+        self._parse_definition(key, raw)
+        circuit = self.circuits.get(key)
+        if circuit is not None:
+            definition, ports = self._definitions[key]
+            self.circuits[key] = attrs.evolve(circuit, definition=definition, ports=ports)
+        return True
+
+    def _parse_definition(self, key: str, raw: Any) -> None:
+        """Resolve a definition's ports once per load or reload, not per status."""
+        cid = key.partition("/")[2]
+        try:
+            definition = circuit_from_wire(raw if isinstance(raw, dict) else {"name": cid})
+        except (KeyError, ValueError, TypeError, AttributeError):
+            definition = CircuitDef(name=cid)
+        ports = {g.name: _known_ports(definition, g, self.registry) for g in definition.gadgets}
+        self._definitions[key] = (definition, ports)
 
     # -- reading -----------------------------------------------------------------------
 

@@ -1,12 +1,12 @@
-"""A web circuit: web gadgets shown on every page, wired over MQTT by the server.
+"""A web circuit's body: web gadgets shown on every page.
 
-The gadgets themselves live in the browser; the server keeps what the pages
-need and what the protocol asks of a circuit: the definition (checked
-against :data:`jet.webcatalog.WEB_GADGETS`), the MQTT wires into its inputs,
-exports and taps of its outputs, the recent values of its ports (so a page
-opened later shows the same thing as the others) and the counters of its
-status.  It mirrors :class:`jet.circuit.RunningCircuit` where a web circuit
-can, so the loader, ``jet ls`` and ``jet tap`` treat both alike.
+The gadgets themselves live in the browser.  What is protocol-facing (wires,
+exports, taps, counters, status) is the circuit's
+:class:`~jet.boundary.CircuitBoundary`, as for every container kind; behind
+its ports the server keeps what the pages need: the definition (checked
+against :data:`jet.webcatalog.WEB_GADGETS`), the recent values of its ports
+(so a page opened later shows the same thing as the others), and the relay
+of values to and from the pages.
 """
 
 from __future__ import annotations
@@ -15,27 +15,26 @@ import collections
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from .. import codec, topics
-from ..circuit import CommandError, split_port
-from ..model import CircuitDef, circuit_to_wire
-from ..mqtt import Link, Subscription
+from ..boundary import CommandError, Wire, definition_map, split_port
+from ..model import CircuitDef
 from ..webcatalog import WEB_GADGETS, WebGadgetSpec, param_errors
 
 log = logging.getLogger("jet.web")
 
-__all__ = ["WebCircuit", "check_definition", "check_output_value"]
+__all__ = ["WebBody", "check_definition", "check_output_value"]
 
 #: Points a chart keeps for pages that open later; other inputs keep their last value.
 CHART_HISTORY = 500
 _HISTORY = {"web.Chart": CHART_HISTORY}
 
-#: ``deliver(circuit, gadget, port, value, t)``: a value for a gadget input, to the pages.
-Deliver = Callable[["WebCircuit", str, str, Any, float], None]
-#: ``announce(circuit, gadget, port, value)``: a gadget output changed (echoed to every page).
-Announce = Callable[["WebCircuit", str, str, Any], None]
+#: ``deliver(body, gadget, port, value, t)``: a value for a gadget input, to the pages.
+Deliver = Callable[["WebBody", str, str, Any, float], None]
+#: ``announce(body, gadget, port, value)``: a gadget output changed (echoed to every page).
+Announce = Callable[["WebBody", str, str, Any], None]
 
 
 def _is_number(value: object) -> bool:
@@ -81,32 +80,30 @@ def check_definition(definition: CircuitDef) -> dict[str, WebGadgetSpec]:
     return specs
 
 
-class WebCircuit:
-    kind = "web"
+class WebBody:
+    """What sits behind a web circuit's ports (see the module doc).
+
+    Values wired into an input go to the pages (``deliver``); a value a page
+    sets on an output (:meth:`page_emit`) goes to the inputs wired to it
+    inside the circuit, to every page (``announce``) and to the boundary,
+    which publishes it when the protocol's rule says so.
+    """
 
     def __init__(
         self,
+        circuit_id: str,
         definition: CircuitDef,
-        link: Link,
+        emit: Callable[[str, int, Any], None],
         *,
+        app: str,
         deliver: Deliver,
         announce: Announce,
-        app: str = "",
-        container: str = "",
-        exports: Mapping[str, Any] | None = None,
     ) -> None:
-        self.id = definition.name
+        self.id = circuit_id
         self.app = app
-        self.container = container
-        self.link = link
         self.started = False
-        self.started_at = time.time()
-        self.wires: dict[tuple[str, str], tuple[int, Subscription]] = {}
-        self.exports: dict[str, set[str]] = {k: set(v) for k, v in (exports or {}).items()}
-        self.taps: dict[str, float] = {}  # "gadget.port" -> monotonic expiry
-        self.counters = collections.Counter[str]()
-        self.rates: dict[str, float] = {"in": 0.0, "out": 0.0}
-        self._rate_base = (0, 0)
+        self.counts = collections.Counter[str]()
+        self._emit = emit
         self._deliver = deliver
         self._announce = announce
         self.recent: dict[tuple[str, str], collections.deque[tuple[float, Any]]] = {}
@@ -130,13 +127,13 @@ class WebCircuit:
         self.recent = kept
         self.outputs = {k: v for k, v in self.outputs.items() if self._has_output(*k)}
 
-    # -- naming ports --------------------------------------------------------------------
+    # -- ports -------------------------------------------------------------------------
 
     def _has_output(self, gadget: str, port: str) -> bool:
         spec = self.specs.get(gadget)
         return spec is not None and port in spec.outputs
 
-    def _input(self, text: str) -> tuple[str, str]:
+    def resolve_input(self, text: str) -> tuple[str, str]:
         gadget, port = split_port(text)
         spec = self.specs.get(gadget)
         if spec is None or port not in spec.inputs:
@@ -144,57 +141,33 @@ class WebCircuit:
             raise CommandError(f"{self.id} has no input {text!r} (inputs: {known or 'none'})")
         return gadget, port
 
-    def _output(self, text: str) -> tuple[str, str]:
+    def resolve_output(self, text: str) -> tuple[str, str]:
         gadget, port = split_port(text)
         if not self._has_output(gadget, port):
             raise CommandError(f"{self.id} has no output {text!r}")
         return gadget, port
 
+    def output_ports(self) -> Mapping[str, Sequence[str]]:
+        return {name: spec.outputs for name, spec in self.specs.items()}
+
+    def wired_inside(self, gadget: str, index: int) -> bool:
+        return bool(self.internal.get((gadget, self.specs[gadget].outputs[index])))
+
     def output_topic(self, gadget: str, port: str) -> str:
-        return topics.output(self.kind, self.id, gadget, self.specs[gadget].outputs.index(port))
+        return topics.output("web", self.id, gadget, self.specs[gadget].outputs.index(port))
 
-    # -- inputs --------------------------------------------------------------------------
+    # -- values in and out ---------------------------------------------------------------
 
-    async def wire(
-        self,
-        input_: str,
-        topic: str,
-        qos: int,
-        queue: int | None = None,
-        policy: str | None = None,
-    ) -> None:
-        """Relay ``topic`` to the pages as ``input_`` (``queue``/``policy`` are
-        accepted for the protocol's sake: nothing queues here, values go
-        straight to the pages' bounded outboxes)."""
-        gadget, port = self._input(input_)
-        key = (f"{gadget}.{port}", topic)
-        if key in self.wires:
-            return  # idempotent, as in a pack: the loader may repeat a wire
-        if qos not in (0, 1, 2):
-            raise CommandError(f"qos must be 0, 1 or 2, not {qos}")
+    def receive(
+        self, gadget: str, port: str, payload: bytes, limit: int, policy: str
+    ) -> Awaitable[None] | None:
+        """Relay a wired value to the pages (``limit``/``policy`` are the protocol's:
+        nothing queues here, values go straight to the pages' bounded outboxes)."""
+        self.deliver(gadget, port, codec.decode(payload))
+        return None
 
-        def on_message(msg_topic: str, payload: bytes) -> None:
-            self.counters["received"] += 1
-            try:
-                value = codec.decode(payload)
-            except codec.PayloadError as exc:
-                self.counters["bad_payloads"] += 1
-                log.warning("%s: %s (wire to %s.%s), message dropped", msg_topic, exc, gadget, port)
-                return
-            self.deliver(gadget, port, value)
-
-        self.wires[key] = (qos, await self.link.subscribe(topic, qos, on_message))
-
-    async def unwire(self, input_: str, topic: str | None) -> int:
-        gadget, port = split_port(input_)
-        doomed = [k for k in self.wires if k[0] == f"{gadget}.{port}" and topic in (None, k[1])]
-        for key in doomed:
-            _, sub = self.wires.pop(key)
-            await self.link.unsubscribe(sub)
-        return len(doomed)
-
-    def inject(self, input_: str, value: Any) -> None:
-        self.deliver(*self._input(input_), value)
+    def inject(self, gadget: str, port: str, value: Any) -> None:
+        self.deliver(gadget, port, value)
 
     def deliver(self, gadget: str, port: str, value: Any) -> None:
         """A value reaches a gadget input: remember it and send it to the pages."""
@@ -203,18 +176,12 @@ class WebCircuit:
             return
         now = time.time()
         recent.append((now, value))
-        self.counters["delivered"] += 1
+        self.counts["delivered"] += 1
         self._deliver(self, gadget, port, value, now)
 
-    # -- outputs ---------------------------------------------------------------------------
-
-    def emit(self, gadget: str, port: str, value: Any) -> None:
-        """A page sets an output (slider moved, button pressed).
-
-        The value goes to the inputs wired inside the circuit, and to MQTT
-        when the output has no wire inside the circuit, or is exported or
-        tapped (docs/protocol.md: which outputs are published).
-        """
+    def page_emit(self, gadget: str, port: str, value: Any) -> None:
+        """A page sets an output (slider moved, button pressed); CommandError or
+        PayloadError before anything changes if it could not have."""
         if not self._has_output(gadget, port):
             raise CommandError(f"{self.id} has no output {gadget}.{port}")
         if not self.started:
@@ -223,38 +190,15 @@ class WebCircuit:
         assert definition is not None  # _has_output found it
         params = {**self.specs[gadget].params, **definition.params}
         check_output_value(definition.type or "", params, value)
-        payload = codec.encode(value)  # PayloadError before anything changes
-        self.counters["emitted"] += 1
+        codec.encode(value)  # PayloadError before anything changes
+        self.counts["emitted"] += 1
         self.outputs[(gadget, port)] = value
         self._announce(self, gadget, port, value)
-        inside = self.internal.get((gadget, port), [])
-        for dst_gadget, dst_port in inside:
+        for dst_gadget, dst_port in self.internal.get((gadget, port), []):
             self.deliver(dst_gadget, dst_port, value)
-        name = f"{gadget}.{port}"
-        now = time.monotonic()
-        tapped = self.taps.get(name, 0.0) > now
-        if (not inside or self.exports.get(name) or tapped) and self.link.publish_nowait(
-            self.output_topic(gadget, port), payload, qos=1
-        ):
-            self.counters["published"] += 1
+        self._emit(gadget, self.specs[gadget].outputs.index(port), value)
 
-    def export(self, output: str, by: str, on: bool, qos: int = 1) -> None:
-        gadget, port = self._output(output)
-        holders = self.exports.setdefault(f"{gadget}.{port}", set())
-        if on:
-            holders.add(by)
-        else:
-            holders.discard(by)
-
-    def tap(self, output: str, ttl: float) -> None:
-        gadget, port = self._output(output)
-        name = f"{gadget}.{port}"
-        if ttl > 0:
-            self.taps[name] = time.monotonic() + ttl
-        else:
-            self.taps.pop(name, None)
-
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
         self.started = True
@@ -263,32 +207,34 @@ class WebCircuit:
         """Nothing is ever queued here: values go to the pages as they arrive."""
 
     async def stop(self) -> None:
-        for _, sub in self.wires.values():
-            await self.link.unsubscribe(sub)
-        self.wires.clear()
         self.started = False
 
-    async def reload(self, definition: CircuitDef, exports: Mapping[str, Any]) -> None:
-        """Swap in a new definition; wires into inputs that remain keep their subscription."""
+    async def reload(self, definition: CircuitDef) -> None:
         if definition.name != self.id:
             raise CommandError(f"reload of {self.id} with a definition named {definition.name!r}")
         self._set_definition(definition)  # raises before anything changes
-        self.exports = {k: set(v) for k, v in exports.items()}
-        self.taps = {k: t for k, t in self.taps.items() if self._has_output(*split_port(k))}
-        gone = [k for k in self.wires if split_port(k[0]) not in self.recent]
-        for key in gone:
-            _, sub = self.wires.pop(key)
-            await self.link.unsubscribe(sub)
 
-    def measure_rates(self, interval: float) -> None:
-        now = (self.counters["delivered"], self.counters["emitted"])
-        self.rates = {
-            "in": round((now[0] - self._rate_base[0]) / interval, 2),
-            "out": round((now[1] - self._rate_base[1]) / interval, 2),
+    # -- what pages and `jet ls` see -----------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "delivered": self.counts["delivered"],
+            "emitted": self.counts["emitted"],
+            "dropped": 0,
+            "queued": 0,
         }
-        self._rate_base = now
 
-    # -- what pages and `jet ls` see ----------------------------------------------------------
+    def rate_basis(self) -> tuple[int, int]:
+        return self.counts["delivered"], self.counts["emitted"]
+
+    def wire_fields(self, wire: Wire) -> dict[str, Any]:
+        return {"topic": wire.topic, "qos": wire.qos}
+
+    def status_fields(self) -> dict[str, Any]:
+        return {"started": self.started}
+
+    def definition_map(self) -> dict[str, Any]:
+        return definition_map(self.definition)
 
     def describe(self) -> dict[str, Any]:
         """The circuit as a page draws it: gadgets with their ports and full parameters."""
@@ -306,34 +252,4 @@ class WebCircuit:
                 }
                 for g in self.definition.gadgets
             ],
-        }
-
-    def status(self) -> dict[str, Any]:
-        inputs: dict[str, list[dict[str, Any]]] = {}
-        for (port, topic), (qos, _) in sorted(self.wires.items()):
-            inputs.setdefault(port, []).append({"topic": topic, "qos": qos})
-        now = time.monotonic()
-        counters = self.counters
-        return {
-            "state": "online",
-            "type": self.kind,
-            "id": self.id,
-            "app": self.app,
-            "container": self.container,
-            "since": self.started_at,
-            "started": self.started,
-            "definition": circuit_to_wire(self.definition),
-            "inputs": inputs,
-            "exports": {k: sorted(v) for k, v in self.exports.items() if v},
-            "taps": sorted(k for k, t in self.taps.items() if t > now),
-            "rates": self.rates,
-            "counters": {
-                "received": counters["received"],
-                "published": counters["published"],
-                "delivered": counters["delivered"],
-                "emitted": counters["emitted"],
-                "errors": counters["bad_payloads"],
-                "dropped": 0,
-                "queued": 0,
-            },
         }

@@ -14,14 +14,15 @@ page sets on an output are published on ``web/<circuit>/<gadget>/<n>``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import codec
+from ..boundary import CircuitBoundary, CommandError
 from ..broker import Broker
-from ..circuit import CommandError
 from ..container import STATS_INTERVAL, Container
 from ..model import CircuitDef
-from .circuit import WebCircuit
+from .circuit import WebBody
 from .jsonvalue import to_json
 from .pages import Page, Pages
 
@@ -33,7 +34,7 @@ class PageError(ValueError):
     """What a page asked for cannot be done; the message goes back to the page."""
 
 
-class WebContainer(Container[WebCircuit]):
+class WebContainer(Container):
     """A container like a pack (see :class:`~jet.container.Container`), whose
     circuits are drawn by the pages instead of run by Python gadgets."""
 
@@ -66,16 +67,22 @@ class WebContainer(Container[WebCircuit]):
         )
         pages.on_change.append(lambda _count: self._announce())
 
-    def _build(self, definition: CircuitDef, app: str, exports: dict[str, Any]) -> WebCircuit:
-        return WebCircuit(
-            definition,
-            self.link,
-            deliver=self._relay_input,
-            announce=self._relay_output,
-            app=app,
-            container=self.container,
-            exports=exports,
-        )
+    def _make_body(
+        self, circuit_id: str, definition: CircuitDef, app: str, args: Mapping[str, Any]
+    ) -> Callable[[Callable[[str, int, Any], None]], WebBody]:
+        def make(emit: Callable[[str, int, Any], None]) -> WebBody:
+            return WebBody(
+                circuit_id, definition, emit, app=app,
+                deliver=self._relay_input, announce=self._relay_output,
+            )
+
+        return make
+
+    @staticmethod
+    def _body(circuit: CircuitBoundary) -> WebBody:
+        body = circuit.body
+        assert isinstance(body, WebBody)
+        return body
 
     def _presence_extra(self) -> dict[str, Any]:
         pages = getattr(self, "pages", None)
@@ -93,28 +100,29 @@ class WebContainer(Container[WebCircuit]):
 
     # -- the pages ---------------------------------------------------------------------------
 
-    def _picture(self, circuit: WebCircuit) -> list[dict[str, Any]]:
+    def _picture(self, circuit: CircuitBoundary) -> list[dict[str, Any]]:
         """What a page needs to draw ``circuit`` as the others see it now."""
-        frames: list[dict[str, Any]] = [{"op": "circuit", "circuit": to_json(circuit.describe())}]
+        body = self._body(circuit)
+        frames: list[dict[str, Any]] = [{"op": "circuit", "circuit": to_json(body.describe())}]
         where = {"circuit": circuit.id}
-        for (gadget, port), recent in circuit.recent.items():
+        for (gadget, port), recent in body.recent.items():
             if recent:
                 points = [[t, to_json(v)] for t, v in recent]
                 frames.append(
                     {"op": "history", **where, "gadget": gadget, "port": port, "points": points}
                 )
-        for (gadget, port), value in circuit.outputs.items():
+        for (gadget, port), value in body.outputs.items():
             frames.append(
                 {"op": "output", **where, "gadget": gadget, "port": port, "value": to_json(value)}
             )
         return frames
 
-    def _show(self, circuit: WebCircuit) -> None:
+    def _show(self, circuit: CircuitBoundary) -> None:
         for frame in self._picture(circuit):
             self.pages.broadcast(frame)
 
     def _relay_input(
-        self, circuit: WebCircuit, gadget: str, port: str, value: Any, t: float
+        self, circuit: WebBody, gadget: str, port: str, value: Any, t: float
     ) -> None:
         self.pages.broadcast(
             {
@@ -127,7 +135,7 @@ class WebContainer(Container[WebCircuit]):
             }
         )
 
-    def _relay_output(self, circuit: WebCircuit, gadget: str, port: str, value: Any) -> None:
+    def _relay_output(self, circuit: WebBody, gadget: str, port: str, value: Any) -> None:
         self.pages.broadcast(
             {
                 "op": "output",
@@ -149,8 +157,9 @@ class WebContainer(Container[WebCircuit]):
         circuit = self.circuits.get(circuit_id)
         if circuit is None:
             raise PageError(f"no web circuit {circuit_id!r} in web container {self.id}")
+        body = self._body(circuit)
         try:
-            circuit.emit(gadget, port, value)
+            body.page_emit(gadget, port, value)
         except (CommandError, codec.PayloadError) as exc:
             raise PageError(str(exc)) from None
-        return circuit.output_topic(gadget, port)
+        return body.output_topic(gadget, port)

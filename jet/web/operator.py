@@ -53,7 +53,9 @@ class Operator:
 
     async def __aenter__(self) -> Self:
         await self.requester.start()
-        for topic in (topics.ALL_CONTAINER_STATUS, topics.ALL_CIRCUIT_STATUS):
+        for topic in (
+            topics.ALL_CONTAINER_STATUS, topics.ALL_CIRCUIT_DEFINITIONS, topics.ALL_CIRCUIT_STATUS,
+        ):
             self._subs.append(await self.link.subscribe(topic, 1, self._on_status))
         self._tasks = [
             asyncio.create_task(self._push_board(), name="web-board"),

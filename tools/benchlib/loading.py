@@ -55,11 +55,11 @@ class TimedSession(Session):
             self.spans.append((str(command.get("cmd")), time.perf_counter() - start))
 
     async def retained(
-        self, topic_filter: str, *, quiet: float = 0.3, limit: float = 3.0
+        self, *topic_filters: str, quiet: float = 0.3, limit: float = 3.0
     ) -> dict[str, Any]:
         start = time.perf_counter()
         try:
-            return await super().retained(topic_filter, quiet=quiet, limit=limit)
+            return await super().retained(*topic_filters, quiet=quiet, limit=limit)
         finally:
             self.spans.append(("retained", time.perf_counter() - start))
 

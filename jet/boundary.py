@@ -1,0 +1,429 @@
+"""The circuit boundary: everything protocol-facing about one hosted circuit.
+
+Whatever runs a circuit (a pack's in-process :class:`~jet.network.Network`,
+the pages of a web container, a radio node behind the hub), the MQTT side
+of it is the same, and it is written here once:
+
+- **inputs**: the table of wires, one (input, topic) pair each, made and
+  undone idempotently (the loader may repeat a command after a timeout);
+  each wire is a subscription on the container's shared
+  :class:`~jet.mqtt.Link`; its QoS, topic filter and queue bound are checked
+  once, here; wires into inputs that a reload removed are pruned;
+- **outputs**: which are published, on which topic and at which QoS — an
+  output is published when nothing inside the circuit consumes it, or while
+  another circuit has it exported (at the highest QoS its consumers' wires
+  ask for), or while it is tapped (a lease that runs out by itself);
+- **counters and rates**, and the **status map** published for ``jet ls``.
+
+What sits behind the ports is the container's :class:`Body`: the boundary
+hands it every value that arrives on a wire and the body hands every value
+it produces back to :meth:`CircuitBoundary.emit`.  A body never routes and
+never touches MQTT, the way a Node-RED node hands its messages to its flow.
+
+Lifecycle (the one vocabulary of every hosted circuit): built by its
+container, :meth:`~CircuitBoundary.start`, any number of
+:meth:`~CircuitBoundary.reload` and :meth:`~CircuitBoundary.drain`, then
+:meth:`~CircuitBoundary.stop` (wires gone, body stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from . import codec, topics
+from .inbox import DEFAULT_LIMIT
+from .model import POLICIES, CircuitDef, circuit_to_wire
+from .mqtt import Link, Subscription
+from .network import EXTERNAL_POLICY
+
+log = logging.getLogger("jet.circuit")  # the name operators filter on
+
+class CommandError(ValueError):
+    """A circuit command that cannot be carried out; the message is the one-line reply."""
+
+
+def split_port(text: str) -> tuple[str, str]:
+    """``"gadget.port"`` -> ``("gadget", "port")``; CommandError for anything else."""
+    if not isinstance(text, str):
+        raise CommandError(f"bad port {text!r}: expected gadget.port")
+    gadget, dot, port = text.partition(".")
+    if not dot or not gadget or not port or "." in port:
+        raise CommandError(f"bad port {text!r}: expected gadget.port")
+    return gadget, port
+
+
+def normalize_exports(raw: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """``{output: {consumer: qos}}`` from that form or ``{output: [consumer, ...]}`` (QoS 1)."""
+    exports: dict[str, dict[str, int]] = {}
+    for output, holders in raw.items():
+        if isinstance(holders, Mapping):
+            chosen = {str(k): v for k, v in holders.items()}
+        elif isinstance(holders, list | tuple | set | frozenset):
+            chosen = {str(h): 1 for h in holders}
+        else:
+            raise CommandError(f"exports of {output!r}: expected a list or a map of consumers")
+        if any(isinstance(q, bool) or q not in (0, 1, 2) for q in chosen.values()):
+            raise CommandError(f"exports of {output!r}: qos must be 0, 1 or 2")
+        exports[str(output)] = chosen
+    return exports
+
+
+@attrs.frozen
+class Wire:
+    """A wire into the circuit: its subscription and its queue bound."""
+
+    gadget: str
+    port: str
+    topic: str
+    qos: int
+    limit: int
+    policy: str
+    sub: Subscription = attrs.field(eq=False, repr=False)
+
+    @property
+    def input(self) -> str:
+        return f"{self.gadget}.{self.port}"
+
+
+class Body(Protocol):
+    """What sits behind a circuit's ports; one implementation per container kind.
+
+    Port names are ``(gadget, port)`` pairs as the body resolves them; the
+    gadget part is also the third level of the circuit's output topics.
+    """
+
+    @property
+    def definition(self) -> CircuitDef: ...
+
+    def resolve_input(self, text: str) -> tuple[str, str]:
+        """The input named by ``text``; CommandError naming what exists if none."""
+        ...
+
+    def resolve_output(self, text: str) -> tuple[str, str]: ...
+
+    def output_ports(self) -> Mapping[str, Sequence[str]]:
+        """Each gadget's output port names, in output-number order."""
+        ...
+
+    def wired_inside(self, gadget: str, index: int) -> bool:
+        """True when something inside the circuit consumes that output."""
+        ...
+
+    def receive(
+        self, gadget: str, port: str, payload: bytes, limit: int, policy: str
+    ) -> Awaitable[None] | None:
+        """A message from a wire; may raise :class:`codec.PayloadError`.
+
+        Returns an awaitable only when the input cannot take it yet (its
+        queue is full under the ``block`` policy).
+        """
+        ...
+
+    def inject(self, gadget: str, port: str, value: Any) -> Any: ...
+
+    def start(self) -> None: ...
+
+    async def drain(self, timeout: float) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def reload(self, definition: CircuitDef) -> None:
+        """Swap in a new definition; raises before anything changes."""
+        ...
+
+    def counters(self) -> dict[str, int]:
+        """The body's own counters, merged into the status (its keys win)."""
+        ...
+
+    def rate_basis(self) -> tuple[int, int]:
+        """Running totals whose per-second change is the ``in`` and ``out`` rate."""
+        ...
+
+    def wire_fields(self, wire: Wire) -> dict[str, Any]:
+        """How one wire is described in the status's ``inputs``."""
+        ...
+
+    def status_fields(self) -> dict[str, Any]:
+        """Fields of the status map that only this kind of circuit has."""
+        ...
+
+    def definition_map(self) -> dict[str, Any]:
+        """The definition as published and saved."""
+        ...
+
+
+class CircuitBoundary:
+    """One hosted circuit as the rest of the system sees it (see the module doc).
+
+    The container makes it with a function that builds the :class:`Body`
+    given the boundary's :meth:`emit`, and calls the command methods one at
+    a time; the body calls :meth:`emit` (or :meth:`publish_payload`) for
+    every value it produces.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        circuit_id: str,
+        link: Link,
+        make_body: Callable[[Callable[[str, int, Any], None]], Body],
+        *,
+        app: str = "",
+        container: str = "",
+        exports: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.id = circuit_id
+        self.app = app
+        self.container = container
+        self.link = link
+        self.body = make_body(self.emit)  # the body hands its outputs to emit()
+        self.wires: dict[tuple[str, str], Wire] = {}  # (input, topic) -> wire
+        self.exports = normalize_exports(exports or {})
+        self.taps: dict[str, float] = {}  # output -> monotonic expiry
+        self.received = 0
+        self.published = 0
+        self.bad_payloads = 0
+        self.started_at = time.time()
+        self.rates: dict[str, float] = {"in": 0.0, "out": 0.0}
+        self._rate_base = (0, 0)
+        self._topics: dict[str, list[str]] = {}
+        self._publish: dict[str, list[bool]] = {}
+        self._qos: dict[str, list[int]] = {}
+        self.refresh_outputs()
+
+    @property
+    def definition(self) -> CircuitDef:
+        return self.body.definition
+
+    # -- outputs -----------------------------------------------------------------------
+
+    def refresh_outputs(self) -> None:
+        """Decide, per output, whether emissions go to MQTT, on which topic, at which QoS."""
+        now = time.monotonic()
+        self.taps = {k: t for k, t in self.taps.items() if t > now}
+        self._topics, self._publish, self._qos = {}, {}, {}
+        for gadget, ports in self.body.output_ports().items():
+            names = [f"{gadget}.{port}" for port in ports]
+            self._topics[gadget] = [
+                topics.output(self.kind, self.id, gadget, i) for i in range(len(ports))
+            ]
+            self._publish[gadget] = [
+                not self.body.wired_inside(gadget, i)
+                or bool(self.exports.get(name))
+                or name in self.taps
+                for i, name in enumerate(names)
+            ]
+            # Published at the highest QoS any consumer's wire asks for.
+            self._qos[gadget] = [
+                max(self.exports.get(name, {}).values(), default=1) for name in names
+            ]
+
+    def emit(self, gadget: str, index: int, value: Any) -> None:
+        """A value on output ``index`` of ``gadget``: published if the rule says so."""
+        if not self._publish[gadget][index]:
+            return
+        try:
+            payload = codec.encode(value)
+        except codec.PayloadError as exc:
+            log.error("%s.%s output %d: %s", self.id, gadget, index, exc)
+            self.bad_payloads += 1
+            return
+        if self.link.publish_nowait(
+            self._topics[gadget][index], payload, qos=self._qos[gadget][index]
+        ):
+            self.published += 1
+
+    def publish_payload(self, gadget: str, index: int, payload: bytes) -> None:
+        """An output whose payload is already encoded (a radio node's own bytes).
+
+        Every output of such a circuit is published: nothing inside it is
+        visible to the boundary.
+        """
+        if self.link.publish_nowait(topics.output(self.kind, self.id, gadget, index), payload,
+                                    qos=1):
+            self.published += 1
+
+    def output_topic(self, gadget: str, port: str) -> str:
+        return self._topics[gadget][list(self.body.output_ports()[gadget]).index(port)]
+
+    def export(self, output: str, by: str, on: bool, qos: int = 1) -> None:
+        key = "{}.{}".format(*self.body.resolve_output(output))
+        holders = self.exports.setdefault(key, {})
+        if on:
+            holders[by] = qos
+        else:
+            holders.pop(by, None)
+        self.refresh_outputs()
+
+    def tap(self, output: str, ttl: float) -> None:
+        key = "{}.{}".format(*self.body.resolve_output(output))
+        if ttl > 0:
+            self.taps[key] = time.monotonic() + ttl
+            asyncio.get_running_loop().call_later(ttl, self.refresh_outputs)
+        else:
+            self.taps.pop(key, None)
+        self.refresh_outputs()
+
+    # -- inputs ------------------------------------------------------------------------
+
+    async def wire(
+        self,
+        input_: str,
+        topic: str,
+        qos: int = 1,
+        queue: int | None = None,
+        policy: str | None = None,
+    ) -> Wire:
+        """Subscribe ``topic`` for an input; the same wire again changes nothing."""
+        gadget, port = self.body.resolve_input(input_)
+        existing = self.wires.get((f"{gadget}.{port}", topic))
+        if existing is not None:
+            return existing  # idempotent: the loader may repeat a wire after a timeout
+        if isinstance(qos, bool) or qos not in (0, 1, 2):
+            raise CommandError(f"qos must be 0, 1 or 2, not {qos!r}")
+        try:
+            topics.check(topic, filter_ok=True)
+        except topics.TopicError as exc:
+            raise CommandError(str(exc)) from None
+        if policy is not None and policy not in POLICIES:
+            raise CommandError(f"unknown queue policy {policy!r} (one of {', '.join(POLICIES)})")
+        if queue is not None and queue < 1:
+            raise CommandError(f"queue must be at least 1, not {queue}")
+        limit = queue or DEFAULT_LIMIT
+        chosen = policy or EXTERNAL_POLICY
+        receive = self.body.receive
+
+        def on_message(msg_topic: str, payload: bytes) -> Awaitable[None] | None:
+            self.received += 1
+            try:
+                return receive(gadget, port, payload, limit, chosen)
+            except codec.PayloadError as exc:
+                self.bad_payloads += 1
+                log.warning("%s: %s (wire to %s.%s), message dropped", msg_topic, exc, gadget, port)
+                return None
+
+        sub = await self.link.subscribe(topic, qos, on_message)
+        wire = self.wires[(f"{gadget}.{port}", topic)] = Wire(
+            gadget, port, topic, qos, limit, chosen, sub
+        )
+        return wire
+
+    async def unwire(self, input_: str | None, topic: str | None = None) -> int:
+        """Remove the wires into an input (all inputs when None), from ``topic`` or all."""
+        name = None if input_ is None else self._input_key(input_)
+        doomed = [k for k in self.wires if name in (None, k[0]) and topic in (None, k[1])]
+        for key in doomed:
+            await self.link.unsubscribe(self.wires.pop(key).sub)
+        return len(doomed)
+
+    def _input_key(self, text: str) -> str:
+        try:
+            return "{}.{}".format(*self.body.resolve_input(text))
+        except CommandError:
+            # An input a reload removed: its wires were pruned, unwiring is a no-op.
+            return "{}.{}".format(*split_port(text))
+
+    async def prune(self) -> list[Wire]:
+        """Remove the wires into inputs the body no longer has (after a reload)."""
+        gone: list[Wire] = []
+        for key, wire in list(self.wires.items()):
+            try:
+                self.body.resolve_input(wire.input)
+            except CommandError:
+                gone.append(self.wires.pop(key))
+                await self.link.unsubscribe(wire.sub)
+        return gone
+
+    def inject(self, input_: str, value: Any) -> Any:
+        return self.body.inject(*self.body.resolve_input(input_), value)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.body.start()
+
+    async def drain(self, timeout: float) -> None:
+        await self.body.drain(timeout)
+
+    async def reload(self, definition: CircuitDef, exports: Mapping[str, Any]) -> list[Wire]:
+        """Swap in a new definition; wires into inputs that remain keep their subscription.
+
+        Everything that can be refused is checked before anything changes.
+        Returns the wires pruned because their input is gone.
+        """
+        new_exports = normalize_exports(exports)
+        await self.body.reload(definition)
+        self.exports = new_exports
+        self.refresh_outputs()
+        return await self.prune()
+
+    async def stop(self) -> None:
+        for wire in self.wires.values():
+            await self.link.unsubscribe(wire.sub)
+        self.wires.clear()
+        await self.body.stop()
+
+    # -- what `jet ls` sees ------------------------------------------------------------
+
+    def measure_rates(self, interval: float) -> None:
+        """Messages per second in and out since the last call (see :meth:`Body.rate_basis`)."""
+        now = self.body.rate_basis()
+        self.rates = {
+            "in": round((now[0] - self._rate_base[0]) / interval, 2),
+            "out": round((now[1] - self._rate_base[1]) / interval, 2),
+        }
+        self._rate_base = now
+
+    def status(self, *, definition: bool = True) -> dict[str, Any]:
+        """The status map; ``definition`` adds the definition (sent when it changed)."""
+        inputs: dict[str, list[dict[str, Any]]] = {}
+        for (port, _topic), wire in sorted(self.wires.items()):
+            inputs.setdefault(port, []).append(self.body.wire_fields(wire))
+        now = time.monotonic()
+        counters: dict[str, int] = {
+            "received": self.received,
+            "published": self.published,
+            "errors": 0,
+            **self.body.counters(),
+        }
+        counters["errors"] += self.bad_payloads
+        status: dict[str, Any] = {
+            "state": "online",
+            "type": self.kind,
+            "id": self.id,
+            "app": self.app,
+            "container": self.container,
+            "since": self.started_at,
+            "inputs": inputs,
+            "exports": {k: sorted(v) for k, v in self.exports.items() if v},
+            "taps": sorted(k for k, t in self.taps.items() if t > now),
+            "rates": self.rates,
+            "counters": counters,
+            **self.body.status_fields(),
+        }
+        if definition:
+            status["definition"] = self.body.definition_map()
+        return status
+
+    def saved(self) -> dict[str, Any]:
+        """What a state file keeps of this circuit to build it again."""
+        return {
+            "app": self.app,
+            "definition": self.body.definition_map(),
+            "exports": {k: dict(v) for k, v in self.exports.items()},
+            "wires": [
+                [w.input, w.topic, w.qos, w.limit, w.policy] for w in self.wires.values()
+            ],
+        }
+
+
+def definition_map(definition: CircuitDef) -> dict[str, Any]:
+    """A definition in the form sent in commands and kept in statuses."""
+    return circuit_to_wire(definition)

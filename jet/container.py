@@ -332,7 +332,9 @@ class Container:
     ) -> CircuitBoundary:
         """Build, subscribe and (unless ``start`` is False) start a circuit."""
         if definition.container != self.kind:
-            raise ValueError(f"circuit {definition.name!r} is for a {definition.container}")
+            raise ValueError(
+                f"circuit {definition.name!r} is for a {definition.container}, not a {self.kind}"
+            )
         args = args or {}
         circuit_id = self._circuit_id(definition, args)
         existing = self.circuits.get(circuit_id)
@@ -351,9 +353,10 @@ class Container:
             self._conf_subs[circuit.id] = await self.link.subscribe(conf_topic, 1, self._enqueue)
         if start:
             circuit.start()
-        self._publish_definition(circuit)
-        self._publish_status(circuit)
-        self._announce()
+        if not self._restoring:  # (restored circuits are announced once connected)
+            self._publish_definition(circuit)
+            self._publish_status(circuit)
+            self._announce()
         self._save()
         self._changed(circuit.id, "load")
         self.log.info("loaded circuit %s (%d gadgets)", circuit.id, len(definition.gadgets))
@@ -485,7 +488,6 @@ class Container:
                 circuit = await self._restore_one(cid, saved)
                 for port, topic, qos, limit, policy in saved.get("wires", []):
                     await circuit.wire(port, topic, qos, limit, policy)
-                self._publish_status(circuit)
             except REFUSALS as exc:
                 self.log.error("%s: cannot restore circuit %s: %s", self.state_file, cid, exc)
 

@@ -1,91 +1,161 @@
-"""A node circuit at run time: what the hub knows, its wires, its counters and status map."""
+"""A node circuit's body: what sits behind its ports is a radio node.
+
+The hub hosts each node circuit as a :class:`~jet.boundary.CircuitBoundary`
+like every container does; this body is the node side of it.  A value wired
+into an input is converted for the radio (msgpack, or the declared struct
+codec) and sent through the hub's dongle; what the node sends is published by
+the hub's packet path (:meth:`jet.boundary.CircuitBoundary.publish_payload`),
+so nothing of the node is internal: every output is published.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, Protocol
 
-import attrs
+from jet.boundary import CommandError, Wire, definition_map
+from jet.codec import encode
+from jet.model import CircuitDef
 
-from jet.mqtt import Subscription
-
-from .node_circuit import NodeCircuit
-from .state import SavedNode, SavedWire
-
-
-@attrs.define(eq=False)
-class Wire:
-    """A subscription whose messages go to one node input."""
-
-    gadget: int
-    input: int
-    topic: str
-    qos: int
-    sub: Subscription | None = None
+from .node_circuit import NodeCircuit, NodeCircuitError, node_from_definition
+from .ratelog import RateLimitedLog
 
 
-@attrs.define(eq=False)
-class NodeState:
-    """A node circuit the hub answers for, with its live wires and counters."""
+class Radio(Protocol):
+    """The hub as a node body sees it: how to reach a node."""
 
-    circuit: NodeCircuit
-    definition: Mapping[str, Any] | None = None
-    wires: dict[tuple[int, int, str], Wire] = attrs.field(factory=dict)
-    since: float = attrs.field(factory=time.time)
-    packets: int = 0  # received from the node
-    published: int = 0  # of those, published
-    sent: int = 0  # messages from wires and injects sent to the node
-    errors: int = 0  # undecodable packets from it, messages that could not be sent
-    last_seen: float | None = None
-    rates: dict[str, float] = attrs.field(factory=lambda: {"in": 0.0, "out": 0.0})
-    undeclared_ports: set[tuple[int, int]] = attrs.field(factory=set)
-    last_status: bytes | None = None  # the retained status last published
-    _rate_base: tuple[int, int] = (0, 0)
+    limited: RateLimitedLog
 
-    def measure_rates(self, interval: float) -> None:
-        """Messages per second to the node (in) and from it (out) since the last call."""
-        self.rates = {
-            "in": round((self.sent - self._rate_base[0]) / interval, 2),
-            "out": round((self.published - self._rate_base[1]) / interval, 2),
-        }
-        self._rate_base = (self.sent, self.published)
+    def send(self, circuit: NodeCircuit, gadget: int, port: int, payload: bytes,
+             ack: bool = False) -> int:
+        """Queue one packet to a node input; its size; CommandError when impossible."""
+        ...
 
-    def definition_map(self) -> dict[str, Any]:
-        """The definition it was loaded with, or what the hub knows of an undeclared node."""
-        if self.definition is not None:
-            return dict(self.definition)
+    def drain_to(self, circuit: NodeCircuit, timeout: float) -> Awaitable[None]: ...
+
+    def count_wire_message(self, failed: str | None) -> None: ...
+
+
+class NodeBody:
+    """A node circuit at run time: what the hub knows of the node, and its counters."""
+
+    def __init__(self, circuit: NodeCircuit, definition: CircuitDef, radio: Radio) -> None:
+        self.circuit = circuit
+        self._definition = definition
+        self.radio = radio
+        self.packets = 0  # received from the node
+        self.sent = 0  # messages from wires and injects sent to the node
+        self.errors = 0  # undecodable packets from it, messages that could not be sent
+        self.last_seen: float | None = None
+        self.undeclared_ports: set[tuple[int, int]] = set()
+
+    @property
+    def definition(self) -> CircuitDef:
+        return self._definition
+
+    # -- ports ---------------------------------------------------------------------------
+
+    def resolve_input(self, text: str) -> tuple[str, str]:
+        try:
+            gadget, port = self.circuit.resolve_input(text)
+        except NodeCircuitError as exc:
+            raise CommandError(str(exc)) from None
+        return str(gadget), str(port)
+
+    def resolve_output(self, text: str) -> tuple[str, str]:
+        # Outputs are named by number on the radio; every one is published.
+        gadget, dot, port = str(text).partition(".")
+        if not (dot and gadget.isdecimal() and port.isdecimal()):
+            for g in self.circuit.gadgets.values():
+                if g.name == gadget and port in g.outputs:
+                    return str(g.number), str(g.outputs.index(port))
+            raise CommandError(f"node {self.circuit.uid} has no output {text!r}")
+        return gadget, port
+
+    def output_ports(self) -> Mapping[str, Sequence[str]]:
+        return {str(g.number): g.outputs for g in self.circuit.gadgets.values()}
+
+    def wired_inside(self, gadget: str, index: int) -> bool:
+        return False  # a node's inside is firmware: the boundary cannot see it
+
+    # -- values in -----------------------------------------------------------------------
+
+    def receive(
+        self, gadget: str, port: str, payload: bytes, limit: int, policy: str
+    ) -> Awaitable[None] | None:
+        g, p = int(gadget), int(port)
+        circuit = self.circuit
+        radio = circuit.input_codec(g, p).to_radio(payload)  # PayloadError: counted by the boundary
+        try:
+            self.radio.send(circuit, g, p, radio)
+        except CommandError as exc:
+            self.errors += 1
+            self.radio.count_wire_message(str(exc))
+            self.radio.limited.warning(f"node{circuit.uid}:wire", "cannot send to node %d: %s",
+                                   circuit.uid, exc)
+            return None
+        self.sent += 1
+        self.radio.count_wire_message(None)
+        return None
+
+    def inject(self, gadget: str, port: str, value: Any) -> dict[str, Any]:
+        g, p = int(gadget), int(port)
+        circuit = self.circuit
+        size = self.radio.send(circuit, g, p, circuit.input_codec(g, p).to_radio(encode(value)))
+        self.sent += 1
+        return {"input": f"{g}.{p}", "bytes": size}
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """A node runs its own firmware: nothing to start here."""
+
+    async def drain(self, timeout: float) -> None:
+        await self.radio.drain_to(self.circuit, timeout)
+
+    async def stop(self) -> None:
+        """Telling the node itself to stop is the hub's ``stop`` command."""
+
+    async def reload(self, definition: CircuitDef) -> None:
+        """A new declaration for the same node; wires into inputs it keeps stay."""
         c = self.circuit
-        return {"name": c.name, "container": "node", "node": c.node_id, "gadgets": []}
+        if definition.node != c.node_id:
+            raise CommandError(f"reload cannot move node circuit {c.uid} from node "
+                               f"{c.node_id} to node {definition.node}")
+        try:
+            self.circuit = node_from_definition(definition, c.uid, c.group, c.app)
+        except NodeCircuitError as exc:
+            raise CommandError(str(exc)) from None
+        self._definition = definition
+        self.undeclared_ports.clear()
 
-    def status(self, container: str, state: str = "online") -> dict[str, Any]:
-        """``node/<uid>/status``, shaped like a pack circuit's so the loader and
-        ``jet ls`` read it the same way (docs/nodes.md)."""
-        c = self.circuit
-        inputs: dict[str, list[dict[str, Any]]] = {}
-        for w in self.wires.values():
-            inputs.setdefault(f"{w.gadget}.{w.input}", []).append(
-                {"topic": w.topic, "qos": w.qos, "name": c.input_name(w.gadget, w.input)})
+    # -- status ------------------------------------------------------------------------
+
+    def seen(self) -> None:
+        self.packets += 1
+        self.last_seen = time.time()
+
+    def counters(self) -> dict[str, int]:
         return {
-            "state": state,
-            "type": "node",
-            "id": c.circuit_id,
-            "app": c.app,
-            "container": container,
-            "since": self.since,
-            "definition": self.definition_map(),
-            "inputs": inputs,
-            "exports": {},
-            "taps": [],
-            "rates": self.rates,
-            "counters": {
-                "received": self.packets,
-                "published": self.published,
-                "sent": self.sent,
-                "errors": self.errors,
-                "undeclared": len(self.undeclared_ports),
-                "dropped": 0,
-            },
+            "received": self.packets,
+            "sent": self.sent,
+            "errors": self.errors,
+            "undeclared": len(self.undeclared_ports),
+            "dropped": 0,
+        }
+
+    def rate_basis(self) -> tuple[int, int]:
+        """In: messages sent to the node; out: packets from it."""
+        return self.sent, self.packets
+
+    def wire_fields(self, wire: Wire) -> dict[str, Any]:
+        name = self.circuit.input_name(int(wire.gadget), int(wire.port))
+        return {"topic": wire.topic, "qos": wire.qos, "name": name}
+
+    def status_fields(self) -> dict[str, Any]:
+        c = self.circuit
+        return {
             "node": c.node_id,
             "group": c.group,
             "declared": c.declared,
@@ -93,9 +163,6 @@ class NodeState:
             "last_seen": self.last_seen,
         }
 
-    def saved(self) -> SavedNode:
-        c = self.circuit
-        return SavedNode(
-            c.uid, c.group, c.node_id, c.app, self.definition,
-            tuple(SavedWire(w.gadget, w.input, w.topic, w.qos) for w in self.wires.values()),
-        )
+    def definition_map(self) -> dict[str, Any]:
+        return definition_map(self._definition)
+

@@ -33,7 +33,7 @@ import attrs
 
 from jet.broker import Broker, parse
 from jet.codec import PayloadError, decode, encode
-from jet.model import circuit_from_wire
+from jet.model import circuit_from_msgpack
 from jet.mqtt import Link, Will
 from jet.tasks import cancel_all
 
@@ -499,7 +499,7 @@ class Hub:
         """Learn a node circuit (the ``load`` command); returns its node_uid."""
         if not isinstance(definition, Mapping):
             raise CommandError("definition must be a map")
-        defn = circuit_from_wire(definition)
+        defn = circuit_from_msgpack(definition)
         group = self.group if group is None else group
         node_id = defn.node if isinstance(defn.node, int) else -1
         uid = self.uids.uid(group, node_id) if node_id >= 0 else -1
@@ -583,7 +583,7 @@ class Hub:
         if name == "reload":
             if "definition" not in cmd:
                 raise CommandError("reload needs a definition")
-            defn = circuit_from_wire(cmd["definition"])
+            defn = circuit_from_msgpack(cmd["definition"])
             if defn.node != circuit.node_id:
                 raise CommandError(f"reload cannot move node circuit {uid} from node "
                                    f"{circuit.node_id} to node {defn.node}")
@@ -702,7 +702,7 @@ class Hub:
     def _saved_circuit(self, node: SavedNode) -> NodeCircuit:
         if node.definition is None:
             return undeclared_node(node.uid, node.group, node.node)
-        return node_from_definition(circuit_from_wire(node.definition), node.uid, node.group,
+        return node_from_definition(circuit_from_msgpack(node.definition), node.uid, node.group,
                                     node.app)
 
 

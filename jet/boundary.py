@@ -38,7 +38,7 @@ import attrs
 
 from . import codec, topics
 from .inbox import DEFAULT_LIMIT
-from .model import POLICIES, CircuitDef, circuit_to_wire
+from .model import POLICIES, CircuitDef, circuit_to_msgpack
 from .mqtt import Link, Subscription
 from .network import EXTERNAL_POLICY
 
@@ -426,4 +426,4 @@ class CircuitBoundary:
 
 def definition_map(definition: CircuitDef) -> dict[str, Any]:
     """A definition in the form sent in commands and kept in statuses."""
-    return circuit_to_wire(definition)
+    return circuit_to_msgpack(definition)

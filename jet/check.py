@@ -25,7 +25,7 @@ __all__ = ["Problem", "check_app"]
 
 #: Names of pack and web circuits and gadgets (they appear in MQTT topics).
 ID_RE = re.compile(r"[a-z0-9_-]+")
-#: Names of node circuits, node gadgets and ports, definitions and exports
+#: Names of node circuits, node gadgets and ports, sub-circuits and their ports
 #: (they only appear in wires, so they only must not contain '.' or spaces).
 NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 NODE_IDS = range(1, 31)
@@ -145,13 +145,13 @@ class _Checker:
             for sub in circuit.subcircuits.values():
                 if id(sub) not in done:
                     done.add(id(sub))
-                    self.definition(sub)
+                    self.subcircuit(sub)
 
-    # --- one circuit (or definition) ----------------------------------------------------
+    # --- one circuit (or sub-circuit) ----------------------------------------------------
 
     def circuit(self, circuit: CircuitDef, kind: str) -> None:
         node = circuit.container == "node"
-        pattern = NAME_RE if node or kind == "definition" else ID_RE
+        pattern = NAME_RE if node or kind == "sub-circuit" else ID_RE
         if not pattern.fullmatch(circuit.name):
             self.add(circuit.line, f"{kind} name {circuit.name!r} must match {pattern.pattern}")
         if node:
@@ -355,15 +355,15 @@ class _Checker:
                 f"{kind} {circuit.name!r}: cycle without a delay through {gadgets}: {path}",
             )
 
-    # --- sub-circuit definitions -------------------------------------------------------------
+    # --- sub-circuits -------------------------------------------------------------------------
 
-    def definition(self, sub: CircuitDef) -> None:
-        self.circuit(sub, "definition")
+    def subcircuit(self, sub: CircuitDef) -> None:
+        self.circuit(sub, "sub-circuit")
         fed: _Fed = {}
-        for exports, output in ((sub.exports_in, False), (sub.exports_out, True)):
-            for name, ref in exports.items():
-                what = f"exported {'output' if output else 'input'} {name!r}"
-                label = f"definition {sub.name!r}: {what}"
+        for refs, output in ((sub.inputs, False), (sub.outputs, True)):
+            for name, ref in refs.items():
+                what = f"{'output' if output else 'input'} {name!r}"
+                label = f"sub-circuit {sub.name!r}: {what}"
                 if not NAME_RE.fullmatch(name):
                     self.add(sub.line, f"{label} must match {NAME_RE.pattern}")
                 gadget = sub.gadget(ref.gadget)
@@ -384,4 +384,4 @@ class _Checker:
                     self.feed(fed, PortRef(ref.gadget, ref.port, sub.name), sub.line, what)
         for wire in sub.wires:
             self.wire({}, sub, wire, fed)
-        self.cycles(app_graph(AppDef(sub.name, (sub,))), sub, "definition")
+        self.cycles(app_graph(AppDef(sub.name, (sub,))), sub, "sub-circuit")

@@ -18,7 +18,7 @@ from . import __version__, broker, codec, topics
 from .check import check_app
 from .client import CommandFailed, NoReply, Session
 from .loader import Loader, LoadError
-from .model import AppDef, circuit_from_wire
+from .model import AppDef, circuit_from_msgpack
 from .ports import ports_of
 from .registry import Registry
 from .yamlfile import CircuitFileError, load_app
@@ -133,7 +133,7 @@ async def _resolve_port(session: Session, target: str, output: bool) -> tuple[st
         if not isinstance(status, dict):
             continue
         kind, cid = topic.split("/")[:2]
-        definition = circuit_from_wire(status.get("definition") or {"name": cid})
+        definition = circuit_from_msgpack(status.get("definition") or {"name": cid})
         if circuit_name not in (cid, definition.name):
             continue
         gadget = definition.gadget(gadget_name)

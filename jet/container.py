@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Self
 from . import codec, conf, topics
 from .boundary import Body, CircuitBoundary, CommandError
 from .broker import Broker
-from .model import CircuitDef, circuit_from_wire
+from .model import CircuitDef, circuit_from_msgpack
 from .mqtt import Link, Subscription, Will
 from .network import BuildError
 from .tasks import cancel_all
@@ -269,7 +269,7 @@ class Container:
         if command.name == "status":
             return self._presence("online")
         try:
-            definition = circuit_from_wire(command.args["definition"])
+            definition = circuit_from_msgpack(command.args["definition"])
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise ValueError(f"bad definition: {exc}") from None
         circuit = await self.load(
@@ -308,7 +308,7 @@ class Container:
                 await self.unload(circuit.id)
                 return None
             case "reload":
-                await self.reload(circuit, circuit_from_wire(args["definition"]),
+                await self.reload(circuit, circuit_from_msgpack(args["definition"]),
                                   args.get("exports") or {})
             case "status":
                 return circuit.status()
@@ -493,7 +493,7 @@ class Container:
 
     async def _restore_one(self, circuit_id: str, saved: Mapping[str, Any]) -> CircuitBoundary:
         return await self.load(
-            circuit_from_wire(saved["definition"]),
+            circuit_from_msgpack(saved["definition"]),
             app=saved.get("app", ""),
             exports=saved.get("exports") or {},
             args=saved.get("args") or {},

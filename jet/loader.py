@@ -18,7 +18,7 @@ import attrs
 from . import topics
 from .check import check_app
 from .client import Session
-from .model import AppDef, CircuitDef, PortRef, WireDef, circuit_to_wire
+from .model import AppDef, CircuitDef, PortRef, WireDef, circuit_to_msgpack
 from .ports import ports_of
 from .registry import Registry
 
@@ -164,7 +164,7 @@ class Loader:
             {
                 "cmd": "load",
                 "app": app.name,
-                "definition": circuit_to_wire(circuit),
+                "definition": circuit_to_msgpack(circuit),
                 "exports": self.exports_of(app, circuit),
             },
         )
@@ -265,7 +265,7 @@ class Loader:
                     place.conf,
                     {
                         "cmd": "reload",
-                        "definition": circuit_to_wire(circuit),
+                        "definition": circuit_to_msgpack(circuit),
                         "exports": self.exports_of(app, circuit),
                     },
                 )

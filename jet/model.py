@@ -1,9 +1,10 @@
 """Circuit definitions: the data that describes an app, independent of YAML.
 
 A definition is plain, frozen data.  It travels to a container as a
-msgpack map (see :func:`circuit_to_wire` / :func:`circuit_from_wire`), so a
-container learns *what* to build, never code: gadget types are names that
-the container resolves against its own allow list.
+msgpack-able map, its *msgpack form* (see :func:`circuit_to_msgpack` /
+:func:`circuit_from_msgpack`), in conf commands, retained statuses and pack
+state files, so a container learns *what* to build, never code: gadget types
+are names that the container resolves against its own allow list.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class GadgetDef:
     """One gadget of a circuit.
 
     ``type`` names a Python gadget class (pack), a web gadget (web), or a
-    sub-circuit definition (hierarchical circuits); it is None for firmware
+    sub-circuit (a key of the circuit's ``subcircuits``); it is None for firmware
     gadgets of a node, whose ports are declared in ``inputs``/``outputs``.
     ``number`` is the node gadget number (0..1023); ``line`` the YAML line.
     """
@@ -84,8 +85,11 @@ class CircuitDef:
     """A circuit: gadgets plus the wires between them.
 
     Used both for running circuits (``container`` says where) and for
-    sub-circuit definitions, whose ``exports_in``/``exports_out`` map the
-    composite gadget's port names to inner ports.
+    sub-circuits: a sub-circuit is a circuit used as a gadget type, and its
+    ``inputs``/``outputs`` map that gadget's port names to ports of gadgets
+    inside it (they are empty for a circuit that is not a sub-circuit).
+    ``subcircuits`` holds every sub-circuit this circuit uses, nested ones
+    included, by name.
     """
 
     name: str
@@ -94,8 +98,8 @@ class CircuitDef:
     wires: tuple[WireDef, ...] = ()
     node: int | None = None
     pack: str | None = None
-    exports_in: Mapping[str, PortRef] = attrs.field(factory=dict)
-    exports_out: Mapping[str, PortRef] = attrs.field(factory=dict)
+    inputs: Mapping[str, PortRef] = attrs.field(factory=dict)
+    outputs: Mapping[str, PortRef] = attrs.field(factory=dict)
     subcircuits: Mapping[str, CircuitDef] = attrs.field(factory=dict)
     line: int | None = attrs.field(default=None, eq=False)
 
@@ -116,14 +120,19 @@ class AppDef:
         return next((c for c in self.circuits if c.name == name), None)
 
 
-# --- wire format (msgpack-able dicts) ------------------------------------------
+# --- msgpack form (msgpack-able maps) ---------------------------------------------
+#
+# Keys read under an older name, so definitions written by an older loader (in a
+# command, a retained status or a pack state file) still build: the sub-circuit
+# ports were "exports_in"/"exports_out".
+_OLD_KEYS = {"inputs": "exports_in", "outputs": "exports_out"}
 
 
-def _port_to_wire(ref: PortRef) -> str:
+def _port_to_msgpack(ref: PortRef) -> str:
     return str(ref)
 
 
-def _port_from_wire(text: str) -> PortRef:
+def _port_from_msgpack(text: str) -> PortRef:
     parts = text.split(".")
     if len(parts) == 2:
         return PortRef(parts[0], parts[1])
@@ -132,8 +141,10 @@ def _port_from_wire(text: str) -> PortRef:
     raise ValueError(f"bad port reference {text!r}: expected gadget.port")
 
 
-def wire_to_wire(w: WireDef) -> dict[str, Any]:
-    d: dict[str, Any] = {"from": _port_to_wire(w.src), "to": _port_to_wire(w.dst), "qos": w.qos}
+def wire_to_msgpack(w: WireDef) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "from": _port_to_msgpack(w.src), "to": _port_to_msgpack(w.dst), "qos": w.qos
+    }
     if w.queue is not None:
         d["queue"] = w.queue
     if w.policy is not None:
@@ -141,7 +152,7 @@ def wire_to_wire(w: WireDef) -> dict[str, Any]:
     return d
 
 
-def wire_from_wire(d: Mapping[str, Any]) -> WireDef:
+def wire_from_msgpack(d: Mapping[str, Any]) -> WireDef:
     policy = d.get("policy")
     if policy is not None and policy not in POLICIES:
         raise ValueError(f"unknown queue policy {policy!r} (one of {', '.join(POLICIES)})")
@@ -151,15 +162,15 @@ def wire_from_wire(d: Mapping[str, Any]) -> WireDef:
     if queue is not None and (not isinstance(queue, int) or isinstance(queue, bool) or queue < 1):
         raise ValueError(f"wire queue must be a whole number >= 1, not {queue!r}")
     return WireDef(
-        _port_from_wire(d["from"]),
-        _port_from_wire(d["to"]),
+        _port_from_msgpack(d["from"]),
+        _port_from_msgpack(d["to"]),
         int(qos),
         queue=queue,
         policy=policy,
     )
 
 
-def circuit_to_wire(c: CircuitDef) -> dict[str, Any]:
+def circuit_to_msgpack(c: CircuitDef) -> dict[str, Any]:
     """A msgpack-able map describing ``c`` (line numbers are not sent)."""
     return {
         "name": c.name,
@@ -177,19 +188,19 @@ def circuit_to_wire(c: CircuitDef) -> dict[str, Any]:
             }
             for g in c.gadgets
         ],
-        "wires": [wire_to_wire(w) for w in c.wires],
-        "exports_in": {k: str(v) for k, v in c.exports_in.items()},
-        "exports_out": {k: str(v) for k, v in c.exports_out.items()},
-        "subcircuits": {k: circuit_to_wire(v) for k, v in c.subcircuits.items()},
+        "wires": [wire_to_msgpack(w) for w in c.wires],
+        "inputs": {k: str(v) for k, v in c.inputs.items()},
+        "outputs": {k: str(v) for k, v in c.outputs.items()},
+        "subcircuits": {k: circuit_to_msgpack(v) for k, v in c.subcircuits.items()},
     }
 
 
-def circuit_from_wire(d: Mapping[str, Any]) -> CircuitDef:
-    """Inverse of :func:`circuit_to_wire`; raises KeyError/ValueError/TypeError on bad data."""
+def circuit_from_msgpack(d: Mapping[str, Any]) -> CircuitDef:
+    """Inverse of :func:`circuit_to_msgpack`; raises KeyError/ValueError/TypeError on bad data."""
     container = d.get("container", "pack")
     if container not in CONTAINERS:
         raise ValueError(f"unknown container {container!r}")
-    circuit = _circuit_from_wire(d, container)
+    circuit = _circuit_from_msgpack(d, container)
     if container != "node":
         # Names become topic levels: only what a topic level can safely hold.
         for gadget in circuit.gadgets:
@@ -198,7 +209,7 @@ def circuit_from_wire(d: Mapping[str, Any]) -> CircuitDef:
     return circuit
 
 
-def _circuit_from_wire(d: Mapping[str, Any], container: Container) -> CircuitDef:
+def _circuit_from_msgpack(d: Mapping[str, Any], container: Container) -> CircuitDef:
     return CircuitDef(
         name=str(d["name"]),
         container=container,
@@ -215,12 +226,19 @@ def _circuit_from_wire(d: Mapping[str, Any], container: Container) -> CircuitDef
             )
             for g in d.get("gadgets") or ()
         ),
-        wires=tuple(wire_from_wire(w) for w in d.get("wires") or ()),
-        exports_in={k: _port_from_wire(v) for k, v in (d.get("exports_in") or {}).items()},
-        exports_out={k: _port_from_wire(v) for k, v in (d.get("exports_out") or {}).items()},
+        wires=tuple(wire_from_msgpack(w) for w in d.get("wires") or ()),
+        inputs=_ports_from_msgpack(d, "inputs"),
+        outputs=_ports_from_msgpack(d, "outputs"),
         subcircuits={
             # (inner gadgets never become topic levels: no name check there)
-            k: _circuit_from_wire(v, v.get("container", "pack"))
+            k: _circuit_from_msgpack(v, v.get("container", "pack"))
             for k, v in (d.get("subcircuits") or {}).items()
         },
     )
+
+
+def _ports_from_msgpack(d: Mapping[str, Any], key: str) -> dict[str, PortRef]:
+    ports = d.get(key)
+    if ports is None:
+        ports = d.get(_OLD_KEYS[key])
+    return {k: _port_from_msgpack(v) for k, v in (ports or {}).items()}

@@ -8,7 +8,11 @@ one task per gadget, so each gadget sees its messages one at a time and in
 order.  A full inbox refuses the message and counts it.
 
 Every emission also goes to ``on_emit(gadget, output_index, value)``, which
-the owner (a running circuit, or a composite gadget) uses to publish.
+the owner (a running circuit, or a sub-circuit gadget) uses to publish.
+
+A gadget whose type names one of the circuit's ``subcircuits`` is a
+:class:`SubcircuitGadget`, which runs that sub-circuit in a network of its
+own.  The two are defined in this one module because each builds the other.
 """
 
 from __future__ import annotations
@@ -142,9 +146,7 @@ class Network:
         try:
             sub = circuit.subcircuits.get(gdef.type)
             if sub is not None:
-                from .composite import composite_class  # a composite holds a Network
-
-                cls: type[Gadget] = composite_class(sub, registry, label=where)
+                cls: type[Gadget] = subcircuit_gadget_class(sub, registry, label=where)
             else:
                 cls = registry.resolve(gdef.type)
             gadget = instantiate(cls, gdef.params)
@@ -295,3 +297,61 @@ class Network:
     def wired_inside(self, gadget: str, index: int) -> bool:
         """True when output ``index`` of ``gadget`` feeds a wire inside this circuit."""
         return bool(self._targets[gadget][index])
+
+
+# -- sub-circuits ----------------------------------------------------------------------------
+
+
+class SubcircuitGadget(Gadget):
+    """A sub-circuit used as a gadget; :func:`subcircuit_gadget_class` makes one class per use.
+
+    Its inputs and outputs are the sub-circuit's ``inputs``/``outputs``;
+    inside, a :class:`Network` runs the sub-circuit.  The inner wires stay
+    in-process and are not published: only values reaching one of the
+    sub-circuit's outputs leave it, as this gadget's emissions.
+    """
+
+    definition: CircuitDef
+    registry: Registry
+    label: str
+
+    def __init__(self) -> None:
+        out_index = {
+            (ref.gadget, ref.port): i for i, ref in enumerate(self.definition.outputs.values())
+        }
+        inner = self.definition
+
+        def forward(gadget: str, index: int, value: Any) -> None:
+            slot = self.network.slots[gadget]
+            i = out_index.get((gadget, slot.outputs[index]))
+            if i is not None:
+                self.emit(i, value)
+
+        self.network = Network(inner, self.registry, forward, label=self.label)
+        self.network.activate()
+        self._routes = dict(inner.inputs)
+
+    def on_message(self, port: str, value: Any) -> None:
+        ref = self._routes[port]
+        self.network.deliver_to(ref.gadget, ref.port, value)
+
+    async def run(self) -> None:
+        self.network.start()
+        try:
+            await asyncio.Event().wait()  # lives as long as the enclosing circuit
+        finally:
+            await self.network.stop()
+
+
+def subcircuit_gadget_class(
+    definition: CircuitDef, registry: Registry, *, label: str
+) -> type[Gadget]:
+    """The gadget class for one use of sub-circuit ``definition`` (``label`` names it in logs)."""
+    body = {
+        "inputs": tuple(definition.inputs),
+        "outputs": tuple(definition.outputs),
+        "definition": definition,
+        "registry": registry,
+        "label": label,
+    }
+    return type(f"Subcircuit_{definition.name}", (SubcircuitGadget,), body)

@@ -5,7 +5,7 @@
 * node gadgets: the ``inputs``/``outputs`` declared in the circuit file
   (with optional types in ``params["types"]``);
 * sub-circuit gadgets (a type naming a key of ``circuit.subcircuits``): the
-  definition's exported ports, typed like the inner ports they map to.
+  sub-circuit's ``inputs``/``outputs``, typed like the inner ports they map to.
 """
 
 from __future__ import annotations
@@ -87,27 +87,27 @@ def _ports(
 
 def _sub_ports(name: str, sub: CircuitDef, registry: Registry, stack: tuple[str, ...]) -> Ports:
     if name in stack:
-        raise UnknownGadgetType(f"definition {name!r} uses itself ({' -> '.join(stack)})")
+        raise UnknownGadgetType(f"sub-circuit {name!r} uses itself ({' -> '.join(stack)})")
     stack = (*stack, name)
     inner: dict[str, Ports] = {}
     for g in sub.gadgets:
         try:
             inner[g.name] = _ports(g, sub, registry, stack)
         except UnknownGadgetType:
-            # reported where the definition is checked; here it only passes through
+            # reported where the sub-circuit is checked; here it only passes through
             inner[g.name] = Ports()
     input_types = {
         port: inner[ref.gadget].input_types[ref.port]
-        for port, ref in sub.exports_in.items()
+        for port, ref in sub.inputs.items()
         if ref.gadget in inner and ref.port in inner[ref.gadget].input_types
     }
     output_types = {
         port: inner[ref.gadget].output_types[ref.port]
-        for port, ref in sub.exports_out.items()
+        for port, ref in sub.outputs.items()
         if ref.gadget in inner and ref.port in inner[ref.gadget].output_types
     }
-    # The composite is a delay when no path from an exported input to an
-    # exported output avoids every inner delay gadget.
+    # The sub-circuit gadget is a delay when no path from one of its inputs
+    # to one of its outputs avoids every inner delay gadget.
     passing = nx.DiGraph()
     passing.add_nodes_from(n for n, p in inner.items() if not p.delay)
     passing.add_edges_from(
@@ -115,12 +115,12 @@ def _sub_ports(name: str, sub: CircuitDef, registry: Registry, stack: tuple[str,
         for w in sub.wires
         if w.src.gadget in passing and w.dst.gadget in passing
     )
-    starts = {r.gadget for r in sub.exports_in.values() if r.gadget in passing}
-    ends = {r.gadget for r in sub.exports_out.values() if r.gadget in passing}
+    starts = {r.gadget for r in sub.inputs.values() if r.gadget in passing}
+    ends = {r.gadget for r in sub.outputs.values() if r.gadget in passing}
     reach = set(starts).union(*(nx.descendants(passing, s) for s in starts))
     return Ports(
-        inputs=tuple(sub.exports_in),
-        outputs=tuple(sub.exports_out),
+        inputs=tuple(sub.inputs),
+        outputs=tuple(sub.outputs),
         input_types=input_types,
         output_types=output_types,
         delay=not (reach & ends),

@@ -9,11 +9,15 @@ line of the offending key.  Scalars follow the YAML 1.2 core schema: only
 port may be called ``on``), there are no sexagesimal numbers and no
 timestamps.  Mapping keys are always strings.
 
+The old name of ``subcircuits:``, ``definitions:``, is still read; it is
+logged as one warning line naming file:line on the ``jet.yamlfile`` logger.
+
 See docs/circuit-files.md for the format.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,6 +35,8 @@ from .model import POLICIES, AppDef, CircuitDef, Container, GadgetDef, PortRef, 
 from .schema import schema
 
 __all__ = ["CircuitFileError", "load_app", "loads_app"]
+
+log = logging.getLogger("jet.yamlfile")
 
 #: Most nodes a document may expand to (aliases can multiply a small file).
 MAX_NODES = 100_000
@@ -276,8 +282,12 @@ def _schema_problem(error: jsonschema.ValidationError) -> tuple[_Path, str]:
         missing = next((k for k in value if k not in instance), "?")
         return path, f"{where}: missing required key {missing!r}"
     if error.validator == "additionalProperties":
-        known = sorted(sub.get("properties", {}))
-        extra = next(k for k in instance if k not in known)
+        props: dict[str, Any] = sub.get("properties", {})
+        extra = next(k for k in instance if k not in props)
+        # an old key still read is not offered (its schema says "deprecated")
+        known = sorted(
+            k for k, v in props.items() if not (isinstance(v, dict) and v.get("deprecated"))
+        )
         return (*path, extra), f"{where}: unknown key {extra!r} (expected: {', '.join(known)})"
     if error.validator == "enum":
         allowed = ", ".join(str(v) for v in value)
@@ -430,24 +440,27 @@ class _Builder:
             )
         return result
 
-    # definitions (hierarchical circuits)
+    # sub-circuits
 
-    def definitions(self, defs: Mapping[str, Any] | None) -> dict[str, CircuitDef]:
+    def subcircuits(self, subs: Mapping[str, Any] | None, key: str) -> dict[str, CircuitDef]:
+        """Each sub-circuit with the ones it uses, nested ones included; ``key``
+        is the top-level key they were written under (for error lines)."""
         raw: dict[str, CircuitDef] = {}
-        for name, d in (defs or {}).items():
-            path: _Path = ("definitions", name)
-            exports: dict[str, dict[str, PortRef]] = {}
+        for name, d in (subs or {}).items():
+            path: _Path = (key, name)
+            ports: dict[str, dict[str, PortRef]] = {}
             for direction in ("inputs", "outputs"):
-                exports[direction] = {
-                    port: self.port(inner, 2, (*path, direction, port), f"export {port!r}")
+                what = direction[:-1]  # "input", "output"
+                ports[direction] = {
+                    port: self.port(inner, 2, (*path, direction, port), f"{what} {port!r}")
                     for port, inner in (d.get(direction) or {}).items()
                 }
             raw[name] = CircuitDef(
                 name=name,
                 gadgets=tuple(self.pack_gadgets(d.get("gadgets"), (*path, "gadgets"))),
                 wires=tuple(self.wires(d.get("wires"), 2, (*path, "wires"))),
-                exports_in=exports["inputs"],
-                exports_out=exports["outputs"],
+                inputs=ports["inputs"],
+                outputs=ports["outputs"],
                 line=self.line(path),
             )
         done: dict[str, CircuitDef] = {}
@@ -462,8 +475,8 @@ class _Builder:
                 chain = (*trail, name)
                 if g.type in chain:
                     loop = " -> ".join((*chain[chain.index(g.type) :], g.type))
-                    where = ("definitions", name, "gadgets", g.name)
-                    raise self.fail(where, f"definition {g.type!r} uses itself ({loop})")
+                    where = (key, name, "gadgets", g.name)
+                    raise self.fail(where, f"sub-circuit {g.type!r} uses itself ({loop})")
                 inner = finish(g.type, (*trail, name))
                 used.update(inner.subcircuits)
                 used[g.type] = inner
@@ -477,7 +490,18 @@ class _Builder:
     # the app
 
     def app(self, data: Mapping[str, Any]) -> AppDef:
-        defs = self.definitions(data.get("definitions"))
+        key = "subcircuits"
+        if "definitions" in data:  # the old name, still read
+            if "subcircuits" in data:
+                raise self.fail(
+                    ("definitions",), "'definitions' is the old name of 'subcircuits': use only one"
+                )
+            key = "definitions"
+            log.warning(
+                "%s:%d: 'definitions' is deprecated: rename it 'subcircuits'",
+                self.source, self.line((key,)),
+            )
+        defs = self.subcircuits(data.get(key), key)
         circuits: dict[str, dict[str, Any]] = {}
         for name, c in (data.get("circuits") or {}).items():
             path: _Path = ("circuits", name)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from jet.check import Problem, check_app, compatible
+from jet.cli import main
 from jet.model import AppDef, CircuitDef, GadgetDef, PortRef, WireDef
 from jet.ports import Ports, ports_of
 from jet.registry import Registry, UnknownGadgetType
@@ -379,11 +380,11 @@ def test_self_loop_without_delay() -> None:
     ) == ["app.yaml:6: circuit 'c': cycle without a delay through p: p.out -> p.in"]
 
 
-# --- hierarchical circuits ----------------------------------------------------------------
+# --- sub-circuits -------------------------------------------------------------------------
 
 HIERARCHY = """\
 app: h
-definitions:
+subcircuits:
   smooth:
     inputs: {in: avg.in}
     outputs: {out: scale.count}
@@ -425,24 +426,24 @@ def test_sub_circuit_gadgets_export_ports_and_delay() -> None:
     assert check_app(app, REGISTRY) == []
 
 
-def test_sub_circuit_loop_without_delay_and_bad_definitions() -> None:
+def test_sub_circuit_loop_without_delay_and_bad_subcircuits() -> None:
     text = HIERARCHY.replace("      - src.out -> s.in\n", "      - s.out -> s.in\n").replace(
         "    outputs: {out: b.out}", "    outputs: {out: b.out, more: b.in}"
     )
     text = text.replace("    inputs: {in: avg.in}", "    inputs: {in: avg.in, x: nobody.in}")
     assert [str(p) for p in check_app(loads_app(text, "h.yaml"), REGISTRY)] == [
-        "h.yaml:3: definition 'smooth': exported input 'x' names missing gadget 'nobody'"
+        "h.yaml:3: sub-circuit 'smooth': input 'x' names missing gadget 'nobody'"
         " (gadgets: avg, scale)",
-        "h.yaml:11: definition 'slow': exported output 'more': gadget slow.b"
+        "h.yaml:11: sub-circuit 'slow': output 'more': gadget slow.b"
         " (tests.gadgets_for_tests.Hold) has no output 'in' (outputs: out)",
         "h.yaml:25: circuit 'c': cycle without a delay through s: s.out -> s.in",
     ]
 
 
-def test_definition_problems_are_reported_once() -> None:
+def test_subcircuit_problems_are_reported_once() -> None:
     text = """\
     app: h
-    definitions:
+    subcircuits:
       d:
         inputs: {in: a.in}
         gadgets:
@@ -454,6 +455,19 @@ def test_definition_problems_are_reported_once() -> None:
     assert problems(text) == [
         "app.yaml:6: gadget d.a: unknown gadget type 'jet.lib.Nope': 'jet.lib' has no 'Nope'",
         "app.yaml:8: gadget c1.y: sub-circuit 'd' takes no parameters (got k)",
+    ]
+
+
+def test_jet_check_passes_a_file_with_the_old_key_definitions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text(HIERARCHY.replace("subcircuits:", "definitions:"))
+    with caplog.at_level("WARNING", logger="jet.yamlfile"):
+        assert main(["check", "--allow", TESTS, str(path)]) == 0
+    assert f"{path}: ok (1 circuits, 3 gadgets, 2 wires)" in capsys.readouterr().out
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}:2: 'definitions' is deprecated: rename it 'subcircuits'"
     ]
 
 

@@ -1,4 +1,4 @@
-"""Hierarchical circuits at run time: a definition used as a gadget, nested, over a real broker."""
+"""Sub-circuits at run time: a circuit used as a gadget, nested, over a real broker."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from helpers import Collector, link, run
 from jet import broker
 from jet.client import Session
 from jet.loader import Loader
+from jet.model import PortRef, circuit_from_msgpack, circuit_to_msgpack
 from jet.pack import Pack
 from jet.yamlfile import load_app
 
 APP = """
 app: nested
-definitions:
+subcircuits:
   smooth:
     inputs: {in: avg.in}
     outputs: {out: avg.out}
@@ -38,7 +39,7 @@ circuits:
 """
 
 
-def test_nested_definition_runs_as_a_gadget(mosquitto: Any, tmp_path: Path) -> None:
+def test_nested_subcircuit_runs_as_a_gadget(mosquitto: Any, tmp_path: Path) -> None:
     path = tmp_path / "nested.yaml"
     path.write_text(APP)
 
@@ -62,3 +63,21 @@ def test_nested_definition_runs_as_a_gadget(mosquitto: Any, tmp_path: Path) -> N
 
     # doubled: 2, 6, 10; averaged over two: 2, 4, 8; plus one: 3, 5, 9
     assert run(scenario()) == [3.0, 5.0, 9.0]
+
+
+def test_msgpack_form_round_trips_and_reads_the_old_port_keys(tmp_path: Path) -> None:
+    path = tmp_path / "nested.yaml"
+    path.write_text(APP)
+    main = load_app(path).circuits[0]
+    form = circuit_to_msgpack(main)
+    assert circuit_from_msgpack(form) == main
+    # An older loader (or a pack state file it wrote) named the ports "exports_in"/"exports_out".
+    old = {**form, "subcircuits": {}}
+    for name, sub in form["subcircuits"].items():
+        renamed = {k: v for k, v in sub.items() if k not in ("inputs", "outputs")}
+        old["subcircuits"][name] = {
+            **renamed, "exports_in": sub["inputs"], "exports_out": sub["outputs"]
+        }
+    assert "inputs" not in old["subcircuits"]["smooth"]
+    assert circuit_from_msgpack(old) == main
+    assert main.subcircuits["smooth"].inputs == {"in": PortRef("avg", "in")}

@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from jet import broker, codec
 from jet.client import CommandFailed, Session
-from jet.model import circuit_to_wire
+from jet.model import circuit_to_msgpack
 from jet.pack import Pack
 from jet.web import serving
 from jet.web.cli import add_web_parser
@@ -129,7 +129,7 @@ def test_chart_gets_points_and_slider_reaches_the_pack(mosquitto: Any, tmp_path:
             # a reload redraws the panel on open pages and keeps what it showed
             panel = load_app(tmp_path / "app.yaml").circuit("panel")
             assert panel is not None
-            definition = circuit_to_wire(panel)
+            definition = circuit_to_msgpack(panel)
             definition["gadgets"].append({"name": "extra", "type": "web.Label"})
             exports = {"setpoint.value": ["control.echo.in"]}
             await stack.session.request(
@@ -433,7 +433,7 @@ def test_web_container_answers_conf_commands(mosquitto: Any, tmp_path: Path) -> 
             app = load_app(tmp_path / "app.yaml")
             panel = app.circuit("panel")
             assert panel is not None
-            definition = circuit_to_wire(panel)
+            definition = circuit_to_msgpack(panel)
             definition["gadgets"].append({"name": "extra", "type": "web.Label"})
             await session.request(
                 "web/panel/conf", {"cmd": "reload", "definition": definition, "exports": {}}

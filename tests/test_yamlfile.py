@@ -151,12 +151,12 @@ def test_node_ports_with_codecs_and_explicit_ids(tmp_path: Path) -> None:
     assert led.params == {"codecs": {"on": {"codec": "B", "scale": 1}}}
 
 
-def test_definitions_become_subcircuits_of_the_circuit_using_them(tmp_path: Path) -> None:
+def test_subcircuits_are_carried_by_the_circuits_using_them(tmp_path: Path) -> None:
     app = load_text(
         tmp_path,
         """\
         app: h
-        definitions:
+        subcircuits:
           smooth:
             inputs: {in: avg.in}
             outputs: {out: avg.out}
@@ -181,12 +181,63 @@ def test_definitions_become_subcircuits_of_the_circuit_using_them(tmp_path: Path
     c, plain = app.circuits
     assert set(c.subcircuits) == {"twice", "smooth"}
     twice = c.subcircuits["twice"]
-    assert twice.exports_in == {"in": PortRef("a", "in")}
-    assert twice.exports_out == {"out": PortRef("b", "out")}
+    assert twice.inputs == {"in": PortRef("a", "in")}
+    assert twice.outputs == {"out": PortRef("b", "out")}
     assert [str(w) for w in twice.wires] == ["a.out -> b.in"]
     assert set(twice.subcircuits) == {"smooth"}
-    assert c.subcircuits["smooth"].exports_in == {"in": PortRef("avg", "in")}
+    assert c.subcircuits["smooth"].inputs == {"in": PortRef("avg", "in")}
     assert plain.subcircuits == {}
+
+
+OLD_KEY_APP = """\
+app: h
+circuits:
+  c:
+    gadgets:
+      s: {type: smooth}
+definitions:
+  smooth:
+    inputs: {in: avg.in}
+    outputs: {out: avg.out}
+    gadgets:
+      avg: {type: jet.lib.MovingAverage, params: {size: 3}}
+"""
+
+
+def test_old_key_definitions_still_loads_with_a_warning_naming_file_and_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text(OLD_KEY_APP)
+    with caplog.at_level("WARNING", logger="jet.yamlfile"):
+        app = load_app(path)
+    new = loads_app(OLD_KEY_APP.replace("definitions:", "subcircuits:"), str(path))
+    assert app == new
+    assert app.circuits[0].subcircuits["smooth"].inputs == {"in": PortRef("avg", "in")}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}:6: 'definitions' is deprecated: rename it 'subcircuits'"
+    ]
+    assert check_app(app, Registry()) == []
+
+
+def test_new_key_subcircuits_loads_without_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="jet.yamlfile"):
+        app = loads_app(OLD_KEY_APP.replace("definitions:", "subcircuits:"))
+    assert set(app.circuits[0].subcircuits) == {"smooth"}
+    assert caplog.records == []
+
+
+def test_an_unknown_key_beside_the_old_key_is_the_one_named(tmp_path: Path) -> None:
+    assert load_error(tmp_path, "app: x\ndefinitions: {}\nextra: 1\n") == (
+        "app.yaml:3: top level: unknown key 'extra' (expected: app, circuits, subcircuits, wires)"
+    )
+
+
+def test_old_and_new_key_together_is_an_error(tmp_path: Path) -> None:
+    text = OLD_KEY_APP + "subcircuits: {}\n"
+    assert load_error(tmp_path, text) == (
+        "app.yaml:6: 'definitions' is the old name of 'subcircuits': use only one"
+    )
 
 
 def test_empty_sections_are_allowed(tmp_path: Path) -> None:
@@ -244,7 +295,7 @@ def test_bad_file_names_file_and_line(name: str, expected: str) -> None:
         (
             "app: x\nextra: 1\n",
             "app.yaml:2: top level: unknown key 'extra'"
-            " (expected: app, circuits, definitions, wires)",
+            " (expected: app, circuits, subcircuits, wires)",
         ),
         (
             "app: x\ncircuits: control\n",
@@ -308,13 +359,13 @@ def test_bad_file_names_file_and_line(name: str, expected: str) -> None:
             "app.yaml:4: bad wire source 'a.b.c': expected gadget.port",
         ),
         (
-            "app: x\ndefinitions:\n  d:\n    inputs: {in: avg}\n",
-            "app.yaml:4: bad export 'in' 'avg': expected gadget.port",
+            "app: x\nsubcircuits:\n  d:\n    inputs: {in: avg}\n",
+            "app.yaml:4: bad input 'in' 'avg': expected gadget.port",
         ),
         (
-            "app: x\ndefinitions:\n  a:\n    gadgets: {g: {type: b}}\n"
+            "app: x\nsubcircuits:\n  a:\n    gadgets: {g: {type: b}}\n"
             "  b:\n    gadgets: {h: {type: a}}\n",
-            "app.yaml:6: definition 'a' uses itself (a -> b -> a)",
+            "app.yaml:6: sub-circuit 'a' uses itself (a -> b -> a)",
         ),
         (
             "app: x\ncircuits:\n  n: {container: node, node: 1, group: 300}\n",
@@ -479,6 +530,7 @@ yamlish = st.recursive(
                     "name",
                     "inputs",
                     "outputs",
+                    "subcircuits",
                     "definitions",
                     "x",
                     "c",
@@ -543,7 +595,7 @@ circuit = st.one_of(
         },
     ),
 )
-definition = st.fixed_dictionaries(
+subcircuit = st.fixed_dictionaries(
     {"gadgets": st.dictionaries(names, gadget, max_size=3)},
     optional={
         "inputs": st.dictionaries(ports, st.builds(lambda g, p: f"{g}.{p}", names, ports)),
@@ -555,7 +607,8 @@ app_like = st.fixed_dictionaries(
     {"app": st.just("fuzz"), "circuits": st.dictionaries(names, circuit, max_size=3)},
     optional={
         "wires": st.lists(wire, max_size=4),
-        "definitions": st.dictionaries(st.sampled_from(["d", "e"]), definition, max_size=2),
+        "subcircuits": st.dictionaries(st.sampled_from(["d", "e"]), subcircuit, max_size=2),
+        "definitions": st.dictionaries(st.sampled_from(["f"]), subcircuit, max_size=1),
     },
 )
 

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from .. import codec, topics
-from ..model import CircuitDef, GadgetDef, circuit_from_wire
+from ..model import CircuitDef, GadgetDef, circuit_from_msgpack
 from ..ports import ports_of
 from ..registry import Registry
 from .jsonvalue import to_json
@@ -131,7 +131,7 @@ class StatusBoard:
         """Resolve a definition's ports once per load or reload, not per status."""
         cid = key.partition("/")[2]
         try:
-            definition = circuit_from_wire(raw if isinstance(raw, dict) else {"name": cid})
+            definition = circuit_from_msgpack(raw if isinstance(raw, dict) else {"name": cid})
         except (KeyError, ValueError, TypeError, AttributeError):
             definition = CircuitDef(name=cid)
         ports = {g.name: _known_ports(definition, g, self.registry) for g in definition.gadgets}

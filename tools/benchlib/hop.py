@@ -34,7 +34,7 @@ import psutil
 from jet import broker as jet_broker
 from jet import topics
 from jet.client import Session
-from jet.model import CircuitDef, GadgetDef, circuit_to_wire
+from jet.model import CircuitDef, GadgetDef, circuit_to_msgpack
 
 from .common import TOOLS, BenchError, Child, Mosquitto, figure, goal, mosquitto, pack_process
 from .common import percentile as pct
@@ -155,7 +155,7 @@ async def _load_hops(url: str) -> None:
                 {
                     "cmd": "load",
                     "app": "bench",
-                    "definition": circuit_to_wire(circuit),
+                    "definition": circuit_to_msgpack(circuit),
                     # The bench's consumer reads s.out at this QoS, as a wire would.
                     "exports": {"s.out": {"bench.consumer": qos}},
                 },

@@ -13,7 +13,7 @@ import os
 from types import TracebackType
 from typing import Any, Self
 
-from . import codec, topics
+from . import address, codec
 from .broker import Broker
 from .mqtt import Link
 
@@ -33,7 +33,7 @@ class Session:
         self.client_id = f"jet-{name}-{os.getpid()}-{id(self) & 0xFFFF:x}"
         self.link = Link(broker, self.client_id, clean_session=True, connect_timeout=5.0)
         self.timeout = timeout
-        self._reply_topic = topics.reply(self.client_id)
+        self._reply_topic = address.reply(self.client_id)
         self._waiting: dict[str, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
 
@@ -129,14 +129,15 @@ class Session:
         once per load or reload; it is put back into the status here.
         """
         found = await self.retained(
-            topics.ALL_CIRCUIT_STATUS, topics.ALL_CIRCUIT_DEFINITIONS, **wait
+            address.ALL_CIRCUIT_STATUS, address.ALL_CIRCUIT_DEFINITIONS, **wait
         )
         statuses: dict[str, Any] = {}
         for topic, status in found.items():
-            if not topic.endswith("/status"):
+            parsed = address.parse(topic)
+            if parsed is None or parsed.role != "status":
                 continue
             if isinstance(status, dict) and "definition" not in status:
-                definition = found.get(topic.removesuffix("/status") + "/definition")
+                definition = found.get(address.circuit_definition(parsed.kind, parsed.id))
                 if definition is not None:
                     status["definition"] = definition
             statuses[topic] = status

@@ -13,7 +13,7 @@ import asyncio
 from types import TracebackType
 from typing import Any, Self
 
-from .. import topics
+from .. import address
 from ..mqtt import Link, Subscription
 from ..registry import Registry
 from ..tasks import cancel_all
@@ -54,7 +54,9 @@ class Operator:
     async def __aenter__(self) -> Self:
         await self.requester.start()
         for topic in (
-            topics.ALL_CONTAINER_STATUS, topics.ALL_CIRCUIT_DEFINITIONS, topics.ALL_CIRCUIT_STATUS,
+            address.ALL_CONTAINER_STATUS,
+            address.ALL_CIRCUIT_DEFINITIONS,
+            address.ALL_CIRCUIT_STATUS,
         ):
             self._subs.append(await self.link.subscribe(topic, 1, self._on_status))
         self._tasks = [

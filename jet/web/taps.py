@@ -20,11 +20,11 @@ from typing import Any
 import attrs
 
 from .. import address, codec
+from ..client import CommandFailed, NoReply, Replies
 from ..mqtt import Link, Subscription
 from .board import PortAddress, StatusBoard, UnknownPort
 from .jsonvalue import to_json
 from .pages import Page
-from .requester import CommandFailed, NoReply, Requester
 
 log = logging.getLogger("jet.web")
 
@@ -53,7 +53,7 @@ class _Tap:
 
 class TapDesk:
     def __init__(
-        self, link: Link, requester: Requester, board: StatusBoard, *, ttl: float = TAP_TTL
+        self, link: Link, requester: Replies, board: StatusBoard, *, ttl: float = TAP_TTL
     ) -> None:
         self.link = link
         self.requester = requester

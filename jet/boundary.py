@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from . import codec, topics
+from . import address, codec
 from .inbox import DEFAULT_LIMIT
 from .model import POLICIES, CircuitDef, circuit_to_msgpack
 from .mqtt import Link, Subscription
@@ -50,12 +50,10 @@ class CommandError(ValueError):
 
 def split_port(text: str) -> tuple[str, str]:
     """``"gadget.port"`` -> ``("gadget", "port")``; CommandError for anything else."""
-    if not isinstance(text, str):
+    found = address.split_port(text) if isinstance(text, str) else None
+    if found is None:
         raise CommandError(f"bad port {text!r}: expected gadget.port")
-    gadget, dot, port = text.partition(".")
-    if not dot or not gadget or not port or "." in port:
-        raise CommandError(f"bad port {text!r}: expected gadget.port")
-    return gadget, port
+    return found
 
 
 def normalize_exports(raw: Mapping[str, Any]) -> dict[str, dict[str, int]]:
@@ -212,7 +210,7 @@ class CircuitBoundary:
         for gadget, ports in self.body.output_ports().items():
             names = [f"{gadget}.{port}" for port in ports]
             self._topics[gadget] = [
-                topics.output(self.kind, self.id, gadget, i) for i in range(len(ports))
+                address.output(self.kind, self.id, gadget, i) for i in range(len(ports))
             ]
             self._publish[gadget] = [
                 not self.body.wired_inside(gadget, i)
@@ -246,7 +244,7 @@ class CircuitBoundary:
         Every output of such a circuit is published: nothing inside it is
         visible to the boundary.
         """
-        if self.link.publish_nowait(topics.output(self.kind, self.id, gadget, index), payload,
+        if self.link.publish_nowait(address.output(self.kind, self.id, gadget, index), payload,
                                     qos=1):
             self.published += 1
 
@@ -289,8 +287,8 @@ class CircuitBoundary:
         if isinstance(qos, bool) or qos not in (0, 1, 2):
             raise CommandError(f"qos must be 0, 1 or 2, not {qos!r}")
         try:
-            topics.check(topic, filter_ok=True)
-        except topics.TopicError as exc:
+            address.check(topic, filter_ok=True)
+        except address.TopicError as exc:
             raise CommandError(str(exc)) from None
         if policy is not None and policy not in POLICIES:
             raise CommandError(f"unknown queue policy {policy!r} (one of {', '.join(POLICIES)})")

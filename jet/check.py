@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 import networkx as nx
 
+from . import address
 from .gadget import GadgetError, instantiate
 from .graph import app_graph, wire_ends
 from .model import AppDef, CircuitDef, GadgetDef, PortRef, WireDef
@@ -150,14 +151,15 @@ class _Checker:
     # --- one circuit (or sub-circuit) ----------------------------------------------------
 
     def circuit(self, circuit: CircuitDef, kind: str) -> None:
-        node = circuit.container == "node"
-        pattern = NAME_RE if node or kind == "sub-circuit" else ID_RE
+        # A name that becomes a topic level must be an ID_RE (address.rules says which).
+        rules = address.rules(circuit.container)
+        pattern = ID_RE if rules.ids_are_names and kind != "sub-circuit" else NAME_RE
         if not pattern.fullmatch(circuit.name):
             self.add(circuit.line, f"{kind} name {circuit.name!r} must match {pattern.pattern}")
-        if node:
+        if circuit.container == "node":
             self.node_circuit(circuit)
         names: dict[str, GadgetDef] = {}
-        gadget_re = NAME_RE if node else ID_RE
+        gadget_re = NAME_RE if rules.numbered else ID_RE
         for gadget in circuit.gadgets:
             where = f"{circuit.name}.{gadget.name}"
             if gadget.name in names:

@@ -8,17 +8,18 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import yaml
 
-from . import __version__, broker, codec, topics
+from . import __version__, address, broker, codec
 from .check import check_app
 from .client import CommandFailed, NoReply, Session
 from .loader import Loader, LoadError
-from .model import AppDef, circuit_from_msgpack
+from .model import AppDef, CircuitDef, GadgetDef, circuit_from_msgpack
 from .ports import ports_of
 from .registry import Registry
 from .yamlfile import CircuitFileError, load_app
@@ -86,13 +87,12 @@ def cmd_unload(args: argparse.Namespace) -> int:
 def cmd_ls(args: argparse.Namespace) -> int:
     async def ls() -> int:
         async with _session(args) as session:
-            containers = await session.retained(topics.ALL_CONTAINER_STATUS)
+            containers = await session.retained(address.ALL_CONTAINER_STATUS)
             circuits = await session.circuit_statuses()
         print(f"{'CONTAINER':<24} {'STATE':<8} {'CIRCUITS':>8}  DETAIL")
-        for topic, status in sorted(containers.items()):
-            if not isinstance(status, dict):
-                continue
-            name = topic.removesuffix("/status")
+        # Keyed "jet/<kind>/<id>", the way a circuit status names its container.
+        by_name = _by_owner(containers)
+        for name, status in by_name.items():
             count = len(status.get("circuits") or ())
             detail = f"pid {status.get('pid', '?')}"
             dropped = status.get("outbox_dropped")
@@ -102,15 +102,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print()
         header = f"{'CIRCUIT':<24} {'STATE':<8} {'APP':<12} {'IN/s':>8} {'OUT/s':>8}"
         print(f"{header} {'DROPPED':>8} {'ERRORS':>7}  CONTAINER")
-        for topic, status in sorted(circuits.items()):
-            if not isinstance(status, dict):
-                continue
-            name = topic.removesuffix("/status")
+        for name, status in _by_owner(circuits).items():
             rates = status.get("rates") or {}
             counters = status.get("counters") or {}
             state = status.get("state", "?")
             container = str(status.get("container", ""))
-            if containers.get(f"{container}/status", {}).get("state") == "offline":
+            if by_name.get(container, {}).get("state") == "offline":
                 state = "offline"  # its container's will says it is gone
             print(
                 f"{name:<24} {state:<8} {status.get('app', ''):<12}"
@@ -122,49 +119,66 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return asyncio.run(ls())
 
 
-async def _resolve_port(session: Session, target: str, output: bool) -> tuple[str, str, str]:
-    """``circuit.gadget.port`` -> (conf topic, port as the circuit names it, output topic)."""
-    parts = target.split(".")
-    if len(parts) != 3:
-        raise CliError(f"{target!r}: expected circuit.gadget.port or a topic")
-    circuit_name, gadget_name, port = parts
+def _by_owner(statuses: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Readable statuses keyed by whose they are (``pack/kitchen``, ``jet/pack/default``),
+    in the order of their topics."""
+    found = {}
+    for topic, status in sorted(statuses.items()):
+        parsed = address.parse(topic)
+        if parsed is not None and isinstance(status, dict):
+            found[parsed.owner] = status
+    return found
+
+
+@attrs.frozen
+class _Loaded:
+    """A running circuit as its retained status describes it (an :class:`address.Running`)."""
+
+    address: address.CircuitAddress
+    definition: CircuitDef
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def gadgets(self) -> Sequence[GadgetDef]:
+        return self.definition.gadgets
+
+    def port_names(self, gadget: str, output: bool) -> Sequence[str]:
+        found = self.definition.gadget(gadget)
+        assert found is not None
+        ports = ports_of(found, self.definition, Registry.allowing(()))
+        return ports.outputs if output else ports.inputs
+
+
+async def _resolve_port(session: Session, target: str, output: bool) -> address.Port:
+    """``circuit.gadget.port`` -> the port, named as its circuit names it."""
     statuses = await session.circuit_statuses()
-    for topic, status in statuses.items():
-        if not isinstance(status, dict):
-            continue
-        kind, cid = topic.split("/")[:2]
-        definition = circuit_from_msgpack(status.get("definition") or {"name": cid})
-        if circuit_name not in (cid, definition.name):
-            continue
-        gadget = definition.gadget(gadget_name)
-        if gadget is None:
-            raise CliError(f"{circuit_name} has no gadget {gadget_name!r}")
-        ports = ports_of(gadget, definition, Registry.allowing(()))
-        names = ports.outputs if output else ports.inputs
-        if port not in names:
-            what = "output" if output else "input"
-            raise CliError(f"{circuit_name}.{gadget_name} has no {what} {port!r}")
-        gid: Any = gadget.name
-        if kind == "node":
-            gid = gadget.number if gadget.number is not None else definition.gadgets.index(gadget)
-        index = names.index(port)
-        named = f"{gid}.{index}" if kind == "node" else f"{gadget_name}.{port}"
-        return (
-            topics.circuit_conf(kind, cid),
-            named,
-            topics.output(kind, cid, gid, index),
-        )
-    raise CliError(f"no circuit {circuit_name!r} is loaded")
+
+    def loaded() -> Iterator[_Loaded]:
+        for topic, status in statuses.items():
+            place = address.circuit_of(topic)
+            if place is None or not isinstance(status, dict):
+                continue
+            definition = status.get("definition") or {"name": place.id}
+            yield _Loaded(place, circuit_from_msgpack(definition))
+
+    try:
+        return address.find_port(target, loaded(), output=output)
+    except address.UnknownPort as exc:
+        raise CliError(str(exc)) from None
 
 
 def cmd_tap(args: argparse.Namespace) -> int:
     async def tap() -> int:
         async with _session(args) as session:
-            conf_topic = None
+            port = None
             if "/" in args.target:
                 topic = args.target
             else:
-                conf_topic, port, topic = await _resolve_port(session, args.target, output=True)
+                port = await _resolve_port(session, args.target, output=True)
+                topic = port.topic
             seen = 0
             done = asyncio.Event()
 
@@ -184,10 +198,12 @@ def cmd_tap(args: argparse.Namespace) -> int:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + args.duration if args.duration else None
             while not done.is_set():
-                if conf_topic and conf_topic.startswith("pack/"):
+                if port is not None and address.rules(port.circuit.kind).runs_graph:
                     # An internal output is published only while tapped; the
                     # lease is renewed so a killed `jet tap` stops costing anything.
-                    await session.request(conf_topic, {"cmd": "tap", "output": port, "ttl": ttl})
+                    await session.request(
+                        port.conf, {"cmd": "tap", "output": port.name, "ttl": ttl}
+                    )
                 wait = ttl / 2
                 if deadline is not None:
                     wait = min(wait, deadline - loop.time())
@@ -210,8 +226,8 @@ def cmd_inject(args: argparse.Namespace) -> int:
 
     async def inject() -> int:
         async with _session(args) as session:
-            conf_topic, port, _ = await _resolve_port(session, args.target, output=False)
-            await session.request(conf_topic, {"cmd": "inject", "input": port, "value": value})
+            port = await _resolve_port(session, args.target, output=False)
+            await session.request(port.conf, {"cmd": "inject", "input": port.name, "value": value})
         print(f"injected {value!r} into {args.target}")
         return 0
 

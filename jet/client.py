@@ -1,5 +1,8 @@
 """Talking to containers: commands with replies, and reading retained status.
 
+:class:`Replies` is the one request/reply waiter: a :class:`Session` (the CLI, the
+loader) uses it over a connection of its own, the web container over its shared link.
+
 async with Session(broker.parse(url)) as s:
     result = await s.request("jet/pack/default/conf", {"cmd": "status"})
     statuses = await s.retained("+/+/status")
@@ -13,9 +16,9 @@ import os
 from types import TracebackType
 from typing import Any, Self
 
-from . import codec, topics
+from . import address, codec
 from .broker import Broker
-from .mqtt import Link
+from .mqtt import Link, Subscription
 
 REPLY_TIMEOUT = 5.0
 
@@ -28,34 +31,60 @@ class NoReply(TimeoutError):
     """No container answered within the timeout."""
 
 
-class Session:
-    def __init__(self, broker: Broker, *, name: str = "cli", timeout: float = REPLY_TIMEOUT):
-        self.client_id = f"jet-{name}-{os.getpid()}-{id(self) & 0xFFFF:x}"
-        self.link = Link(broker, self.client_id, clean_session=True, connect_timeout=5.0)
+class Replies:
+    """Commands with replies over a :class:`~jet.mqtt.Link` someone else opened.
+
+    :meth:`start` subscribes to the reply topic (``jet/reply/<client id>`` unless told
+    otherwise); :meth:`request` sends a command with an ``id`` and ``reply_to`` and waits
+    for the reply carrying that id: its ``result`` when ``ok``, else :class:`CommandFailed`
+    with the container's error, or :class:`NoReply` when none comes within the timeout.
+    Replies nobody waits for (late, unknown id, unreadable) are dropped.  :meth:`close`
+    unsubscribes and cancels the requests still waiting.
+
+    ``wait_sent``: a request first waits until the link has handed over everything queued
+    before it (right for a link of its own, like a :class:`Session`'s, where it waits out
+    a reconnection rather than time out); a link shared with busy traffic (the web
+    container's) queues the command without waiting, and a command the full outbox
+    refuses (counted by the link) ends in :class:`NoReply`.  ``id_prefix`` keeps the ids
+    of several requesters on one reply topic apart.
+    """
+
+    def __init__(
+        self,
+        link: Link,
+        reply_topic: str | None = None,
+        *,
+        timeout: float = REPLY_TIMEOUT,
+        wait_sent: bool = True,
+        id_prefix: str = "",
+    ) -> None:
+        self.link = link
+        self.reply_topic = reply_topic or address.reply(link.client_id)
         self.timeout = timeout
-        self._reply_topic = topics.reply(self.client_id)
+        self.wait_sent = wait_sent
+        self.id_prefix = id_prefix
         self._waiting: dict[str, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
+        self._sub: Subscription | None = None
 
-    async def __aenter__(self) -> Self:
-        await self.link.__aenter__()
-        await self.link.subscribe(self._reply_topic, 1, self._on_reply)
-        return self
+    async def start(self) -> None:
+        self._sub = await self.link.subscribe(self.reply_topic, 1, self._on_reply)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.link.close()
+    async def close(self) -> None:
+        if self._sub is not None:
+            await self.link.unsubscribe(self._sub)
+            self._sub = None
+        for waiter in self._waiting.values():
+            waiter.cancel()
 
     def _on_reply(self, _topic: str, payload: bytes) -> None:
         try:
             reply = codec.decode(payload)
         except codec.PayloadError:
             return
-        waiter = self._waiting.pop(str(reply.get("id")), None) if isinstance(reply, dict) else None
+        if not isinstance(reply, dict):
+            return
+        waiter = self._waiting.pop(str(reply.get("id")), None)
         if waiter is None or waiter.done():
             return
         if reply.get("ok"):
@@ -67,13 +96,16 @@ class Session:
         self, topic: str, command: dict[str, Any], timeout: float | None = None
     ) -> Any:
         """Send ``command`` to a conf topic and return the reply's result."""
-        ident = str(next(self._ids))
+        ident = f"{self.id_prefix}{next(self._ids)}"
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[ident] = waiter
-        message = {**command, "id": ident, "reply_to": self._reply_topic}
-        await self.link.publish(topic, codec.encode(message), qos=1)
+        message = codec.encode({**command, "id": ident, "reply_to": self.reply_topic})
         limit = self.timeout if timeout is None else timeout
         try:
+            if self.wait_sent:
+                await self.link.publish(topic, message, qos=1)
+            else:
+                self.link.publish_nowait(topic, message, qos=1)
             return await asyncio.wait_for(waiter, limit)
         except TimeoutError:
             raise NoReply(
@@ -81,6 +113,36 @@ class Session:
             ) from None
         finally:
             self._waiting.pop(ident, None)
+
+
+class Session:
+    """A connection of its own for commands with replies (:class:`Replies`) and for
+    reading retained statuses; ``async with`` connects and disconnects it."""
+
+    def __init__(self, broker: Broker, *, name: str = "cli", timeout: float = REPLY_TIMEOUT):
+        self.client_id = f"jet-{name}-{os.getpid()}-{id(self) & 0xFFFF:x}"
+        self.link = Link(broker, self.client_id, clean_session=True, connect_timeout=5.0)
+        self.replies = Replies(self.link, timeout=timeout)
+
+    async def __aenter__(self) -> Self:
+        await self.link.__aenter__()
+        await self.replies.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # The reply subscription ends with the (clean) session.
+        await self.link.close()
+
+    async def request(
+        self, topic: str, command: dict[str, Any], timeout: float | None = None
+    ) -> Any:
+        """Send ``command`` to a conf topic and return the reply's result."""
+        return await self.replies.request(topic, command, timeout)
 
     async def send(self, topic: str, command: dict[str, Any]) -> None:
         """Send a command without asking for a reply."""
@@ -129,14 +191,15 @@ class Session:
         once per load or reload; it is put back into the status here.
         """
         found = await self.retained(
-            topics.ALL_CIRCUIT_STATUS, topics.ALL_CIRCUIT_DEFINITIONS, **wait
+            address.ALL_CIRCUIT_STATUS, address.ALL_CIRCUIT_DEFINITIONS, **wait
         )
         statuses: dict[str, Any] = {}
         for topic, status in found.items():
-            if not topic.endswith("/status"):
+            parsed = address.parse(topic)
+            if parsed is None or parsed.role != "status":
                 continue
             if isinstance(status, dict) and "definition" not in status:
-                definition = found.get(topic.removesuffix("/status") + "/definition")
+                definition = found.get(address.circuit_definition(parsed.kind, parsed.id))
                 if definition is not None:
                     status["definition"] = definition
             statuses[topic] = status

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from . import codec, topics
+from . import address, codec
 
 _ANY = object
 
@@ -95,8 +95,8 @@ def parse(
     reply_to = data.get("reply_to")
     if reply_to is not None:
         try:
-            topics.check(reply_to)
-        except topics.TopicError as exc:
+            address.check(reply_to)
+        except address.TopicError as exc:
             raise ConfError(topic, f"bad conf message: reply_to: {exc}") from None
 
     def fail(message: str) -> ConfError:

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-from . import codec, conf, topics
+from . import address, codec, conf
 from .boundary import Body, CircuitBoundary, CommandError
 from .broker import Broker
 from .model import CircuitDef, circuit_from_msgpack
@@ -78,7 +78,7 @@ class Container:
         connect_timeout: float | None = None,
         state_file: Path | None = None,
     ) -> None:
-        if not topics.NAME_RE.match(container_id):
+        if not address.NAME_RE.match(container_id):
             raise ValueError(f"{self.kind} id {container_id!r} must match [a-z0-9_-]+")
         self.id = container_id
         self.stats_interval = stats_interval
@@ -86,8 +86,8 @@ class Container:
         self.circuits: dict[str, CircuitBoundary] = {}
         self.conf_errors = 0
         self.started_at = time.time()
-        self._status_topic = topics.container_status(self.kind, container_id)
-        self._conf_topic = topics.container_conf(self.kind, container_id)
+        self._status_topic = address.container_status(self.kind, container_id)
+        self._conf_topic = address.container_conf(self.kind, container_id)
         self._commands: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._conf_subs: dict[str, Subscription] = {}
         self._last_status: dict[str, bytes] = {}
@@ -110,7 +110,7 @@ class Container:
 
     @property
     def container(self) -> str:
-        return f"jet/{self.kind}/{self.id}"
+        return address.container(self.kind, self.id)
 
     # -- hooks for subclasses ---------------------------------------------------------------
 
@@ -123,7 +123,7 @@ class Container:
 
     def _circuit_id(self, definition: CircuitDef, args: Mapping[str, Any]) -> str:
         """The id a ``load`` gives its circuit (a pack: the definition's name)."""
-        if not topics.NAME_RE.match(definition.name):
+        if not address.NAME_RE.match(definition.name):
             raise ValueError(f"circuit id {definition.name!r} must match [a-z0-9_-]+")
         return definition.name
 
@@ -250,7 +250,8 @@ class Container:
             command = conf.parse(
                 topic, payload, self.circuit_commands, others=self.other_commands
             )
-            circuit_id = topics.circuit_of(topic)
+            place = address.circuit_of(topic)
+            circuit_id = place.id if place is not None else ""
         try:
             if circuit_id is None:
                 result = await self._container_command(command)
@@ -349,7 +350,7 @@ class Container:
         circuit.status()  # a circuit that cannot report itself is refused before it is added
         self.circuits[circuit.id] = circuit
         if self.conf_filter is None:
-            conf_topic = topics.circuit_conf(self.kind, circuit.id)
+            conf_topic = address.circuit_conf(self.kind, circuit.id)
             self._conf_subs[circuit.id] = await self.link.subscribe(conf_topic, 1, self._enqueue)
         if start:
             circuit.start()
@@ -380,8 +381,8 @@ class Container:
             await self.link.unsubscribe(sub)
         # An empty retained message deletes the retained status and definition.
         for topic in (
-            topics.circuit_status(self.kind, circuit_id),
-            topics.circuit_definition(self.kind, circuit_id),
+            address.circuit_status(self.kind, circuit_id),
+            address.circuit_definition(self.kind, circuit_id),
         ):
             self.link.publish_nowait(topic, b"", qos=1, retain=True)
         self._last_status.pop(circuit_id, None)
@@ -397,7 +398,7 @@ class Container:
         """The definition, retained on its own topic: once per load/reload, not per refresh."""
         definition = circuit.status(definition=True)["definition"]
         self.link.publish_nowait(
-            topics.circuit_definition(self.kind, circuit.id), codec.encode(definition),
+            address.circuit_definition(self.kind, circuit.id), codec.encode(definition),
             qos=1, retain=True,
         )
         self._definition_due.add(circuit.id)
@@ -414,7 +415,7 @@ class Container:
         self._definition_due.discard(circuit.id)
         self._last_status[circuit.id] = payload
         self.link.publish_nowait(
-            topics.circuit_status(self.kind, circuit.id), payload, qos=1, retain=True
+            address.circuit_status(self.kind, circuit.id), payload, qos=1, retain=True
         )
 
     async def _report(self) -> None:

@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import attrs
-
-from . import topics
+from . import address
+from .address import CircuitAddress
 from .check import check_app
 from .client import Session
 from .model import AppDef, CircuitDef, PortRef, WireDef, circuit_to_msgpack
@@ -27,23 +26,9 @@ class LoadError(RuntimeError):
     """Loading cannot go on; the message says which circuit and why."""
 
 
-@attrs.frozen
-class Placement:
-    """Where a circuit runs: its topic type and circuit id."""
-
-    kind: str
-    circuit_id: str
-
-    @property
-    def conf(self) -> str:
-        return topics.circuit_conf(self.kind, self.circuit_id)
-
-    @property
-    def prefix(self) -> str:
-        return topics.circuit_prefix(self.kind, self.circuit_id)
-
-
 Progress = Callable[[str], None]
+#: Where each circuit of an app runs, by circuit name.
+_Places = dict[str, CircuitAddress]
 
 
 def _quiet(_line: str) -> None:
@@ -75,31 +60,35 @@ class Loader:
             t: s for t, s in found.items() if isinstance(s, dict) and s.get("state") == "online"
         }
 
-    def placement(self, app: AppDef, circuit: CircuitDef) -> Placement | None:
+    def placement(self, app: AppDef, circuit: CircuitDef) -> CircuitAddress | None:
         """Where ``circuit`` of ``app`` runs now, or None when it is not loaded."""
         for topic, status in self.statuses.items():
-            kind, cid = topic.split("/")[:2]
-            if kind != circuit.container:
+            place = address.circuit_of(topic)
+            if place is None or place.kind != circuit.container:
                 continue
-            if kind != "node" and cid == circuit.name:
-                return Placement(kind, cid)
+            if address.rules(place.kind).ids_are_names:
+                if place.id == circuit.name:
+                    return place
+                continue
             definition = status.get("definition") or {}
-            if (
-                kind == "node"
-                and definition.get("name") == circuit.name
-                and (status.get("app") in (None, "", app.name))
+            if definition.get("name") == circuit.name and (
+                status.get("app") in (None, "", app.name)
             ):
-                return Placement(kind, cid)
+                return place
         return None
 
-    def inputs_of(self, place: Placement) -> dict[str, list[dict[str, Any]]]:
-        status = self.statuses.get(topics.circuit_status(place.kind, place.circuit_id), {})
+    def inputs_of(self, place: CircuitAddress) -> dict[str, list[dict[str, Any]]]:
+        status = self.statuses.get(place.status, {})
         inputs = status.get("inputs") or {}
         return inputs if isinstance(inputs, dict) else {}
 
     # -- naming ports on the wire ---------------------------------------------------------
 
-    def _port_index(self, circuit: CircuitDef, ref: PortRef, output: bool) -> tuple[Any, int]:
+    def _port(
+        self, app: AppDef, ref: PortRef, place: CircuitAddress, *, output: bool
+    ) -> address.Port:
+        circuit = app.circuit(ref.circuit or "")
+        assert circuit is not None
         gadget = circuit.gadget(ref.gadget)
         if gadget is None:
             raise LoadError(f"{circuit.name} has no gadget {ref.gadget!r}")
@@ -107,25 +96,15 @@ class Loader:
         names = ports.outputs if output else ports.inputs
         if ref.port not in names:
             raise LoadError(f"{circuit.name}.{ref.gadget} has no port {ref.port!r}")
-        gadget_id: Any = gadget.name
-        if circuit.container == "node":
-            number = gadget.number
-            gadget_id = number if number is not None else circuit.gadgets.index(gadget)
-        return gadget_id, names.index(ref.port)
+        return address.port_of(place, circuit.gadgets, gadget, names, ref.port)
 
-    def source_topic(self, app: AppDef, wire: WireDef, place: Placement) -> str:
-        circuit = app.circuit(wire.src.circuit or "")
-        assert circuit is not None
-        gadget_id, index = self._port_index(circuit, wire.src, output=True)
-        return topics.output(place.kind, place.circuit_id, gadget_id, index)
+    def source_topic(self, app: AppDef, wire: WireDef, place: CircuitAddress) -> str:
+        """The topic the source of ``wire``, running at ``place``, publishes on."""
+        return self._port(app, wire.src, place, output=True).topic
 
-    def input_name(self, app: AppDef, wire: WireDef) -> str:
-        circuit = app.circuit(wire.dst.circuit or "")
-        assert circuit is not None
-        if circuit.container == "node":
-            gadget_id, index = self._port_index(circuit, wire.dst, output=False)
-            return f"{gadget_id}.{index}"
-        return f"{wire.dst.gadget}.{wire.dst.port}"
+    def input_name(self, app: AppDef, wire: WireDef, place: CircuitAddress) -> str:
+        """The destination of ``wire``, running at ``place``, as its circuit's commands name it."""
+        return self._port(app, wire.dst, place, output=False).name
 
     @staticmethod
     def exports_of(app: AppDef, circuit: CircuitDef) -> dict[str, dict[str, int]]:
@@ -139,11 +118,11 @@ class Loader:
 
     # -- commands ---------------------------------------------------------------------------
 
-    async def _wire(self, app: AppDef, wire: WireDef, places: dict[str, Placement]) -> None:
+    async def _wire(self, app: AppDef, wire: WireDef, places: _Places) -> None:
         src, dst = places[wire.src.circuit or ""], places[wire.dst.circuit or ""]
         topic = self.source_topic(app, wire, src)
         command: dict[str, Any] = {
-            "cmd": "wire", "input": self.input_name(app, wire), "topic": topic, "qos": wire.qos
+            "cmd": "wire", "input": self.input_name(app, wire, dst), "topic": topic, "qos": wire.qos
         }
         if wire.queue is not None:
             command["queue"] = wire.queue
@@ -152,13 +131,13 @@ class Loader:
         await self.session.request(dst.conf, command)
         self.progress(f"wired {wire}  ({topic})")
 
-    async def _load_one(self, app: AppDef, circuit: CircuitDef) -> Placement:
+    async def _load_one(self, app: AppDef, circuit: CircuitDef) -> CircuitAddress:
         container = (
             circuit.pack
             if circuit.container == "pack" and circuit.pack
             else (self.containers[circuit.container])
         )
-        conf_topic = topics.container_conf(circuit.container, container)
+        conf_topic = address.container_conf(circuit.container, container)
         result = await self.session.request(
             conf_topic,
             {
@@ -170,7 +149,7 @@ class Loader:
         )
         circuit_id = str((result or {}).get("circuit_id", circuit.name))
         self.progress(f"loaded {circuit.name} into {circuit.container} {container} as {circuit_id}")
-        return Placement(circuit.container, circuit_id)
+        return CircuitAddress(circuit.container, circuit_id)
 
     def _checked(self, app: AppDef) -> None:
         problems = check_app(app, self.registry)
@@ -181,7 +160,7 @@ class Loader:
         """Load every circuit of ``app`` in file order, wiring each as it arrives."""
         self._checked(app)
         await self.refresh()
-        places: dict[str, Placement] = {}
+        places: _Places = {}
         for circuit in app.circuits:
             if self.placement(app, circuit) is not None:
                 raise LoadError(
@@ -192,7 +171,7 @@ class Loader:
             places[circuit.name] = await self._load_one(app, circuit)
             await self._wire_around(app, circuit.name, places)
 
-    async def _wire_around(self, app: AppDef, name: str, places: dict[str, Placement]) -> None:
+    async def _wire_around(self, app: AppDef, name: str, places: _Places) -> None:
         # Inputs of the new circuit fed by loaded circuits, then inputs of
         # loaded circuits fed by the new one (SPEC section 3, in that order).
         for wire in app.wires:
@@ -213,19 +192,18 @@ class Loader:
 
     async def unload_id(self, circuit_id: str) -> None:
         await self.refresh()
-        for topic in self.statuses:
-            kind, cid = topic.split("/")[:2]
-            if cid == circuit_id:
-                await self._unload_one(circuit_id, Placement(kind, cid))
+        for place in self._loaded_places():
+            if place.id == circuit_id:
+                await self._unload_one(circuit_id, place)
                 return
         raise LoadError(f"no circuit {circuit_id!r} is loaded")
 
-    async def _unload_one(self, name: str, place: Placement) -> None:
+    async def _unload_one(self, name: str, place: CircuitAddress) -> None:
         # 1. unwire its inputs
         for port in self.inputs_of(place):
             await self.session.request(place.conf, {"cmd": "unwire", "input": port})
         # 2. drain it
-        if place.kind != "node":
+        if address.rules(place.kind).runs_graph:
             await self.session.request(place.conf, {"cmd": "drain"}, timeout=15)
         # 3. unwire others from it
         for other in self._loaded_places():
@@ -233,26 +211,27 @@ class Loader:
                 continue
             for port, wires in self.inputs_of(other).items():
                 for wire in wires:
-                    if str(wire.get("topic", "")).startswith(place.prefix):
+                    if place.owns(str(wire.get("topic", ""))):
                         await self.session.request(
                             other.conf, {"cmd": "unwire", "input": port, "topic": wire["topic"]}
                         )
         # 4. stop it
         await self.session.request(place.conf, {"cmd": "stop"})
-        self.statuses.pop(topics.circuit_status(place.kind, place.circuit_id), None)
-        self.progress(f"unloaded {name} ({place.kind}/{place.circuit_id})")
+        self.statuses.pop(place.status, None)
+        self.progress(f"unloaded {name} ({place})")
 
-    def _loaded_places(self) -> Iterable[Placement]:
+    def _loaded_places(self) -> Iterable[CircuitAddress]:
         for topic in list(self.statuses):
-            kind, cid = topic.split("/")[:2]
-            yield Placement(kind, cid)
+            place = address.circuit_of(topic)
+            if place is not None:
+                yield place
 
     async def reload(self, app: AppDef) -> None:
         """Bring what runs in line with ``app``: load new circuits, replace changed
         ones in place (kept wires keep their subscriptions), unload removed ones."""
         self._checked(app)
         await self.refresh()
-        places: dict[str, Placement] = {}
+        places: _Places = {}
         for circuit in app.circuits:
             place = self.placement(app, circuit)
             if place is None:
@@ -260,7 +239,7 @@ class Loader:
                 await self._wire_around(app, circuit.name, places)
                 continue
             places[circuit.name] = place
-            if place.kind != "node":
+            if address.rules(place.kind).runs_graph:
                 await self.session.request(
                     place.conf,
                     {
@@ -273,13 +252,13 @@ class Loader:
             await self._rewire(app, circuit, places)
         await self._unload_missing(app)
 
-    async def _rewire(self, app: AppDef, circuit: CircuitDef, places: dict[str, Placement]) -> None:
+    async def _rewire(self, app: AppDef, circuit: CircuitDef, places: _Places) -> None:
         place = places[circuit.name]
         wanted: set[tuple[str, str]] = set()
         for wire in app.wires:
             if wire.dst.circuit == circuit.name and wire.src.circuit in places:
                 topic = self.source_topic(app, wire, places[wire.src.circuit])
-                wanted.add((self.input_name(app, wire), topic))
+                wanted.add((self.input_name(app, wire, place), topic))
                 await self._wire(app, wire, places)
         for wire in app.wires:
             if wire.src.circuit == circuit.name and wire.dst.circuit in places:
@@ -288,7 +267,7 @@ class Loader:
         for port, wires in self.inputs_of(place).items():
             for wire_status in wires:
                 topic = str(wire_status.get("topic"))
-                from_app = any(topic.startswith(p.prefix) for p in app_places)
+                from_app = any(p.owns(topic) for p in app_places)
                 if from_app and (port, topic) not in wanted:
                     await self.session.request(
                         place.conf, {"cmd": "unwire", "input": port, "topic": topic}
@@ -298,8 +277,10 @@ class Loader:
     async def _unload_missing(self, app: AppDef) -> None:
         names = {c.name for c in app.circuits}
         for topic, status in list(self.statuses.items()):
-            kind, cid = topic.split("/")[:2]
+            place = address.circuit_of(topic)
+            if place is None:
+                continue
             definition = status.get("definition") or {}
-            name = definition.get("name", cid)
+            name = definition.get("name", place.id)
             if status.get("app") == app.name and name not in names:
-                await self._unload_one(name, Placement(kind, cid))
+                await self._unload_one(name, place)

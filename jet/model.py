@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 import attrs
 
-from .topics import NAME_RE
+from . import address
+from .address import NAME_RE
 
 Container = Literal["pack", "node", "web"]
 CONTAINERS: tuple[Container, ...] = ("pack", "node", "web")
@@ -201,7 +202,7 @@ def circuit_from_msgpack(d: Mapping[str, Any]) -> CircuitDef:
     if container not in CONTAINERS:
         raise ValueError(f"unknown container {container!r}")
     circuit = _circuit_from_msgpack(d, container)
-    if container != "node":
+    if not address.rules(container).numbered:
         # Names become topic levels: only what a topic level can safely hold.
         for gadget in circuit.gadgets:
             if not NAME_RE.match(gadget.name):

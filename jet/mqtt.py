@@ -29,7 +29,7 @@ import aiomqtt
 import attrs
 import paho.mqtt.client as mqtt
 
-from . import topics
+from . import address
 from .broker import Broker
 from .tasks import cancel_all
 
@@ -327,8 +327,8 @@ class Link:
     async def _resubscribe(self) -> None:
         # A persistent session usually still has them, but a broker that
         # restarted without persistence does not: subscribing again is idempotent.
-        topics = {**self._exact, **self._filters}
-        for topic, subs in topics.items():
+        wanted = {**self._exact, **self._filters}
+        for topic, subs in wanted.items():
             await self._client.subscribe(topic, qos=max(s.qos for s in subs))
 
     # -- subscriptions -----------------------------------------------------------
@@ -339,7 +339,7 @@ class Link:
         Returns once the broker has acknowledged the subscription, or at once
         while disconnected (the subscription is made on reconnect).
         """
-        topics.check(topic, filter_ok=True)  # before it can reach the table or the broker
+        address.check(topic, filter_ok=True)  # before it can reach the table or the broker
         sub = Subscription(topic, qos, handler)
         table = self._filters if is_filter(topic) else self._exact
         existing = table.setdefault(topic, [])

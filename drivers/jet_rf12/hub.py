@@ -30,7 +30,7 @@ from typing import Any, Self
 
 import attrs
 
-from jet import conf
+from jet import address, conf
 from jet.boundary import CircuitBoundary, CommandError
 from jet.broker import Broker, parse
 from jet.codec import PayloadError, encode
@@ -92,7 +92,7 @@ class Hub(Container):
 
     kind = "node"
     log = log
-    conf_filter = "node/+/conf"
+    conf_filter = address.circuit_conf("node", "+")
     container_commands = HUB_CONTAINER_COMMANDS
     circuit_commands = HUB_CIRCUIT_COMMANDS
     other_commands = True
@@ -266,7 +266,8 @@ class Hub(Container):
             before = circuit.published
             circuit.publish_payload(str(gadget), port, payload)
             counters.published += circuit.published - before
-        elif self.link.publish_nowait(f"node/{uid}/{gadget}/{port}", payload, qos=1):
+        elif self.link.publish_nowait(address.output("node", str(uid), gadget, port), payload,
+                                      qos=1):
             counters.published += 1
 
     def _unknown_node(self, dongle: Dongle, group: int, node_id: int, uid: int) -> bool:

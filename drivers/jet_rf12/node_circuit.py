@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from jet.address import gadget_number
 from jet.model import CircuitDef
 
 from .payload import MSGPACK, PortCodec, codec_from_params
@@ -160,7 +161,7 @@ def node_from_definition(
         )
     gadgets: dict[int, NodeGadget] = {}
     for index, g in enumerate(definition.gadgets):
-        number = index if g.number is None else g.number
+        number = gadget_number(g, index)
         where = f"circuit {definition.name!r} gadget {g.name!r}"
         if not isinstance(number, int) or not 0 <= number <= MAX_GADGET:
             raise NodeCircuitError(f"{where}: number must be 0..{MAX_GADGET}, got {number!r}")

@@ -4,28 +4,26 @@
 and ``+/+/status`` and turns them into what the operator view draws: the
 containers, the circuits with their gadgets and ports, and the wires
 between them (from each circuit's definition and from the ``inputs`` of
-its status).  It also resolves ``circuit.gadget.port`` names the way
-``jet tap`` and ``jet inject`` do.  It is plain data, with no I/O.
+its status).  It also resolves ``circuit.gadget.port`` names, with the
+rule ``jet tap`` and ``jet inject`` use (:func:`jet.address.find_port`).
+It is plain data, with no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from .. import codec, topics
+from .. import address, codec
+from ..address import CircuitAddress, UnknownPort
 from ..model import CircuitDef, GadgetDef, circuit_from_msgpack
 from ..ports import ports_of
 from ..registry import Registry
 from .jsonvalue import to_json
 
 __all__ = ["PortAddress", "StatusBoard", "UnknownPort"]
-
-
-class UnknownPort(LookupError):
-    """A ``circuit.gadget.port`` name that names nothing loaded."""
 
 
 @attrs.frozen
@@ -44,18 +42,39 @@ Ports = tuple[tuple[str, ...], tuple[str, ...]]
 
 @attrs.frozen
 class _Circuit:
-    key: str  # "<kind>/<circuit_id>"
-    kind: str
-    id: str
+    """One running circuit as its status describes it (an :class:`address.Running`)."""
+
+    address: CircuitAddress
     status: Mapping[str, Any]
     definition: CircuitDef
     ports: Mapping[str, Ports]  # gadget -> (inputs, outputs)
 
+    @property
+    def key(self) -> str:
+        return str(self.address)  # "<kind>/<circuit_id>"
+
+    @property
+    def kind(self) -> str:
+        return self.address.kind
+
+    @property
+    def id(self) -> str:
+        return self.address.id
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def gadgets(self) -> Sequence[GadgetDef]:
+        return self.definition.gadgets
+
+    def port_names(self, gadget: str, output: bool) -> Sequence[str]:
+        return self.ports[gadget][1 if output else 0]
+
     def gadget_id(self, gadget: GadgetDef) -> str | int:
         """The gadget's name in topics: its name, or its number on a node."""
-        if self.kind != "node":
-            return gadget.name
-        return gadget.number if gadget.number is not None else self.definition.gadgets.index(gadget)
+        return address.gadget_id(self.kind, self.gadgets, gadget)
 
     def by_gadget_id(self, gid: str) -> GadgetDef | None:
         for gadget in self.definition.gadgets:
@@ -89,10 +108,13 @@ class StatusBoard:
 
     def update(self, topic: str, payload: bytes) -> bool:
         """Take one status or definition message; True when the board changed."""
-        if topic.endswith("/definition"):
-            return self._take_definition(topic.removesuffix("/definition"), payload)
-        key = topic.removesuffix("/status")
-        table_is_containers = topic.startswith("jet/")
+        parsed = address.parse(topic)
+        if parsed is not None and parsed.role == "definition":
+            return self._take_definition(CircuitAddress(parsed.kind, parsed.id), payload)
+        if parsed is None or parsed.role not in ("status", "container_status"):
+            return False
+        key = parsed.owner
+        table_is_containers = parsed.role == "container_status"
         status: Any = None
         if payload:
             try:
@@ -106,36 +128,37 @@ class StatusBoard:
         if table_is_containers:
             self.containers[key] = status
             return True
-        kind, _, cid = key.partition("/")
+        place = CircuitAddress(parsed.kind, parsed.id)
         if "definition" in status:  # the status that follows a load or reload has it
-            self._parse_definition(key, status["definition"])
-        definition, ports = self._definitions.get(key) or (CircuitDef(name=cid), {})
-        self.circuits[key] = _Circuit(key, kind, cid, status, definition, ports)
+            self._parse_definition(place, status["definition"])
+        definition, ports = self._definitions.get(key) or (CircuitDef(name=place.id), {})
+        self.circuits[key] = _Circuit(place, status, definition, ports)
         return True
 
-    def _take_definition(self, key: str, payload: bytes) -> bool:
+    def _take_definition(self, place: CircuitAddress, payload: bytes) -> bool:
+        key = str(place)
         try:
             raw = codec.decode(payload) if payload else None
         except codec.PayloadError:
             raw = None
         if raw is None:
             return self._definitions.pop(key, None) is not None
-        self._parse_definition(key, raw)
+        self._parse_definition(place, raw)
         circuit = self.circuits.get(key)
         if circuit is not None:
             definition, ports = self._definitions[key]
             self.circuits[key] = attrs.evolve(circuit, definition=definition, ports=ports)
         return True
 
-    def _parse_definition(self, key: str, raw: Any) -> None:
+    def _parse_definition(self, place: CircuitAddress, raw: Any) -> None:
         """Resolve a definition's ports once per load or reload, not per status."""
-        cid = key.partition("/")[2]
+        cid = place.id
         try:
             definition = circuit_from_msgpack(raw if isinstance(raw, dict) else {"name": cid})
         except (KeyError, ValueError, TypeError, AttributeError):
             definition = CircuitDef(name=cid)
         ports = {g.name: _known_ports(definition, g, self.registry) for g in definition.gadgets}
-        self._definitions[key] = (definition, ports)
+        self._definitions[str(place)] = (definition, ports)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -189,7 +212,7 @@ class StatusBoard:
                 outputs = c.ports.get(w.src.gadget, ((), ()))[1]
                 if gadget is None or w.src.port not in outputs:
                     continue
-                topic = topics.output(c.kind, c.id, c.gadget_id(gadget), outputs.index(w.src.port))
+                topic = address.port_of(c.address, c.gadgets, gadget, outputs, w.src.port).topic
                 wires.append(
                     {
                         "src": {"circuit": c.key, "gadget": w.src.gadget, "port": w.src.port},
@@ -223,9 +246,9 @@ class StatusBoard:
 
     def _port_end(self, c: _Circuit, port: str, *, output: bool) -> dict[str, Any]:
         """``gadget.port`` as a circuit names it in commands -> the names the page shows."""
-        gid, _, name = port.partition(".")
+        gid, name = address.split_port(port) or (port, "")
         gadget = c.by_gadget_id(gid)
-        if gadget is not None and c.kind == "node" and name.isdigit():
+        if gadget is not None and address.rules(c.kind).numbered and name.isdecimal():
             names = c.ports[gadget.name][1 if output else 0]
             index = int(name)
             name = names[index] if index < len(names) else name
@@ -233,16 +256,16 @@ class StatusBoard:
 
     def _topic_end(self, topic: str) -> dict[str, Any] | None:
         """The output a topic belongs to, or None for a topic no loaded circuit publishes."""
-        parts = topic.split("/")
-        if len(parts) != 4 or not parts[3].isdigit():
+        parsed = address.parse(topic)
+        if parsed is None or parsed.circuit is None or parsed.role != "output":
             return None
-        c = self.circuits.get(f"{parts[0]}/{parts[1]}")
-        gadget = c.by_gadget_id(parts[2]) if c else None
+        c = self.circuits.get(str(parsed.circuit))
+        gadget = c.by_gadget_id(parsed.gadget) if c else None
         if c is None or gadget is None:
             return None
         outputs = c.ports[gadget.name][1]
-        index = int(parts[3])
-        port = outputs[index] if index < len(outputs) else parts[3]
+        index = parsed.output
+        port = outputs[index] if index < len(outputs) else str(index)
         return {"circuit": c.key, "gadget": gadget.name, "port": port}
 
     # -- naming ports ------------------------------------------------------------------
@@ -251,30 +274,9 @@ class StatusBoard:
         """``circuit.gadget.port`` (or, for an output, any topic) -> where to reach it."""
         if output and "/" in target:
             return PortAddress(None, "", target, "")
-        parts = target.split(".")
-        if len(parts) != 3 or not all(parts):
-            raise UnknownPort(f"{target!r}: expected circuit.gadget.port or a topic")
-        circuit_name, gadget_name, port = parts
-        for c in sorted(self.circuits.values(), key=lambda c: c.key):
-            if circuit_name not in (c.id, c.definition.name):
-                continue
-            gadget = c.definition.gadget(gadget_name)
-            if gadget is None:
-                raise UnknownPort(f"{circuit_name} has no gadget {gadget_name!r}")
-            names = c.ports[gadget.name][1 if output else 0]
-            if port not in names:
-                what = "output" if output else "input"
-                raise UnknownPort(f"{circuit_name}.{gadget_name} has no {what} {port!r}")
-            gid = c.gadget_id(gadget)
-            index = names.index(port)
-            named = f"{gid}.{index}" if c.kind == "node" else f"{gadget_name}.{port}"
-            return PortAddress(
-                topics.circuit_conf(c.kind, c.id),
-                named,
-                topics.output(c.kind, c.id, gid, index),
-                c.kind,
-            )
-        raise UnknownPort(f"no circuit {circuit_name!r} is loaded")
+        circuits = sorted(self.circuits.values(), key=lambda c: c.key)
+        port = address.find_port(target, circuits, output=output)
+        return PortAddress(port.conf, port.name, port.topic, port.circuit.kind)
 
 
 _CONTAINER_FIELDS = (

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from .. import codec, topics
+from .. import address, codec
 from ..boundary import CommandError, Wire, definition_map, split_port
 from ..model import CircuitDef
 from ..webcatalog import WEB_GADGETS, WebGadgetSpec, param_errors
@@ -57,11 +57,11 @@ def check_definition(definition: CircuitDef) -> dict[str, WebGadgetSpec]:
     """The spec of each gadget; ValueError naming the first problem."""
     if definition.container != "web":
         raise ValueError(f"circuit {definition.name!r} is for a {definition.container}")
-    if not topics.NAME_RE.match(definition.name):
+    if not address.NAME_RE.match(definition.name):
         raise ValueError(f"circuit id {definition.name!r} must match [a-z0-9_-]+")
     specs: dict[str, WebGadgetSpec] = {}
     for gadget in definition.gadgets:
-        if not topics.NAME_RE.match(gadget.name):
+        if not address.NAME_RE.match(gadget.name):
             raise ValueError(f"gadget name {gadget.name!r} must match [a-z0-9_-]+")
         spec = WEB_GADGETS.get(gadget.type or "")
         if spec is None:
@@ -154,7 +154,7 @@ class WebBody:
         return bool(self.internal.get((gadget, self.specs[gadget].outputs[index])))
 
     def output_topic(self, gadget: str, port: str) -> str:
-        return topics.output("web", self.id, gadget, self.specs[gadget].outputs.index(port))
+        return address.output("web", self.id, gadget, self.specs[gadget].outputs.index(port))
 
     # -- values in and out ---------------------------------------------------------------
 

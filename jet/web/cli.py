@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
-from .. import broker, topics
+from .. import address, broker
 
 __all__ = ["DEFAULT_PORT", "add_web_parser", "cmd_web"]
 
@@ -18,7 +18,7 @@ def cmd_web(args: argparse.Namespace) -> int:
     """Serve until interrupted; errors (bad URL, port in use) raise for the caller to print."""
     from .server import serving
 
-    if not topics.NAME_RE.match(args.id):
+    if not address.NAME_RE.match(args.id):
         print(f"jet web: error: id {args.id!r} must match [a-z0-9_-]+", file=sys.stderr)
         return 2
     shown = broker.parse(args.broker).url  # a bad URL fails here, before anything starts

@@ -13,14 +13,14 @@ import asyncio
 from types import TracebackType
 from typing import Any, Self
 
-from .. import topics
+from .. import address
+from ..client import CommandFailed, NoReply, Replies
 from ..mqtt import Link, Subscription
 from ..registry import Registry
 from ..tasks import cancel_all
 from .board import StatusBoard, UnknownPort
 from .container import PageError
 from .pages import Page, Pages
-from .requester import CommandFailed, NoReply, Requester
 from .taps import TAP_TTL, TapDesk, TapError
 from .wirerates import WireRates
 
@@ -43,7 +43,8 @@ class Operator:
         self.link = link
         self.pages = pages
         self.board = StatusBoard(registry)
-        self.requester = Requester(link)
+        # The container's link carries its circuits' traffic too: never wait on it.
+        self.requester = Replies(link, wait_sent=False, id_prefix="w")
         self.taps = TapDesk(link, self.requester, self.board, ttl=tap_ttl)
         self.rates = WireRates(link)
         self.rate_interval = rate_interval
@@ -54,7 +55,9 @@ class Operator:
     async def __aenter__(self) -> Self:
         await self.requester.start()
         for topic in (
-            topics.ALL_CONTAINER_STATUS, topics.ALL_CIRCUIT_DEFINITIONS, topics.ALL_CIRCUIT_STATUS,
+            address.ALL_CONTAINER_STATUS,
+            address.ALL_CIRCUIT_DEFINITIONS,
+            address.ALL_CIRCUIT_STATUS,
         ):
             self._subs.append(await self.link.subscribe(topic, 1, self._on_status))
         self._tasks = [

@@ -19,12 +19,12 @@ from typing import Any
 
 import attrs
 
-from .. import codec
+from .. import address, codec
+from ..client import CommandFailed, NoReply, Replies
 from ..mqtt import Link, Subscription
 from .board import PortAddress, StatusBoard, UnknownPort
 from .jsonvalue import to_json
 from .pages import Page
-from .requester import CommandFailed, NoReply, Requester
 
 log = logging.getLogger("jet.web")
 
@@ -53,7 +53,7 @@ class _Tap:
 
 class TapDesk:
     def __init__(
-        self, link: Link, requester: Requester, board: StatusBoard, *, ttl: float = TAP_TTL
+        self, link: Link, requester: Replies, board: StatusBoard, *, ttl: float = TAP_TTL
     ) -> None:
         self.link = link
         self.requester = requester
@@ -73,27 +73,27 @@ class TapDesk:
 
     async def _start(self, target: str) -> _Tap:
         try:
-            address = self.board.resolve(target, output=True)
+            where = self.board.resolve(target, output=True)
         except UnknownPort as exc:
             raise TapError(str(exc)) from None
-        tap = _Tap(target, address)
-        if _needs_lease(address):
+        tap = _Tap(target, where)
+        if _needs_lease(where):
             try:
-                await self._renew(address)
+                await self._renew(where)
             except (CommandFailed, NoReply) as exc:
                 raise TapError(str(exc)) from None
         if target in self._taps:  # another page opened it while we waited
             return self._taps[target]
         self._taps[target] = tap
-        tap.sub = await self.link.subscribe(address.topic, 1, lambda t, p: self._show(tap, t, p))
-        if _needs_lease(address):
+        tap.sub = await self.link.subscribe(where.topic, 1, lambda t, p: self._show(tap, t, p))
+        if _needs_lease(where):
             tap.lease = asyncio.create_task(self._keep(tap), name=f"web-tap-{target}")
         return tap
 
-    async def _renew(self, address: PortAddress) -> None:
-        assert address.conf is not None
+    async def _renew(self, where: PortAddress) -> None:
+        assert where.conf is not None
         await self.requester.request(
-            address.conf, {"cmd": "tap", "output": address.port, "ttl": self.ttl}
+            where.conf, {"cmd": "tap", "output": where.port, "ttl": self.ttl}
         )
 
     async def _keep(self, tap: _Tap) -> None:
@@ -150,5 +150,5 @@ class TapDesk:
         return sorted(t for t, tap in self._taps.items() if page in tap.holders)
 
 
-def _needs_lease(address: PortAddress) -> bool:
-    return address.conf is not None and address.kind in ("pack", "web")
+def _needs_lease(where: PortAddress) -> bool:
+    return where.conf is not None and address.rules(where.kind).runs_graph

@@ -31,8 +31,8 @@ from typing import Any
 import msgpack
 import psutil
 
+from jet import address
 from jet import broker as jet_broker
-from jet import topics
 from jet.client import Session
 from jet.model import CircuitDef, GadgetDef, circuit_to_msgpack
 
@@ -48,7 +48,7 @@ LATENCY_GOAL = goal("p99 <= 5 ms at 2,000 msg/s", "<=", 5.0)
 
 
 def jet_topics(qos: int) -> tuple[str, str]:
-    return f"bench/jet/in/{qos}", topics.output("pack", f"hop-q{qos}", "s", 0)
+    return f"bench/jet/in/{qos}", address.output("pack", f"hop-q{qos}", "s", 0)
 
 
 def relay_topics(qos: int) -> tuple[str, str]:
@@ -151,7 +151,7 @@ async def _load_hops(url: str) -> None:
                 f"hop-q{qos}", gadgets=(GadgetDef("s", "jet.lib.Scale", {"factor": 1.0}),)
             )
             await session.request(
-                topics.container_conf("pack", PACK_ID),
+                address.container_conf("pack", PACK_ID),
                 {
                     "cmd": "load",
                     "app": "bench",
@@ -161,7 +161,7 @@ async def _load_hops(url: str) -> None:
                 },
             )
             await session.request(
-                topics.circuit_conf("pack", circuit.name),
+                address.circuit_conf("pack", circuit.name),
                 {"cmd": "wire", "input": "s.in", "topic": jet_topics(qos)[0], "qos": qos},
             )
 

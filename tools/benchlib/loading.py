@@ -24,8 +24,8 @@ import sys
 import time
 from typing import Any
 
+from jet import address
 from jet import broker as jet_broker
-from jet import topics
 from jet.client import Session
 from jet.loader import Loader
 from jet.model import AppDef
@@ -88,7 +88,7 @@ def app_of(name: str, n: int) -> AppDef:
 
 
 async def _round_trip(session: TimedSession, pack_id: str, count: int = 30) -> float:
-    conf = topics.container_conf("pack", pack_id)
+    conf = address.container_conf("pack", pack_id)
     for _ in range(5):  # warm-up
         await session.request(conf, {"cmd": "status"})
     samples = []
@@ -148,7 +148,7 @@ async def _reload(session: TimedSession, pack_id: str, loaded: int) -> dict[str,
     start = time.perf_counter()
     await loader.reload(changed)
     total = time.perf_counter() - start
-    status = await session.request(topics.circuit_conf("pack", "rl"), {"cmd": "status"})
+    status = await session.request(address.circuit_conf("pack", "rl"), {"cmd": "status"})
     wires = status["definition"]["wires"]
     if {"from": "s.out", "to": "t.in", "qos": 1} not in wires:
         raise BenchError(f"reload did not take: wires are {wires}")

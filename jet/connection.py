@@ -90,11 +90,12 @@ class Connection:
             # this a QoS 1 round trip can take 40 ms on an idle connection.
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
-        # aiomqtt warns on each of its calls (subscribes, here) made while more
-        # than 10 wait on the broker; a pack loading many circuits has more.
+        # aiomqtt warns on each of its calls made while more than its default
+        # threshold (10) wait on the broker.  Sized when publishes went through
+        # aiomqtt (PUBLISH_WINDOW + 16); only (un)subscribes do now.
         client.pending_calls_threshold = 272
-        self._paho = paho = client._client  # reach: aiomqtt's paho client, for all below
-        self._queue = queue = client._queue  # reach: aiomqtt's received messages
+        self._paho = paho = client._client  # reach: the paho client, to publish and ack directly
+        self._queue = queue = client._queue  # reach: messages arrived, to take without a task
         self.none_arrived = queue.empty
         self.take_arrived = queue.get_nowait
         # Publishing via aiomqtt costs a task and an event per message.

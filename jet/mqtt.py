@@ -115,7 +115,7 @@ class Outbox:
         self._stats = stats
         self._connected = connected
         self._clean_session = clean_session
-        self._queue: collections.deque[Outgoing] = collections.deque()
+        self._waiting: collections.deque[Outgoing] = collections.deque()
         self._retry: list[Outgoing] = []  # a heap, by sequence number
         self._awaiting: dict[int, Outgoing] = {}  # by paho message id
         self._seq = 0
@@ -130,7 +130,7 @@ class Outbox:
 
     def put(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
         """Queue a message for sending; False (and counted) when the outbox is full."""
-        if len(self._queue) >= OUTBOX_LIMIT:
+        if len(self._waiting) >= OUTBOX_LIMIT:
             stats = self._stats
             stats.outbox_dropped += 1
             if stats.outbox_dropped == 1 or stats.outbox_dropped % 1000 == 0:
@@ -141,7 +141,7 @@ class Outbox:
                 )
             return False
         self._seq += 1
-        self._queue.append(Outgoing(self._seq, topic, payload, qos, retain))
+        self._waiting.append(Outgoing(self._seq, topic, payload, qos, retain))
         self._idle.clear()
         self._ready.set()
         return True
@@ -185,14 +185,14 @@ class Outbox:
             self._connection.ack(mid, qos)
 
     def _check_idle(self) -> None:
-        if not self._queue and not self._retry and not self._awaiting:
+        if not self._waiting and not self._retry and not self._awaiting:
             self._idle.set()
 
     def _next(self) -> Outgoing | None:
         # Messages that failed go first, in their original order.
         if self._retry:
             return heapq.heappop(self._retry)
-        return self._queue.popleft() if self._queue else None
+        return self._waiting.popleft() if self._waiting else None
 
     async def run(self) -> None:
         # paho's on_publish callback tells when each message is written
@@ -201,7 +201,7 @@ class Outbox:
         while True:
             await self._ready.wait()
             self._ready.clear()
-            while (self._queue or self._retry) and self._connected.is_set():
+            while (self._waiting or self._retry) and self._connected.is_set():
                 if len(self._awaiting) >= PUBLISH_WINDOW:
                     self._window_free.clear()
                     await self._window_free.wait()

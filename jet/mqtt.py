@@ -1,12 +1,13 @@
 """One MQTT connection shared by everything in a process, kept alive for it.
 
-:class:`Link` wraps an ``aiomqtt.Client`` with what a container needs and
-aiomqtt leaves to its users: reconnect with backoff, a persistent session
-re-established after every reconnect, subscriptions counted per topic (two
-circuits wired to the same output share one MQTT subscription), dispatch of
-each message to every handler whose filter matches, and a bounded outbox so
-that gadgets can publish from synchronous code without waiting on the
-network.  Nothing is dropped silently: a full outbox counts what it refuses.
+:class:`Link` wraps a :class:`~jet.connection.Connection` (aiomqtt and paho)
+with what a container needs and aiomqtt leaves to its users: reconnect
+with backoff, a persistent session re-established after every reconnect,
+subscriptions counted per topic (two circuits wired to the same output share
+one MQTT subscription), dispatch of each message to every handler whose
+filter matches, acknowledgement after handling, and a bounded, pipelined
+:class:`Outbox` so that gadgets can publish from synchronous code without
+waiting on the network.  Nothing is dropped silently: a full outbox counts what it refuses.
 
     async with Link(broker.parse(url), "jet-pack-default") as link:
         sub = await link.subscribe("pack/a/g/0", 1, handler)
@@ -20,18 +21,28 @@ import collections
 import contextlib
 import heapq
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import aiomqtt
 import attrs
-import paho.mqtt.client as mqtt
 
 from . import address
 from .broker import Broker
+from .connection import PUBLISH_NO_CONN, PUBLISH_OK, Connection, Will
 from .tasks import cancel_all
+
+__all__ = [
+    "OUTBOX_LIMIT",
+    "PUBLISH_WINDOW",
+    "Handler",
+    "Link",
+    "LinkStats",
+    "Subscription",
+    "Will",
+    "is_filter",
+]
 
 log = logging.getLogger("jet.mqtt")
 
@@ -42,13 +53,8 @@ Handler = Callable[[str, bytes], Awaitable[None] | None]
 
 OUTBOX_LIMIT = 100_000
 PUBLISH_WINDOW = 256  # publishes handed to paho and not yet completed, at most
-READ_BURST = 64  # packets read per socket wake-up, at most
 BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
-
-
-class LinkClosed(RuntimeError):
-    """The link was closed while an operation waited on it."""
 
 
 @attrs.define(eq=False)
@@ -81,19 +87,173 @@ class Outgoing:
     retain: bool = attrs.field(order=False)
 
 
-@attrs.frozen
-class Will:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
-
-
 def is_filter(topic: str) -> bool:
     return "+" in topic or "#" in topic
 
 
+class Outbox:
+    """The link's messages on their way to the broker: bounded, in order, pipelined.
+
+    :meth:`put` numbers each message (``seq``) and never waits; :meth:`run`
+    hands messages to paho, at most :data:`PUBLISH_WINDOW` not yet completed,
+    while ``connected`` is set.  A message paho cannot take, or one lost with
+    a connection (:meth:`connection_lost`), is sent again before anything
+    newer.  ``confirmed`` is the highest ``seq`` such that every message up
+    to it has been handed over (QoS 0) or acknowledged (QoS 1);
+    :meth:`ack_when_sent` acknowledges a received message only then.
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        stats: LinkStats,
+        connected: asyncio.Event,
+        *,
+        clean_session: bool,
+    ) -> None:
+        self._connection = connection
+        self._stats = stats
+        self._connected = connected
+        self._clean_session = clean_session
+        self._waiting: collections.deque[Outgoing] = collections.deque()
+        self._retry: list[Outgoing] = []  # a heap, by sequence number
+        self._awaiting: dict[int, Outgoing] = {}  # by paho message id
+        self._seq = 0
+        self._confirmed = 0
+        self._done: set[int] = set()
+        self._acks_due: collections.deque[tuple[int, int, int]] = collections.deque()
+        self._ready = asyncio.Event()
+        self._window_free = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        connection.on_published(self._on_publish)
+
+    def put(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
+        """Queue a message for sending; False (and counted) when the outbox is full."""
+        if len(self._waiting) >= OUTBOX_LIMIT:
+            stats = self._stats
+            stats.outbox_dropped += 1
+            if stats.outbox_dropped == 1 or stats.outbox_dropped % 1000 == 0:
+                log.warning(
+                    "outbox full (%d): %d messages refused so far",
+                    OUTBOX_LIMIT,
+                    stats.outbox_dropped,
+                )
+            return False
+        self._seq += 1
+        self._waiting.append(Outgoing(self._seq, topic, payload, qos, retain))
+        self._idle.clear()
+        self._ready.set()
+        return True
+
+    async def flush(self) -> None:
+        """Wait until the outbox is empty and every QoS>0 publish is acknowledged."""
+        await self._idle.wait()
+
+    def wake(self) -> None:
+        """Look at the queue again (call once connected)."""
+        self._ready.set()
+
+    def ack_when_sent(self, mid: int, qos: int) -> None:
+        """Acknowledge received message ``mid`` once everything queued so far
+        (what its handlers published) is confirmed, so a crash before then
+        leaves the message with the broker."""
+        if self._seq <= self._confirmed:
+            self._connection.ack(mid, qos)
+        else:
+            self._acks_due.append((self._seq, mid, qos))
+
+    def connection_lost(self) -> None:
+        """Send again what the connection took with it; forget acknowledgements
+        due (the broker redelivers those messages, under new ids)."""
+        # At a disconnect paho drops QoS 0 messages it has not written, and a
+        # clean session drops the QoS 1 ones too: send them again, in order.
+        for mid, message in list(self._awaiting.items()):
+            if message.qos == 0 or self._clean_session:
+                del self._awaiting[mid]
+                heapq.heappush(self._retry, message)
+        self._window_free.set()
+        self._acks_due.clear()
+
+    def _confirm(self, seq: int) -> None:
+        self._done.add(seq)
+        while self._confirmed + 1 in self._done:
+            self._confirmed += 1
+            self._done.discard(self._confirmed)
+        while self._acks_due and self._acks_due[0][0] <= self._confirmed:
+            _, mid, qos = self._acks_due.popleft()
+            self._connection.ack(mid, qos)
+
+    def _check_idle(self) -> None:
+        if not self._waiting and not self._retry and not self._awaiting:
+            self._idle.set()
+
+    def _next(self) -> Outgoing | None:
+        # Messages that failed go first, in their original order.
+        if self._retry:
+            return heapq.heappop(self._retry)
+        return self._waiting.popleft() if self._waiting else None
+
+    async def run(self) -> None:
+        # paho's on_publish callback tells when each message is written
+        # (QoS 0) or acknowledged (QoS 1): see _on_publish.
+        publish = self._connection.publish_nowait
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while (self._waiting or self._retry) and self._connected.is_set():
+                if len(self._awaiting) >= PUBLISH_WINDOW:
+                    self._window_free.clear()
+                    await self._window_free.wait()
+                    continue
+                message = self._next()
+                if message is None:
+                    break
+                try:
+                    info = publish(message.topic, message.payload, message.qos, message.retain)
+                except ValueError as exc:
+                    # A topic or QoS paho refuses: that message cannot ever be
+                    # sent; count it, and keep the others flowing.
+                    self._stats.refused += 1
+                    log.error("publish to %r refused: %s", message.topic[:200], exc)
+                    self._confirm(message.seq)
+                    self._check_idle()
+                    continue
+                if info.rc == PUBLISH_OK or (info.rc == PUBLISH_NO_CONN and message.qos > 0):
+                    # (A QoS>0 message refused for want of a connection stays
+                    # with paho, which sends it after the reconnect.)
+                    if info.is_published():
+                        self._published(message)
+                    else:
+                        self._awaiting[info.mid] = message
+                else:
+                    heapq.heappush(self._retry, message)
+                    break
+
+    def _on_publish(self, mid: int) -> None:
+        message = self._awaiting.pop(mid, None)
+        if message is not None:
+            self._published(message)
+            self._window_free.set()
+
+    def _published(self, message: Outgoing) -> None:
+        self._stats.published += 1
+        self._confirm(message.seq)
+        self._check_idle()
+
+
 class Link:
+    """The process's MQTT connection: kept up, shared, and routed.
+
+    ``async with Link(...)`` connects (``ConnectionError`` after
+    ``connect_timeout``; with None it waits as long as it takes) and, on
+    leaving, sends what is queued (bounded wait) and disconnects cleanly.  In
+    between it reconnects with backoff on its own, subscribing again to every
+    topic.  :meth:`subscribe` routes messages to handlers (one broker
+    subscription per topic, however many handlers); ``publish_nowait`` queues
+    in the :class:`Outbox`, which never waits; :meth:`flush` waits for it.
+    """
+
     def __init__(
         self,
         broker: Broker,
@@ -118,131 +278,31 @@ class Link:
         self.stats = LinkStats()
         self._on_connect = on_connect
         self._connect_timeout = connect_timeout
-        self._client = aiomqtt.Client(
-            **broker.client_kwargs(),
-            identifier=client_id,
-            clean_session=clean_session,
-            keepalive=keepalive,
-            will=aiomqtt.Will(will.topic, will.payload, will.qos, will.retain) if will else None,
-            timeout=30,
-            logger=self._paho_logger(client_id),
-            # Small MQTT packets must not wait for Nagle's algorithm: without
-            # this a QoS 1 round trip can take 40 ms on an idle connection.
-            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+        self._connection = Connection(
+            broker, client_id, will=will, clean_session=clean_session, keepalive=keepalive
         )
-        # Up to PUBLISH_WINDOW publishes are in flight by design; aiomqtt warns
-        # on every call past its default threshold (10) otherwise.
-        self._client.pending_calls_threshold = PUBLISH_WINDOW + 16
-        self._clean_session = clean_session
-        aiomqtt_on_publish: Any = self._client._client.on_publish
-
-        def on_publish(client: Any, userdata: Any, mid: int, *rest: Any) -> None:
-            if aiomqtt_on_publish is not None:
-                aiomqtt_on_publish(client, userdata, mid, *rest)
-            self._on_publish(mid)
-
-        self._client._client.on_publish = on_publish
-        self._read_in_bursts()
         if ack_after_handling:
-            # aiomqtt does not expose paho's manual acknowledgement; its
-            # underlying paho client is the documented escape hatch.
-            self._client._client.manual_ack_set(True)
+            self._connection.manual_ack(True)
+        self._connected = asyncio.Event()
+        self._outbox = Outbox(
+            self._connection, self.stats, self._connected, clean_session=clean_session
+        )
+        #: ``publish_nowait(topic, payload, qos=0, retain=False) -> bool``: see
+        #: :meth:`Outbox.put` (bound here: no call layer per message).
+        self.publish_nowait = self._outbox.put
         self._exact: dict[str, list[Subscription]] = {}
         self._filters: dict[str, list[Subscription]] = {}
-        self._outbox: collections.deque[Outgoing] = collections.deque()
-        self._retry: list[Outgoing] = []  # a heap, by sequence number
-        self._seq = 0
-        # Acknowledging an input only once what it caused is safely with the
-        # broker: _confirmed is the highest sequence number such that every
-        # message up to it has been handed over (QoS 0) or acknowledged (QoS 1).
-        self._confirmed = 0
-        self._done: set[int] = set()
-        self._acks_due: collections.deque[tuple[int, int, int]] = collections.deque()
-        self._outbox_ready = asyncio.Event()
-        self._connected = asyncio.Event()
         self._closing = False
         self._live = False
-        self._awaiting: dict[int, Outgoing] = {}  # by paho message id
-        self._window_free = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_error = "no answer (wrong port, or a TLS handshake or login refused?)"
-        self._paho_error = ""  # paho's own last complaint: more precise than aiomqtt's
-
-    def _read_in_bursts(self) -> None:
-        """Read every packet that has arrived per socket wake-up, not one.
-
-        aiomqtt registers paho's ``loop_read()`` as the socket's reader, and
-        paho reads at most one packet per call when nothing is in flight (all
-        QoS 0 traffic): each message then costs a trip through the event loop.
-        This reader, installed right after aiomqtt's, calls it again while
-        calls keep producing messages (bounded, so other tasks still run).
-        """
-        client = self._client
-        paho = client._client
-        aiomqtt_on_socket_open: Any = paho.on_socket_open
-
-        def read_burst() -> None:
-            queue = client._queue
-            try:
-                for _ in range(READ_BURST):
-                    before = queue.qsize()
-                    paho.loop_read()
-                    sock: Any = paho._sock
-                    if sock is not None and hasattr(sock, "pending") and sock.pending() > 0:
-                        continue  # TLS: decrypted bytes wait inside the SSL object
-                    if queue.qsize() == before:
-                        break
-            except Exception as exc:  # as aiomqtt's reader does: the connection broke
-                if not client._disconnected.done():
-                    client._disconnected.set_exception(exc)
-
-        def on_socket_open(mqttc: Any, userdata: Any, sock: Any) -> None:
-            aiomqtt_on_socket_open(mqttc, userdata, sock)
-            # paho writes a byte to a socket pair on every packet it queues, to
-            # wake its own thread loop; aiomqtt never runs that loop, so the
-            # syscall per message is pure cost.
-            wake, paho._sockpairW = paho._sockpairW, None
-            if wake is not None:
-                wake.close()
-            # Called from aiomqtt's connect thread; this runs after its add_reader,
-            # unless the socket was closed meanwhile (a refused TLS handshake).
-            loop = client._loop
-            fileno = sock.fileno()
-
-            def take_over_reading() -> None:
-                current: Any = paho._sock
-                if current is sock and current.fileno() == fileno:
-                    with contextlib.suppress(OSError, ValueError):
-                        loop.add_reader(fileno, read_burst)
-
-            loop.call_soon_threadsafe(take_over_reading)
-
-        paho.on_socket_open = on_socket_open
-
-    def _paho_logger(self, client_id: str) -> logging.Logger:
-        """paho's messages for this link: its last error becomes ours (a TLS
-        alert, a refused login), and the rest is passed on at debug level."""
-        logger = logging.getLogger(f"jet.mqtt.paho.{client_id}")
-        logger.setLevel(logging.WARNING)
-        logger.propagate = False
-        link = self
-
-        class LastError(logging.Handler):
-            def emit(self, record: logging.LogRecord) -> None:
-                link._paho_error = record.getMessage().splitlines()[0][:300]
-                logging.getLogger("jet.mqtt.paho").debug("%s: %s", client_id, link._paho_error)
-
-        logger.handlers[:] = [LastError()]
-        return logger
 
     # -- lifecycle -------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         self._tasks = [
             asyncio.create_task(self._maintain(), name=f"mqtt-{self.client_id}"),
-            asyncio.create_task(self._drain_outbox(), name=f"mqtt-out-{self.client_id}"),
+            asyncio.create_task(self._outbox.run(), name=f"mqtt-out-{self.client_id}"),
         ]
         if self._connect_timeout is None:
             await self._connected.wait()  # a daemon waits for its broker as long as it takes
@@ -251,7 +311,7 @@ class Link:
                 await asyncio.wait_for(self._connected.wait(), self._connect_timeout)
             except TimeoutError:
                 await self.close()
-                reason = self._paho_error or self._last_error
+                reason = self._connection.last_error or self._last_error
                 raise ConnectionError(
                     f"cannot reach MQTT broker {self.broker.url}: {reason}"
                 ) from None
@@ -279,16 +339,17 @@ class Link:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    async def wait_connected(self) -> None:
-        await self._connected.wait()
-
     async def _maintain(self) -> None:
         """Connect, (re)subscribe, dispatch; on loss, back off and do it again."""
+        connection = self._connection
+        dispatch = self._dispatch
+        none_arrived = connection.none_arrived
+        take_arrived = connection.take_arrived
         backoff = BACKOFF_START
         first = True
         while True:
             try:
-                async with self._client:
+                async with connection:
                     if not first:
                         self.stats.reconnects += 1
                         log.info("reconnected to %s", self.broker.url)
@@ -301,19 +362,24 @@ class Link:
                     if self._on_connect is not None:
                         await self._on_connect()
                     self._connected.set()
-                    self._outbox_ready.set()
-                    queue = self._client._queue
-                    async for message in self._client.messages:
-                        await self._dispatch(message)
+                    self._outbox.wake()
+                    async for message in connection.messages():
+                        await dispatch(message)
                         # Take what has already arrived without aiomqtt's
                         # per-message task and wait: bursts are the common case.
-                        while not queue.empty():
-                            await self._dispatch(queue.get_nowait())
+                        while not none_arrived():
+                            await dispatch(take_arrived())
             except aiomqtt.MqttError as exc:
                 self._live = False
-                self._requeue_unsent()
+                self._outbox.connection_lost()
                 if self._manual_ack:
-                    self._forget_unacked()
+                    # What is still queued locally was never acknowledged, so
+                    # the broker redelivers it on the next connection, and its
+                    # packet ids belong to the dead one (acking them later would
+                    # be wrong).  Done here, not after reconnecting, where
+                    # redelivered messages may already be queued and would then
+                    # never be acknowledged.
+                    connection.forget_arrived()
                 self._last_error = str(exc)
                 if self._connected.is_set():
                     log.warning("lost MQTT broker %s: %s", self.broker.url, exc)
@@ -329,7 +395,7 @@ class Link:
         # restarted without persistence does not: subscribing again is idempotent.
         wanted = {**self._exact, **self._filters}
         for topic, subs in wanted.items():
-            await self._client.subscribe(topic, qos=max(s.qos for s in subs))
+            await self._connection.subscribe(topic, max(s.qos for s in subs))
 
     # -- subscriptions -----------------------------------------------------------
 
@@ -347,7 +413,7 @@ class Link:
         existing.append(sub)
         if raise_qos and self._live:
             with contextlib.suppress(aiomqtt.MqttError):
-                await self._client.subscribe(topic, qos=qos)
+                await self._connection.subscribe(topic, qos)
         return sub
 
     async def unsubscribe(self, sub: Subscription) -> None:
@@ -359,21 +425,10 @@ class Link:
             del table[sub.topic]
             if self._live:
                 with contextlib.suppress(aiomqtt.MqttError):
-                    await self._client.unsubscribe(sub.topic)
+                    await self._connection.unsubscribe(sub.topic)
 
     def subscribed_topics(self) -> set[str]:
         return set(self._exact) | set(self._filters)
-
-    def _forget_unacked(self) -> None:
-        # Called as the connection dies: what is still queued locally was never
-        # acknowledged, so the broker redelivers it on the next connection, and
-        # its packet ids belong to the dead one (acking them later would be
-        # wrong).  Done here, not after reconnecting, where redelivered messages
-        # may already be queued and would then never be acknowledged.
-        queue = self._client._queue
-        while not queue.empty():
-            queue.get_nowait()
-        self._acks_due.clear()
 
     async def _dispatch(self, message: aiomqtt.Message) -> None:
         self.stats.received += 1
@@ -396,44 +451,9 @@ class Link:
                 self.stats.handler_errors += 1
                 log.exception("handler for %s failed on a message", topic)
         if self._manual_ack and message.qos > 0:
-            # Whatever the handlers published for this message has a sequence
-            # number up to self._seq; acknowledge once all of it is confirmed,
-            # so a crash before then leaves the message with the broker.
-            if self._seq <= self._confirmed:
-                self._client._client.ack(message.mid, message.qos)
-            else:
-                self._acks_due.append((self._seq, message.mid, message.qos))
-
-    def _confirm(self, seq: int) -> None:
-        self._done.add(seq)
-        while self._confirmed + 1 in self._done:
-            self._confirmed += 1
-            self._done.discard(self._confirmed)
-        while self._acks_due and self._acks_due[0][0] <= self._confirmed:
-            _, mid, qos = self._acks_due.popleft()
-            if self._live:
-                self._client._client.ack(mid, qos)
+            self._outbox.ack_when_sent(message.mid, message.qos)
 
     # -- publishing ----------------------------------------------------------------
-
-    def publish_nowait(
-        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
-    ) -> bool:
-        """Queue a message for sending; False (and counted) when the outbox is full."""
-        if len(self._outbox) >= OUTBOX_LIMIT:
-            self.stats.outbox_dropped += 1
-            if self.stats.outbox_dropped == 1 or self.stats.outbox_dropped % 1000 == 0:
-                log.warning(
-                    "outbox full (%d): %d messages refused so far",
-                    OUTBOX_LIMIT,
-                    self.stats.outbox_dropped,
-                )
-            return False
-        self._seq += 1
-        self._outbox.append(Outgoing(self._seq, topic, payload, qos, retain))
-        self._idle.clear()
-        self._outbox_ready.set()
-        return True
 
     async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Queue a message and wait until everything queued before it has been handed over."""
@@ -443,75 +463,4 @@ class Link:
 
     async def flush(self) -> None:
         """Wait until the outbox is empty and every QoS>0 publish is acknowledged."""
-        await self._idle.wait()
-
-    def _check_idle(self) -> None:
-        if not self._outbox and not self._retry and not self._awaiting:
-            self._idle.set()
-
-    def _next(self) -> Outgoing | None:
-        # Messages that failed go first, in their original order.
-        if self._retry:
-            return heapq.heappop(self._retry)
-        return self._outbox.popleft() if self._outbox else None
-
-    async def _drain_outbox(self) -> None:
-        # Publishing goes straight to paho (aiomqtt's publish() costs a task
-        # and an event per message); paho's on_publish callback, chained
-        # below, tells when each is written (QoS 0) or acknowledged (QoS 1).
-        paho = self._client._client
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            while (self._outbox or self._retry) and self._connected.is_set():
-                if len(self._awaiting) >= PUBLISH_WINDOW:
-                    self._window_free.clear()
-                    await self._window_free.wait()
-                    continue
-                message = self._next()
-                if message is None:
-                    break
-                try:
-                    info = paho.publish(
-                        message.topic, message.payload, message.qos, message.retain
-                    )
-                except ValueError as exc:
-                    # A topic or QoS paho refuses: that message cannot ever be
-                    # sent; count it, and keep the others flowing.
-                    self.stats.refused += 1
-                    log.error("publish to %r refused: %s", message.topic[:200], exc)
-                    self._confirm(message.seq)
-                    self._check_idle()
-                    continue
-                if info.rc == mqtt.MQTT_ERR_SUCCESS or (
-                    info.rc == mqtt.MQTT_ERR_NO_CONN and message.qos > 0
-                ):
-                    # (A QoS>0 message refused for want of a connection stays
-                    # with paho, which sends it after the reconnect.)
-                    if info.is_published():
-                        self._published(message)
-                    else:
-                        self._awaiting[info.mid] = message
-                else:
-                    heapq.heappush(self._retry, message)
-                    break
-
-    def _on_publish(self, mid: int) -> None:
-        message = self._awaiting.pop(mid, None)
-        if message is not None:
-            self._published(message)
-            self._window_free.set()
-
-    def _published(self, message: Outgoing) -> None:
-        self.stats.published += 1
-        self._confirm(message.seq)
-        self._check_idle()
-
-    def _requeue_unsent(self) -> None:
-        # At a disconnect paho drops QoS 0 messages it has not written, and a
-        # clean session drops the QoS 1 ones too: send them again, in order.
-        for mid, message in list(self._awaiting.items()):
-            if message.qos == 0 or self._clean_session:
-                del self._awaiting[mid]
-                heapq.heappush(self._retry, message)
-        self._window_free.set()
+        await self._outbox.flush()

@@ -1,0 +1,221 @@
+"""One MQTT connection to a broker: aiomqtt and paho behind a small surface.
+
+:class:`Connection` is the only code in JET that reaches into aiomqtt's or
+paho's private attributes.  aiomqtt gives paho an asyncio face, but its
+per-message costs would dominate a hop (docs/performance.md): a task and an
+``asyncio.wait`` per received message, a coroutine, an event and a task per
+publish, an event-loop trip per packet read, and paho's socket-pair write per
+packet queued.  The ways around them need private attributes; each such line
+says ``# reach:`` and why, so a new aiomqtt or paho release is checked here
+(tests/test_faults.py and tests/test_pack.py pin the behaviour relied on).
+
+Reconnecting, routing, retrying and acknowledging are :class:`jet.mqtt.Link`'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Any, Self
+
+import aiomqtt
+import attrs
+import paho.mqtt.client as mqtt
+
+from .broker import Broker
+
+READ_BURST = 64  # packets read per socket wake-up, at most
+
+#: ``publish_nowait(...).rc`` values: handed to paho; refused for want of a
+#: connection (a QoS>0 message then stays with paho, which sends it later).
+PUBLISH_OK = mqtt.MQTT_ERR_SUCCESS
+PUBLISH_NO_CONN = mqtt.MQTT_ERR_NO_CONN
+
+
+@attrs.frozen
+class Will:
+    """The message the broker publishes for us when the connection dies."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+class Connection:
+    """An ``aiomqtt.Client`` with the shortcuts a hop needs; no reconnecting.
+
+    ``async with connection:`` is one session, from connect to disconnect
+    (``aiomqtt.MqttError`` when it fails or breaks); enter it again to
+    reconnect.  Per message, callers use attributes bound once here, so no
+    call layer of ours is added:
+
+    - ``messages()``: the received messages (ends with ``aiomqtt.MqttError``
+      when the connection is lost); ``none_arrived()`` and ``take_arrived()``
+      take what has already arrived without that iterator's task and wait.
+    - ``publish_nowait(topic, payload, qos, retain)``: straight to paho;
+      returns paho's ``MQTTMessageInfo`` (``mid``, ``rc`` compared with
+      :data:`PUBLISH_OK`, ``is_published()``).  The callback given to
+      :meth:`on_published` is called with each ``mid`` once written (QoS 0)
+      or acknowledged by the broker (QoS 1).
+    - ``ack(mid, qos)``: acknowledge a received message, once
+      :meth:`manual_ack` has turned paho's automatic acknowledgement off.
+
+    ``last_error`` is paho's last complaint (a TLS alert, a refused login),
+    more precise than aiomqtt's exceptions; "" until there is one.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        client_id: str,
+        *,
+        will: Will | None,
+        clean_session: bool,
+        keepalive: int,
+    ) -> None:
+        self.last_error = ""
+        self._client = client = aiomqtt.Client(
+            **broker.client_kwargs(),
+            identifier=client_id,
+            clean_session=clean_session,
+            keepalive=keepalive,
+            will=aiomqtt.Will(will.topic, will.payload, will.qos, will.retain) if will else None,
+            timeout=30,
+            logger=self._paho_logger(client_id),
+            # Small MQTT packets must not wait for Nagle's algorithm: without
+            # this a QoS 1 round trip can take 40 ms on an idle connection.
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+        )
+        # aiomqtt warns on each of its calls made while more than its default
+        # threshold (10) wait on the broker.  Sized when publishes went through
+        # aiomqtt (PUBLISH_WINDOW + 16); only (un)subscribes do now.
+        client.pending_calls_threshold = 272
+        self._paho = paho = client._client  # reach: the paho client, to publish and ack directly
+        self._queue = queue = client._queue  # reach: messages arrived, to take without a task
+        self.none_arrived = queue.empty
+        self.take_arrived = queue.get_nowait
+        # Publishing via aiomqtt costs a task and an event per message.
+        self.publish_nowait = paho.publish
+        self.ack = paho.ack
+        self._aiomqtt_on_publish: Any = paho.on_publish
+        self._read_in_bursts()
+
+    def _paho_logger(self, client_id: str) -> logging.Logger:
+        """paho's messages for this connection: its last error becomes
+        ``last_error``, and the rest is passed on at debug level."""
+        logger = logging.getLogger(f"jet.mqtt.paho.{client_id}")
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+        connection = self
+
+        class LastError(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                connection.last_error = record.getMessage().splitlines()[0][:300]
+                logging.getLogger("jet.mqtt.paho").debug("%s: %s", client_id, connection.last_error)
+
+        logger.handlers[:] = [LastError()]
+        return logger
+
+    def _read_in_bursts(self) -> None:
+        """Read every packet that has arrived per socket wake-up, not one.
+
+        aiomqtt registers paho's ``loop_read()`` as the socket's reader, and
+        paho reads at most one packet per call when nothing is in flight (all
+        QoS 0 traffic): each message then costs a trip through the event loop.
+        This reader, installed right after aiomqtt's, calls it again while
+        calls keep producing messages (bounded, so other tasks still run).
+        """
+        client = self._client
+        paho = self._paho
+        queue = self._queue
+        aiomqtt_on_socket_open: Any = paho.on_socket_open
+
+        def read_burst() -> None:
+            try:
+                for _ in range(READ_BURST):
+                    before = queue.qsize()
+                    paho.loop_read()
+                    sock: Any = paho._sock  # reach: TLS may hold decrypted bytes unread
+                    if sock is not None and hasattr(sock, "pending") and sock.pending() > 0:
+                        continue
+                    if queue.qsize() == before:
+                        break
+            except Exception as exc:  # as aiomqtt's reader does: the connection broke
+                lost = client._disconnected  # reach: how aiomqtt's session learns it
+                if not lost.done():
+                    lost.set_exception(exc)
+
+        def on_socket_open(mqttc: Any, userdata: Any, sock: Any) -> None:
+            aiomqtt_on_socket_open(mqttc, userdata, sock)
+            # paho writes a byte to a socket pair on every packet it queues, to
+            # wake its own thread loop; aiomqtt never runs that loop, so the
+            # syscall per message is pure cost.
+            wake, paho._sockpairW = paho._sockpairW, None  # reach: close paho's wake-up pair
+            if wake is not None:
+                wake.close()
+            # Called from aiomqtt's connect thread; this runs after its add_reader,
+            # unless the socket was closed meanwhile (a refused TLS handshake).
+            loop = client._loop  # reach: the loop aiomqtt registered its reader on
+            fileno = sock.fileno()
+
+            def take_over_reading() -> None:
+                current: Any = paho._sock  # reach: is this socket still paho's?
+                if current is sock and current.fileno() == fileno:
+                    with contextlib.suppress(OSError, ValueError):
+                        loop.add_reader(fileno, read_burst)
+
+            loop.call_soon_threadsafe(take_over_reading)
+
+        paho.on_socket_open = on_socket_open  # aiomqtt's callback, called first
+
+    # -- session -----------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self._client.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._client.__aexit__(exc_type, exc, tb)
+
+    def messages(self) -> AsyncIterator[aiomqtt.Message]:
+        return self._client.messages
+
+    async def subscribe(self, topic: str, qos: int) -> None:
+        await self._client.subscribe(topic, qos=qos)
+
+    async def unsubscribe(self, topic: str) -> None:
+        await self._client.unsubscribe(topic)
+
+    # -- publishing and acknowledging ----------------------------------------------
+
+    def on_published(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(mid)`` as each ``publish_nowait`` completes (replaces
+        an earlier callback; aiomqtt's own is still called first)."""
+        aiomqtt_on_publish = self._aiomqtt_on_publish
+
+        def on_publish(client: Any, userdata: Any, mid: int, *rest: Any) -> None:
+            if aiomqtt_on_publish is not None:
+                aiomqtt_on_publish(client, userdata, mid, *rest)
+            callback(mid)
+
+        self._paho.on_publish = on_publish
+
+    def manual_ack(self, on: bool) -> None:
+        """Acknowledge received QoS>0 messages only through ``ack`` (set before
+        connecting).  aiomqtt does not expose paho's manual acknowledgement."""
+        self._paho.manual_ack_set(on)
+
+    def forget_arrived(self) -> None:
+        """Drop the received messages not taken yet (as the connection dies:
+        the broker redelivers what was never acknowledged)."""
+        while not self._queue.empty():
+            self._queue.get_nowait()

@@ -5,7 +5,7 @@ or :func:`function_gadget`; everything else is driven from circuit files and
 the ``jet`` command.
 """
 
-from .gadget import Gadget, GadgetError, function_gadget
+from jet.runtime.gadget import Gadget, GadgetError, function_gadget
 
 __all__ = ["Gadget", "GadgetError", "__version__", "function_gadget"]
 __version__ = "0.1.0"

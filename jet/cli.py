@@ -15,14 +15,15 @@ from typing import Any
 import attrs
 import yaml
 
-from . import __version__, address, broker, codec
-from .check import check_app
-from .client import CommandFailed, NoReply, Session
-from .loader import Loader, LoadError
-from .model import AppDef, CircuitDef, GadgetDef, circuit_from_msgpack
-from .ports import ports_of
-from .registry import Registry
-from .yamlfile import CircuitFileError, load_app
+from jet import __version__
+from jet.definition.check import check_app
+from jet.definition.files import CircuitFileError, load_app
+from jet.definition.model import AppDef, CircuitDef, GadgetDef, circuit_from_msgpack
+from jet.definition.ports import ports_of
+from jet.loader import Loader, LoadError
+from jet.runtime.registry import Registry
+from jet.transport import address, broker, codec
+from jet.transport.client import CommandFailed, NoReply, Session
 
 log = logging.getLogger("jet.cli")
 
@@ -235,7 +236,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from .graph import draw_app
+    from jet.definition.graph import draw_app
 
     app = _app(args)
     try:
@@ -247,7 +248,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from .pack import Pack
+    from jet.containers.pack import Pack
 
     async def serve() -> int:
         state = Path(args.state) if args.state else None
@@ -264,7 +265,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import run
+    from jet.runner import run
 
     app = _app(args)
     problems = check_app(app, _registry(args))
@@ -371,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keepalive", type=int, default=10,
                    help="MQTT keepalive, seconds: a dead pack is reported offline by its"
                    " will within 1.5 times this")
-    from .web.cli import add_web_parser
+    from jet.web.cli import add_web_parser
 
     add_web_parser(sub)
     with contextlib.suppress(ImportError):

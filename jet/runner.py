@@ -10,13 +10,13 @@ from typing import Any
 
 import attrs
 
-from . import broker
-from .client import Session
-from .embedded import Flavour, embedded_broker
-from .loader import Loader
-from .model import AppDef
-from .pack import Pack
-from .registry import Registry
+from jet.containers.pack import Pack
+from jet.definition.model import AppDef
+from jet.embedded import Flavour, embedded_broker
+from jet.loader import Loader
+from jet.runtime.registry import Registry
+from jet.transport import broker
+from jet.transport.client import Session
 
 log = logging.getLogger("jet.run")
 
@@ -36,7 +36,7 @@ def without_containers(app: AppDef, kinds: set[str]) -> AppDef:
 
 def _simulate_hook() -> SimulateHook | None:
     try:
-        from jet_rf12.runner import simulate  # the hub driver is an optional part
+        from jet_rf12.runner import simulate
     except ImportError:
         return None
     return simulate
@@ -71,7 +71,7 @@ async def running(
                 skipped.add("node")
                 progress("node circuits skipped: add --simulate to run them on simulated radios")
         if any(c.container == "web" for c in app.circuits) or web:
-            from .web import serving
+            from jet.web import serving
 
             page = await stack.enter_async_context(serving(url, port=web_port))
             progress(f"web page {page}")

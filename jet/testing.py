@@ -14,8 +14,8 @@
                 assert await h.wait_for("out", 3) == [0, 1, 2]
         asyncio.run(main())
 
-The harness builds the gadget the way a pack does (``jet.gadget.instantiate``,
-so parameter errors are the same one-line :class:`~jet.gadget.GadgetError`),
+The harness builds the gadget the way a pack does (``jet.runtime.gadget.instantiate``,
+so parameter errors are the same one-line :class:`~jet.runtime.gadget.GadgetError`),
 installs an emitter that records every output, and delivers values to input
 handlers.  Async handlers are awaited one at a time, in call order, as the
 runtime does.  Gadgets that use timers (``Delay``, ``RateLimit``) need a
@@ -30,7 +30,7 @@ import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic, TypeVar
 
-from .gadget import Gadget, GadgetError, input_names, instantiate, output_names
+from jet.runtime.gadget import Gadget, GadgetError, input_names, instantiate, output_names
 
 __all__ = ["Harness"]
 

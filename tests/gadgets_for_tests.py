@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from jet.gadget import Gadget, PortSpec
+from jet.runtime.gadget import Gadget, PortSpec
 
 MODULE = "tests.gadgets_for_tests"
 

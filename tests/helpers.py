@@ -7,8 +7,8 @@ import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
-from jet import broker, codec
-from jet.mqtt import Link
+from jet.transport import broker, codec
+from jet.transport.link import Link
 
 
 def run(coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from jet.check import Problem, check_app, compatible
 from jet.cli import main
-from jet.model import AppDef, CircuitDef, GadgetDef, PortRef, WireDef
-from jet.ports import Ports, ports_of
-from jet.registry import Registry, UnknownGadgetType
-from jet.webcatalog import WEB_GADGETS, WebGadgetSpec
-from jet.yamlfile import load_app, loads_app
+from jet.definition.check import Problem, check_app, compatible
+from jet.definition.files import load_app, loads_app
+from jet.definition.model import AppDef, CircuitDef, GadgetDef, PortRef, WireDef
+from jet.definition.ports import Ports, ports_of
+from jet.definition.webcatalog import WEB_GADGETS, WebGadgetSpec
+from jet.runtime.registry import Registry, UnknownGadgetType
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"

@@ -9,7 +9,7 @@ import pytest
 from cli_helpers import REPO, jet, jet_background, read_until, stop
 from helpers import Collector, link, run
 
-from jet import codec
+from jet.transport import codec
 
 APP = """
 app: pair

@@ -20,12 +20,12 @@ from cli_helpers import jet_background, stop
 from conftest import FAULT_REPORT, Mosquitto
 from helpers import Collector, run
 
-from jet import broker, codec
-from jet.client import Session
+from jet.containers.pack import Pack
+from jet.definition.files import load_app
 from jet.loader import Loader
-from jet.mqtt import Link
-from jet.pack import Pack
-from jet.yamlfile import load_app
+from jet.transport import broker, codec
+from jet.transport.client import Session
+from jet.transport.link import Link
 
 APP = """
 app: relay

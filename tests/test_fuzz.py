@@ -36,13 +36,14 @@ from helpers import Collector
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from jet import broker, codec, conf
-from jet.check import check_app
-from jet.client import CommandFailed, Session
-from jet.mqtt import Link
-from jet.pack import Pack
-from jet.registry import Registry
-from jet.yamlfile import CircuitFileError, load_app, loads_app
+from jet.containers import conf
+from jet.containers.pack import Pack
+from jet.definition.check import check_app
+from jet.definition.files import CircuitFileError, load_app, loads_app
+from jet.runtime.registry import Registry
+from jet.transport import broker, codec
+from jet.transport.client import CommandFailed, Session
+from jet.transport.link import Link
 
 T = TypeVar("T")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from jet.graph import app_graph, draw_app
-from jet.model import AppDef, CircuitDef, GadgetDef
-from jet.yamlfile import load_app, loads_app
+from jet.definition.files import load_app, loads_app
+from jet.definition.graph import app_graph, draw_app
+from jet.definition.model import AppDef, CircuitDef, GadgetDef
 
 REPO = Path(__file__).resolve().parent.parent
 HEATER = REPO / "circuits" / "heater.yaml"

@@ -7,12 +7,12 @@ from typing import Any
 
 from helpers import Collector, link, run
 
-from jet import broker
-from jet.client import Session
+from jet.containers.pack import Pack
+from jet.definition.files import load_app
+from jet.definition.model import PortRef, circuit_from_msgpack, circuit_to_msgpack
 from jet.loader import Loader
-from jet.model import PortRef, circuit_from_msgpack, circuit_to_msgpack
-from jet.pack import Pack
-from jet.yamlfile import load_app
+from jet.transport import broker
+from jet.transport.client import Session
 
 APP = """
 app: nested

@@ -18,7 +18,7 @@ import msgpack
 import pytest
 from conftest import Mosquitto
 
-from jet.codec import encode
+from jet.transport.codec import encode
 from jet_rf12 import BoilerNode, DeclaredNode, DongleSpec, Hub, NodeSim, parse_port
 from jet_rf12.payload import PortCodec
 from jet_rf12.rf12demo import HDR_CTL

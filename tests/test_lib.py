@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jet.lib
-from jet.gadget import Gadget, GadgetError, input_names, instantiate, output_names
 from jet.lib import (
     ChangeOnly,
     Clamp,
@@ -32,7 +31,8 @@ from jet.lib import (
     Ticker,
     TimeSeries,
 )
-from jet.registry import Registry
+from jet.runtime.gadget import Gadget, GadgetError, input_names, instantiate, output_names
+from jet.runtime.registry import Registry
 from jet.testing import Harness
 
 T = TypeVar("T")

@@ -8,11 +8,11 @@ from typing import Any
 
 from helpers import Collector, link, run
 
-from jet import broker, codec
-from jet.client import CommandFailed, Session
+from jet.containers.pack import Pack
+from jet.definition.files import load_app
 from jet.loader import Loader
-from jet.pack import Pack
-from jet.yamlfile import load_app
+from jet.transport import broker, codec
+from jet.transport.client import CommandFailed, Session
 
 TWO_CIRCUITS = """
 app: pair

@@ -6,7 +6,8 @@ import json
 import re
 from pathlib import Path
 
-from jet import codec, conf
+from jet.containers import conf
+from jet.transport import codec
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 PAIR = re.compile(r"^value:\s+(.*)\nmsgpack:\s+([0-9a-f ]+)$", re.MULTILINE)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jet.codec import PayloadError, decode, encode
+from jet.transport.codec import PayloadError, decode, encode
 from jet_rf12.payload import MSGPACK, PortCodec, codec_from_params
 from jet_rf12.tags import (
     CONF_GADGET,

@@ -19,11 +19,11 @@ from cli_helpers import REPO, jet, jet_argv
 from helpers import Collector, run
 from tls_helpers import Certs, SecureMosquitto, password_file
 
-from jet import broker, codec
-from jet.client import CommandFailed, Session
-from jet.mqtt import Link
-from jet.pack import Pack
-from jet.registry import Registry
+from jet.containers.pack import Pack
+from jet.runtime.registry import Registry
+from jet.transport import broker, codec
+from jet.transport.client import CommandFailed, Session
+from jet.transport.link import Link
 
 ACL_FILE = REPO / "docs" / "mosquitto-acl.conf"
 

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from helpers import Collector, link, run
 
-from jet import broker, codec
-from jet.client import Session
+from jet.containers.pack import Pack
+from jet.definition.files import load_app
 from jet.loader import Loader
-from jet.pack import Pack
-from jet.registry import Registry
-from jet.yamlfile import load_app
+from jet.runtime.registry import Registry
+from jet.transport import broker, codec
+from jet.transport.client import Session
 
 APP = """
 app: slow

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import attrs
 import pytest
 
-from jet.gadget import Gadget, GadgetError, function_gadget
+from jet.runtime.gadget import Gadget, GadgetError, function_gadget
 from jet.testing import Harness
 
 T = TypeVar("T")

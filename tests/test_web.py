@@ -28,15 +28,15 @@ from web_helpers import browser_page, loaded_app, now, require_chromium
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from jet import broker, codec
-from jet.client import CommandFailed, Session
-from jet.model import circuit_to_msgpack
-from jet.pack import Pack
+from jet.containers.pack import Pack
+from jet.definition.files import load_app
+from jet.definition.model import circuit_to_msgpack
+from jet.transport import broker, codec
+from jet.transport.client import CommandFailed, Session
 from jet.web import serving
 from jet.web.cli import add_web_parser
 from jet.web.jsonvalue import dumps, to_json
 from jet.web.pages import Page
-from jet.yamlfile import load_app
 
 APP = """
 app: plant

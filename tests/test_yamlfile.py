@@ -12,11 +12,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jet.check import check_app
-from jet.model import PortRef, WireDef
-from jet.registry import Registry
-from jet.schema import schema
-from jet.yamlfile import CircuitFileError, _parse, load_app, loads_app
+from jet.definition.check import check_app
+from jet.definition.files import CircuitFileError, _parse, load_app, loads_app
+from jet.definition.model import PortRef, WireDef
+from jet.definition.schema import schema
+from jet.runtime.registry import Registry
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"

@@ -11,12 +11,12 @@ from typing import Any
 import attrs
 import pytest
 
-from jet import broker
-from jet.client import Session
+from jet.containers.pack import Pack
+from jet.definition.files import load_app
 from jet.loader import Loader
-from jet.pack import Pack
+from jet.transport import broker
+from jet.transport.client import Session
 from jet.web import serving
-from jet.yamlfile import load_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 BROWSER_ARGS = [

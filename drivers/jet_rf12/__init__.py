@@ -7,13 +7,13 @@
   the serial line protocol and the node_uid mapping (docs/nodes.md).
 """
 
-from .dongle import DongleSpec, parse_port
-from .hub import Hub
-from .runner import simulate, simulated_hub
-from .sim import NodeSim, SentCommand
-from .sim_nodes import BoilerNode, DeclaredNode, SimNode, default_nodes, nodes_for_circuits
-from .tags import TagError, decode_tag, encode_tag
-from .uid import UidMap, default_uid
+from jet_rf12.dongle import DongleSpec, parse_port
+from jet_rf12.hub import Hub
+from jet_rf12.runner import simulate, simulated_hub
+from jet_rf12.sim import NodeSim, SentCommand
+from jet_rf12.sim_nodes import BoilerNode, DeclaredNode, SimNode, default_nodes, nodes_for_circuits
+from jet_rf12.tags import TagError, decode_tag, encode_tag
+from jet_rf12.uid import UidMap, default_uid
 
 __all__ = [
     "BoilerNode",

@@ -17,13 +17,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from jet.broker import BrokerUrlError, parse
-
-from .dongle import DEFAULT_GROUP, parse_port
-from .hub import DEFAULT_HUB_ID, STATUS_INTERVAL, Hub
-from .sim import NodeSim
-from .sim_nodes import SimConfigError, SimNode, default_nodes, nodes_from_yaml
-from .uid import UidTableError, load_uid_map
+from jet.transport.broker import BrokerUrlError, parse
+from jet_rf12.dongle import DEFAULT_GROUP, parse_port
+from jet_rf12.hub import DEFAULT_HUB_ID, STATUS_INTERVAL, Hub
+from jet_rf12.sim import NodeSim
+from jet_rf12.sim_nodes import SimConfigError, SimNode, default_nodes, nodes_from_yaml
+from jet_rf12.uid import UidTableError, load_uid_map
 
 Subparsers = Any  # argparse's _SubParsersAction is private
 

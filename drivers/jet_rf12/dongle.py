@@ -22,9 +22,8 @@ from typing import Any
 import attrs
 
 from jet.tasks import cancel_all
-
-from .ratelog import RateLimitedLog
-from .rf12demo import (
+from jet_rf12.ratelog import RateLimitedLog
+from jet_rf12.rf12demo import (
     BadPacket,
     DongleConfig,
     Garbage,
@@ -35,7 +34,7 @@ from .rf12demo import (
     is_send_confirmation,
     parse_config,
 )
-from .serial_port import SerialLine, SerialLineError, State
+from jet_rf12.serial_port import SerialLine, SerialLineError, State
 
 log = logging.getLogger("jet.rf12.dongle")
 

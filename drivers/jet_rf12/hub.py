@@ -3,10 +3,10 @@
     async with Hub("mqtt://127.0.0.1:1883", ports=["/dev/ttyUSB0", "/dev/ttyUSB1@100"]):
         ...                          # it runs until the block is left
 
-The hub is a container like a pack (:class:`jet.container.Container`): the
+The hub is a container like a pack (:class:`jet.containers.base.Container`): the
 container ``jet/node/<hub_id>`` with a retained status, an MQTT will, one
 command queue, one reply format and one state file; each node circuit is a
-:class:`jet.boundary.CircuitBoundary` whose body (:class:`NodeBody`) is the
+:class:`jet.containers.boundary.CircuitBoundary` whose body (:class:`NodeBody`) is the
 radio node.  What the hub adds (docs/protocol.md, docs/nodes.md):
 
 - every packet a node sends is published on ``node/<uid>/<gadget>/<output>``
@@ -30,21 +30,26 @@ from typing import Any, Self
 
 import attrs
 
-from jet import address, conf
-from jet.boundary import CircuitBoundary, CommandError
-from jet.broker import Broker, parse
-from jet.codec import PayloadError, encode
-from jet.container import Container, NotOurs
-from jet.model import CircuitDef
-
-from .dongle import DEFAULT_GROUP, Dongle, DongleSpec, parse_port
-from .node_circuit import NodeCircuit, NodeCircuitError, node_from_definition, undeclared_node
-from .node_state import NodeBody
-from .payload import MSGPACK
-from .ratelog import RateLimitedLog
-from .rf12demo import MAX_PAYLOAD, Packet, SendError
-from .tags import CONF_GADGET, CONF_INPUT, TagError, decode_tag, encode_tag
-from .uid import UidMap, load_uid_map
+from jet.containers import conf
+from jet.containers.base import Container, NotOurs
+from jet.containers.boundary import CircuitBoundary, CommandError
+from jet.definition.model import CircuitDef
+from jet.transport import address
+from jet.transport.broker import Broker, parse
+from jet.transport.codec import PayloadError, encode
+from jet_rf12.dongle import DEFAULT_GROUP, Dongle, DongleSpec, parse_port
+from jet_rf12.node_circuit import (
+    NodeCircuit,
+    NodeCircuitError,
+    node_from_definition,
+    undeclared_node,
+)
+from jet_rf12.node_state import NodeBody
+from jet_rf12.payload import MSGPACK
+from jet_rf12.ratelog import RateLimitedLog
+from jet_rf12.rf12demo import MAX_PAYLOAD, Packet, SendError
+from jet_rf12.tags import CONF_GADGET, CONF_INPUT, TagError, decode_tag, encode_tag
+from jet_rf12.uid import UidMap, load_uid_map
 
 log = logging.getLogger("jet.rf12.hub")
 

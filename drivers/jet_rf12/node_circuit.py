@@ -13,11 +13,10 @@ from typing import Any
 
 import attrs
 
-from jet.address import gadget_number
-from jet.model import CircuitDef
-
-from .payload import MSGPACK, PortCodec, codec_from_params
-from .tags import CONF_GADGET, CONF_INPUT, MAX_GADGET, MAX_PORT
+from jet.definition.model import CircuitDef
+from jet.transport.address import gadget_number
+from jet_rf12.payload import MSGPACK, PortCodec, codec_from_params
+from jet_rf12.tags import CONF_GADGET, CONF_INPUT, MAX_GADGET, MAX_PORT
 
 #: Node ids a node may use: 0 is the RF12 broadcast/OOK id, 31 the "any" id.
 MIN_NODE_ID = 1

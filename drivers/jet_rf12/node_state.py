@@ -1,10 +1,10 @@
 """A node circuit's body: what sits behind its ports is a radio node.
 
-The hub hosts each node circuit as a :class:`~jet.boundary.CircuitBoundary`
+The hub hosts each node circuit as a :class:`~jet.containers.boundary.CircuitBoundary`
 like every container does; this body is the node side of it.  A value wired
 into an input is converted for the radio (msgpack, or the declared struct
 codec) and sent through the hub's dongle; what the node sends is published by
-the hub's packet path (:meth:`jet.boundary.CircuitBoundary.publish_payload`),
+the hub's packet path (:meth:`jet.containers.boundary.CircuitBoundary.publish_payload`),
 so nothing of the node is internal: every output is published.
 """
 
@@ -14,12 +14,11 @@ import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
-from jet.boundary import CommandError, Wire, definition_map
-from jet.codec import encode
-from jet.model import CircuitDef
-
-from .node_circuit import NodeCircuit, NodeCircuitError, node_from_definition
-from .ratelog import RateLimitedLog
+from jet.containers.boundary import CommandError, Wire, definition_map
+from jet.definition.model import CircuitDef
+from jet.transport.codec import encode
+from jet_rf12.node_circuit import NodeCircuit, NodeCircuitError, node_from_definition
+from jet_rf12.ratelog import RateLimitedLog
 
 
 class Radio(Protocol):

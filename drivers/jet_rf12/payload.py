@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from jet.codec import PayloadError, decode, encode
+from jet.transport.codec import PayloadError, decode, encode
 
 __all__ = ["MSGPACK", "PayloadError", "PortCodec", "codec_from_params"]
 

@@ -19,13 +19,12 @@ import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 
-from jet.broker import Broker
-from jet.model import AppDef, CircuitDef
-
-from .dongle import DEFAULT_GROUP
-from .hub import DEFAULT_HUB_ID, STATUS_INTERVAL, Hub
-from .sim import NodeSim
-from .sim_nodes import SimNode, default_nodes, nodes_for_circuits
+from jet.definition.model import AppDef, CircuitDef
+from jet.transport.broker import Broker
+from jet_rf12.dongle import DEFAULT_GROUP
+from jet_rf12.hub import DEFAULT_HUB_ID, STATUS_INTERVAL, Hub
+from jet_rf12.sim import NodeSim
+from jet_rf12.sim_nodes import SimNode, default_nodes, nodes_for_circuits
 
 log = logging.getLogger("jet.rf12.run")
 

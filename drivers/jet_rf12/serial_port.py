@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import serial
 
-from .rf12demo import BAUD
+from jet_rf12.rf12demo import BAUD
 
 log = logging.getLogger("jet.rf12.serial")
 

@@ -37,9 +37,8 @@ from typing import Self
 import attrs
 
 from jet.tasks import cancel_all
-
-from .rf12demo import HDR_CTL, MAX_PAYLOAD
-from .sim_nodes import Output, SimNode
+from jet_rf12.rf12demo import HDR_CTL, MAX_PAYLOAD
+from jet_rf12.sim_nodes import Output, SimNode
 
 log = logging.getLogger("jet.rf12.sim")
 

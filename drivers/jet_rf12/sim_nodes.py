@@ -40,11 +40,10 @@ from typing import Any
 import attrs
 import yaml
 
-from jet.codec import PayloadError, decode, encode
-from jet.model import CircuitDef
-
-from .payload import MSGPACK, PortCodec, codec_from_params
-from .tags import CONF_GADGET, CONF_INPUT, TagError, decode_tag, encode_tag
+from jet.definition.model import CircuitDef
+from jet.transport.codec import PayloadError, decode, encode
+from jet_rf12.payload import MSGPACK, PortCodec, codec_from_params
+from jet_rf12.tags import CONF_GADGET, CONF_INPUT, TagError, decode_tag, encode_tag
 
 log = logging.getLogger("jet.rf12.sim")
 

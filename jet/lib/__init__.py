@@ -6,12 +6,12 @@ Each gadget is referenced from circuit files by its dotted name, e.g.
 
 from __future__ import annotations
 
-from .arith import Clamp, Offset, Scale
-from .control import Thermostat, Threshold
-from .flow import ChangeOnly, Counter, Delay, RateLimit
-from .sinks import Logger
-from .sources import Constant, Ticker
-from .stats import MovingAverage, TimeSeries
+from jet.lib.arith import Clamp, Offset, Scale
+from jet.lib.control import Thermostat, Threshold
+from jet.lib.flow import ChangeOnly, Counter, Delay, RateLimit
+from jet.lib.sinks import Logger
+from jet.lib.sources import Constant, Ticker
+from jet.lib.stats import MovingAverage, TimeSeries
 
 __all__ = [
     "ChangeOnly",

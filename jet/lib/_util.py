@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from ..gadget import Gadget
+from jet.runtime.gadget import Gadget
 
 log = logging.getLogger("jet.lib")
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import attrs
 
-from ..gadget import Gadget
-from ._util import log, non_negative, number, number_or_none
+from jet.lib._util import log, non_negative, number, number_or_none
+from jet.runtime.gadget import Gadget
 
 __all__ = ["Thermostat", "Threshold"]
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import attrs
 
-from ..gadget import Gadget
-from ._util import non_negative, positive
+from jet.lib._util import non_negative, positive
+from jet.runtime.gadget import Gadget
 
 __all__ = ["ChangeOnly", "Counter", "Delay", "RateLimit"]
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import attrs
 
-from ..gadget import Gadget
-from ._util import one_of
+from jet.lib._util import one_of
+from jet.runtime.gadget import Gadget
 
 __all__ = ["Logger"]
 

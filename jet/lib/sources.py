@@ -7,8 +7,8 @@ from typing import Any
 
 import attrs
 
-from ..gadget import Gadget
-from ._util import Number, integer_at_least, number, positive
+from jet.lib._util import Number, integer_at_least, number, positive
+from jet.runtime.gadget import Gadget
 
 __all__ = ["Constant", "Ticker"]
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import attrs
 
-from ..gadget import Gadget
-from ._util import integer_at_least, number_or_none, positive
+from jet.lib._util import integer_at_least, number_or_none, positive
+from jet.runtime.gadget import Gadget
 
 __all__ = ["MovingAverage", "TimeSeries"]
 

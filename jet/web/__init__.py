@@ -5,6 +5,6 @@
 the security choices.
 """
 
-from .server import serving
+from jet.web.server import serving
 
 __all__ = ["serving"]

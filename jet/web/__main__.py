@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from .. import broker
-from .cli import add_web_parser
+from jet.transport import broker
+from jet.web.cli import add_web_parser
 
 
 def main(argv: list[str] | None = None) -> int:

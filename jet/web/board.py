@@ -16,12 +16,12 @@ from typing import Any
 
 import attrs
 
-from .. import address, codec
-from ..address import CircuitAddress, UnknownPort
-from ..model import CircuitDef, GadgetDef, circuit_from_msgpack
-from ..ports import ports_of
-from ..registry import Registry
-from .jsonvalue import to_json
+from jet.definition.model import CircuitDef, GadgetDef, circuit_from_msgpack
+from jet.definition.ports import ports_of
+from jet.runtime.registry import Registry
+from jet.transport import address, codec
+from jet.transport.address import CircuitAddress, UnknownPort
+from jet.web.jsonvalue import to_json
 
 __all__ = ["PortAddress", "StatusBoard", "UnknownPort"]
 

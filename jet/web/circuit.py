@@ -2,9 +2,9 @@
 
 The gadgets themselves live in the browser.  What is protocol-facing (wires,
 exports, taps, counters, status) is the circuit's
-:class:`~jet.boundary.CircuitBoundary`, as for every container kind; behind
+:class:`~jet.containers.boundary.CircuitBoundary`, as for every container kind; behind
 its ports the server keeps what the pages need: the definition (checked
-against :data:`jet.webcatalog.WEB_GADGETS`), the recent values of its ports
+against :data:`jet.definition.webcatalog.WEB_GADGETS`), the recent values of its ports
 (so a page opened later shows the same thing as the others), and the relay
 of values to and from the pages.
 """
@@ -18,10 +18,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from .. import address, codec
-from ..boundary import CommandError, Wire, definition_map, split_port
-from ..model import CircuitDef
-from ..webcatalog import WEB_GADGETS, WebGadgetSpec, param_errors
+from jet.containers.boundary import CommandError, Wire, definition_map, split_port
+from jet.definition.model import CircuitDef
+from jet.definition.webcatalog import WEB_GADGETS, WebGadgetSpec, param_errors
+from jet.transport import address, codec
 
 log = logging.getLogger("jet.web")
 

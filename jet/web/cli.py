@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
-from .. import address, broker
+from jet.transport import address, broker
 
 __all__ = ["DEFAULT_PORT", "add_web_parser", "cmd_web"]
 
@@ -16,7 +16,7 @@ DEFAULT_PORT = 8080
 
 def cmd_web(args: argparse.Namespace) -> int:
     """Serve until interrupted; errors (bad URL, port in use) raise for the caller to print."""
-    from .server import serving
+    from jet.web.server import serving
 
     if not address.NAME_RE.match(args.id):
         print(f"jet web: error: id {args.id!r} must match [a-z0-9_-]+", file=sys.stderr)

@@ -17,14 +17,14 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .. import codec
-from ..boundary import CircuitBoundary, CommandError
-from ..broker import Broker
-from ..container import STATS_INTERVAL, Container
-from ..model import CircuitDef
-from .circuit import WebBody
-from .jsonvalue import to_json
-from .pages import Page, Pages
+from jet.containers.base import STATS_INTERVAL, Container
+from jet.containers.boundary import CircuitBoundary, CommandError
+from jet.definition.model import CircuitDef
+from jet.transport import codec
+from jet.transport.broker import Broker
+from jet.web.circuit import WebBody
+from jet.web.jsonvalue import to_json
+from jet.web.pages import Page, Pages
 
 log = logging.getLogger("jet.web")
 
@@ -35,7 +35,7 @@ class PageError(ValueError):
 
 
 class WebContainer(Container):
-    """A container like a pack (see :class:`~jet.container.Container`), whose
+    """A container like a pack (see :class:`~jet.containers.base.Container`), whose
     circuits are drawn by the pages instead of run by Python gadgets."""
 
     kind = "web"

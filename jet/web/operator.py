@@ -13,16 +13,16 @@ import asyncio
 from types import TracebackType
 from typing import Any, Self
 
-from .. import address
-from ..client import CommandFailed, NoReply, Replies
-from ..mqtt import Link, Subscription
-from ..registry import Registry
-from ..tasks import cancel_all
-from .board import StatusBoard, UnknownPort
-from .container import PageError
-from .pages import Page, Pages
-from .taps import TAP_TTL, TapDesk, TapError
-from .wirerates import WireRates
+from jet.runtime.registry import Registry
+from jet.tasks import cancel_all
+from jet.transport import address
+from jet.transport.client import CommandFailed, NoReply, Replies
+from jet.transport.link import Link, Subscription
+from jet.web.board import StatusBoard, UnknownPort
+from jet.web.container import PageError
+from jet.web.pages import Page, Pages
+from jet.web.taps import TAP_TTL, TapDesk, TapError
+from jet.web.wirerates import WireRates
 
 __all__ = ["Operator"]
 

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
-from .jsonvalue import dumps
+from jet.web.jsonvalue import dumps
 
 log = logging.getLogger("jet.web")
 

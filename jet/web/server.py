@@ -28,12 +28,12 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from .. import broker
-from .container import PageError, WebContainer
-from .jsonvalue import to_json
-from .operator import RATE_INTERVAL, Operator
-from .pages import Page, Pages
-from .protocol import MAX_FRAME, FrameError, error_reply, ok_reply, parse
+from jet.transport import broker
+from jet.web.container import PageError, WebContainer
+from jet.web.jsonvalue import to_json
+from jet.web.operator import RATE_INTERVAL, Operator
+from jet.web.pages import Page, Pages
+from jet.web.protocol import MAX_FRAME, FrameError, error_reply, ok_reply, parse
 
 log = logging.getLogger("jet.web")
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import attrs
 
-from .. import address, codec
-from ..client import CommandFailed, NoReply, Replies
-from ..mqtt import Link, Subscription
-from .board import PortAddress, StatusBoard, UnknownPort
-from .jsonvalue import to_json
-from .pages import Page
+from jet.transport import address, codec
+from jet.transport.client import CommandFailed, NoReply, Replies
+from jet.transport.link import Link, Subscription
+from jet.web.board import PortAddress, StatusBoard, UnknownPort
+from jet.web.jsonvalue import to_json
+from jet.web.pages import Page
 
 log = logging.getLogger("jet.web")
 

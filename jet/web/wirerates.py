@@ -12,7 +12,7 @@ import collections
 import time
 from collections.abc import Callable
 
-from ..mqtt import Link, Subscription
+from jet.transport.link import Link, Subscription
 
 __all__ = ["WireRates"]
 

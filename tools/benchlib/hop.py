@@ -31,10 +31,10 @@ from typing import Any
 import msgpack
 import psutil
 
-from jet import address
-from jet import broker as jet_broker
-from jet.client import Session
-from jet.model import CircuitDef, GadgetDef, circuit_to_msgpack
+from jet.definition.model import CircuitDef, GadgetDef, circuit_to_msgpack
+from jet.transport import address
+from jet.transport import broker as jet_broker
+from jet.transport.client import Session
 
 from .common import TOOLS, BenchError, Child, Mosquitto, figure, goal, mosquitto, pack_process
 from .common import percentile as pct

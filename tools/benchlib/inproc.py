@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from jet.model import CircuitDef, GadgetDef, PortRef, WireDef
-from jet.network import Network
-from jet.registry import Registry
+from jet.definition.model import CircuitDef, GadgetDef, PortRef, WireDef
+from jet.runtime.network import Network
+from jet.runtime.registry import Registry
 
 from .common import BenchError, figure, goal
 

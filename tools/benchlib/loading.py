@@ -24,11 +24,11 @@ import sys
 import time
 from typing import Any
 
-from jet import address
-from jet import broker as jet_broker
-from jet.client import Session
+from jet.definition.model import AppDef
 from jet.loader import Loader
-from jet.model import AppDef
+from jet.transport import address
+from jet.transport import broker as jet_broker
+from jet.transport.client import Session
 
 from .common import REPO, BenchError, Child, figure, goal, mosquitto, pack_process, subprocess_env
 from .netmem import small_circuit

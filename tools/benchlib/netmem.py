@@ -16,7 +16,7 @@ from typing import Any
 
 import psutil
 
-from jet.model import CircuitDef, GadgetDef, PortRef, WireDef
+from jet.definition.model import CircuitDef, GadgetDef, PortRef, WireDef
 
 
 def small_circuit(name: str, *, changed: bool = False) -> CircuitDef:
@@ -39,8 +39,8 @@ def _ignore(_gadget: str, _index: int, _value: Any) -> None:
 
 
 def measure(n: int) -> dict[str, Any]:
-    from jet.network import Network
-    from jet.registry import Registry
+    from jet.runtime.network import Network
+    from jet.runtime.registry import Registry
 
     registry = Registry()
     warm = Network(small_circuit("warm"), registry, _ignore, label="warm")  # imports, caches

@@ -12,7 +12,7 @@ __all__ = ["schema"]
 
 @cache
 def _text() -> str:
-    return files("jet").joinpath("schema.json").read_text(encoding="utf-8")
+    return files("jet.definition").joinpath("schema.json").read_text(encoding="utf-8")
 
 
 def schema() -> dict[str, Any]:

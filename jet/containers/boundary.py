@@ -1,13 +1,13 @@
 """The circuit boundary: everything protocol-facing about one hosted circuit.
 
-Whatever runs a circuit (a pack's in-process :class:`~jet.network.Network`,
+Whatever runs a circuit (a pack's in-process :class:`~jet.runtime.network.Network`,
 the pages of a web container, a radio node behind the hub), the MQTT side
 of it is the same, and it is written here once:
 
 - **inputs**: the table of wires, one (input, topic) pair each, made and
   undone idempotently (the loader may repeat a command after a timeout);
   each wire is a subscription on the container's shared
-  :class:`~jet.mqtt.Link`; its QoS, topic filter and queue bound are checked
+  :class:`~jet.transport.link.Link`; its QoS, topic filter and queue bound are checked
   once, here; wires into inputs that a reload removed are pruned;
 - **outputs**: which are published, on which topic and at which QoS — an
   output is published when nothing inside the circuit consumes it, or while
@@ -36,11 +36,11 @@ from typing import Any, Protocol
 
 import attrs
 
-from . import address, codec
-from .inbox import DEFAULT_LIMIT
-from .model import POLICIES, CircuitDef, circuit_to_msgpack
-from .mqtt import Link, Subscription
-from .network import EXTERNAL_POLICY
+from jet.definition.model import POLICIES, CircuitDef, circuit_to_msgpack
+from jet.runtime.inbox import DEFAULT_LIMIT
+from jet.runtime.network import EXTERNAL_POLICY
+from jet.transport import address, codec
+from jet.transport.link import Link, Subscription
 
 log = logging.getLogger("jet.circuit")  # the name operators filter on
 

@@ -1,6 +1,6 @@
 """The in-process graph of one circuit: gadgets joined by direct calls.
 
-A :class:`Network` builds the gadgets of a :class:`~jet.model.CircuitDef`,
+A :class:`Network` builds the gadgets of a :class:`~jet.definition.model.CircuitDef`,
 binds each gadget's emitter to the handlers its outputs are wired to, and
 runs the gadgets' ``run()`` tasks.  Sync handlers are called directly (the
 hot path: no queue, no task); async handlers get a bounded inbox worked by
@@ -24,11 +24,11 @@ from typing import Any
 
 import attrs
 
-from .gadget import Gadget, GadgetError, input_names, instantiate, is_async, output_names
-from .inbox import DEFAULT_LIMIT, Inbox
-from .model import CircuitDef, GadgetDef
-from .registry import Registry, UnknownGadgetType
-from .tasks import cancel_all
+from jet.definition.model import CircuitDef, GadgetDef
+from jet.runtime.gadget import Gadget, GadgetError, input_names, instantiate, is_async, output_names
+from jet.runtime.inbox import DEFAULT_LIMIT, Inbox
+from jet.runtime.registry import Registry, UnknownGadgetType
+from jet.tasks import cancel_all
 
 log = logging.getLogger("jet.network")
 

@@ -1,6 +1,6 @@
 """One MQTT connection shared by everything in a process, kept alive for it.
 
-:class:`Link` wraps a :class:`~jet.connection.Connection` (aiomqtt and paho)
+:class:`Link` wraps a :class:`~jet.transport.connection.Connection` (aiomqtt and paho)
 with what a container needs and aiomqtt leaves to its users: reconnect
 with backoff, a persistent session re-established after every reconnect,
 subscriptions counted per topic (two circuits wired to the same output share
@@ -28,10 +28,10 @@ from typing import Self
 import aiomqtt
 import attrs
 
-from . import address
-from .broker import Broker
-from .connection import PUBLISH_NO_CONN, PUBLISH_OK, Connection, Will
-from .tasks import cancel_all
+from jet.tasks import cancel_all
+from jet.transport import address
+from jet.transport.broker import Broker
+from jet.transport.connection import PUBLISH_NO_CONN, PUBLISH_OK, Connection, Will
 
 __all__ = [
     "OUTBOX_LIMIT",

@@ -285,7 +285,7 @@ class UnknownPort(LookupError):
 
 
 class GadgetLike(Protocol):
-    """What the naming rule needs of a gadget (a :class:`jet.model.GadgetDef`)."""
+    """What the naming rule needs of a gadget (a :class:`jet.definition.model.GadgetDef`)."""
 
     @property
     def name(self) -> str: ...

@@ -15,7 +15,7 @@ from importlib.metadata import EntryPoint, entry_points
 
 import attrs
 
-from .gadget import Gadget
+from jet.runtime.gadget import Gadget
 
 DEFAULT_ALLOW: tuple[str, ...] = ("jet.lib",)
 ENTRY_POINT_GROUP = "jet.gadgets"

@@ -4,8 +4,8 @@
         await pack.serve_forever()
 
 Everything a container does with commands, status and state files is in
-:class:`~jet.container.Container`, and everything protocol-facing about a
-circuit in :class:`~jet.boundary.CircuitBoundary`; a pack adds what is its
+:class:`~jet.containers.base.Container`, and everything protocol-facing about a
+circuit in :class:`~jet.containers.boundary.CircuitBoundary`; a pack adds what is its
 own: behind each circuit's ports a :class:`NetworkBody`, the in-process
 graph of Python gadgets built from the pack's allow list.
 """
@@ -18,19 +18,19 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import codec
-from .boundary import CommandError, Wire, definition_map, split_port
-from .broker import Broker
-from .container import STATS_INTERVAL, Container
-from .model import CircuitDef
-from .network import Network, OnEmit
-from .registry import Registry
+from jet.containers.base import STATS_INTERVAL, Container
+from jet.containers.boundary import CommandError, Wire, definition_map, split_port
+from jet.definition.model import CircuitDef
+from jet.runtime.network import Network, OnEmit
+from jet.runtime.registry import Registry
+from jet.transport import codec
+from jet.transport.broker import Broker
 
 log = logging.getLogger("jet.pack")
 
 
 class NetworkBody:
-    """A pack circuit's body: a :class:`~jet.network.Network` of Python gadgets.
+    """A pack circuit's body: a :class:`~jet.runtime.network.Network` of Python gadgets.
 
     Reload builds the new network completely (gadgets whose definition is
     unchanged keep their instance and state), drains the old one, then swaps

@@ -1,7 +1,7 @@
 """The ports of a gadget, whatever kind of gadget it is.
 
-* pack gadgets: the Python class the :class:`~jet.registry.Registry` resolves;
-* web gadgets: :data:`jet.webcatalog.WEB_GADGETS`;
+* pack gadgets: the Python class the :class:`~jet.runtime.registry.Registry` resolves;
+* web gadgets: :data:`jet.definition.webcatalog.WEB_GADGETS`;
 * node gadgets: the ``inputs``/``outputs`` declared in the circuit file
   (with optional types in ``params["types"]``);
 * sub-circuit gadgets (a type naming a key of ``circuit.subcircuits``): the
@@ -15,10 +15,10 @@ from collections.abc import Mapping
 import attrs
 import networkx as nx
 
-from .gadget import input_names, output_names, port_types
-from .model import CircuitDef, GadgetDef
-from .registry import Registry, UnknownGadgetType
-from .webcatalog import WEB_GADGETS
+from jet.definition.model import CircuitDef, GadgetDef
+from jet.definition.webcatalog import WEB_GADGETS
+from jet.runtime.gadget import input_names, output_names, port_types
+from jet.runtime.registry import Registry, UnknownGadgetType
 
 __all__ = ["NODE_TYPES", "Ports", "ports_of"]
 
@@ -40,7 +40,7 @@ class Ports:
 def ports_of(gadget: GadgetDef, circuit: CircuitDef, registry: Registry) -> Ports:
     """The ports of ``gadget`` inside ``circuit``.
 
-    Raises :class:`~jet.registry.UnknownGadgetType` (a ``LookupError``) with a
+    Raises :class:`~jet.runtime.registry.UnknownGadgetType` (a ``LookupError``) with a
     one-line message when the type cannot be resolved.
     """
     return _ports(gadget, circuit, registry, ())

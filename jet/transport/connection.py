@@ -9,7 +9,7 @@ packet queued.  The ways around them need private attributes; each such line
 says ``# reach:`` and why, so a new aiomqtt or paho release is checked here
 (tests/test_faults.py and tests/test_pack.py pin the behaviour relied on).
 
-Reconnecting, routing, retrying and acknowledging are :class:`jet.mqtt.Link`'s.
+Reconnecting, routing, retrying and acknowledging are :class:`jet.transport.link.Link`'s.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import aiomqtt
 import attrs
 import paho.mqtt.client as mqtt
 
-from .broker import Broker
+from jet.transport.broker import Broker
 
 READ_BURST = 64  # packets read per socket wake-up, at most
 

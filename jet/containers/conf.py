@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from . import address, codec
+from jet.transport import address, codec
 
 _ANY = object
 

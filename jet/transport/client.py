@@ -16,9 +16,9 @@ import os
 from types import TracebackType
 from typing import Any, Self
 
-from . import address, codec
-from .broker import Broker
-from .mqtt import Link, Subscription
+from jet.transport import address, codec
+from jet.transport.broker import Broker
+from jet.transport.link import Link, Subscription
 
 REPLY_TIMEOUT = 5.0
 
@@ -32,7 +32,7 @@ class NoReply(TimeoutError):
 
 
 class Replies:
-    """Commands with replies over a :class:`~jet.mqtt.Link` someone else opened.
+    """Commands with replies over a :class:`~jet.transport.link.Link` someone else opened.
 
     :meth:`start` subscribes to the reply topic (``jet/reply/<client id>`` unless told
     otherwise); :meth:`request` sends a command with an ``id`` and ``reply_to`` and waits

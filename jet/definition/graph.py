@@ -1,6 +1,6 @@
 """The graph of an app: one builder for ``jet check`` and ``jet graph``.
 
-:func:`app_graph` turns an :class:`~jet.model.AppDef` into a networkx
+:func:`app_graph` turns an :class:`~jet.definition.model.AppDef` into a networkx
 ``MultiDiGraph`` whose nodes are ``(circuit, gadget)`` pairs and whose edges
 are wires; :func:`draw_app` draws it to an SVG or PNG file with matplotlib
 (no system graphviz needed).
@@ -14,7 +14,7 @@ from typing import Any
 
 import networkx as nx
 
-from .model import AppDef, CircuitDef, GadgetDef, PortRef, WireDef
+from jet.definition.model import AppDef, CircuitDef, GadgetDef, PortRef, WireDef
 
 __all__ = ["app_graph", "draw_app", "wire_ends"]
 

@@ -1,4 +1,4 @@
-"""Circuit files (YAML) -> :class:`jet.model.AppDef`, with file:line in every error.
+"""Circuit files (YAML) -> :class:`jet.definition.model.AppDef`, with file:line in every error.
 
 The text is parsed by PyYAML into a node tree (``compose``), whose marks give
 the line of every key and item.  The tree is turned into plain data while a
@@ -31,8 +31,16 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
-from .model import POLICIES, AppDef, CircuitDef, Container, GadgetDef, PortRef, WireDef
-from .schema import schema
+from jet.definition.model import (
+    POLICIES,
+    AppDef,
+    CircuitDef,
+    Container,
+    GadgetDef,
+    PortRef,
+    WireDef,
+)
+from jet.definition.schema import schema
 
 __all__ = ["CircuitFileError", "load_app", "loads_app"]
 

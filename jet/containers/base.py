@@ -3,7 +3,7 @@
 A container (a pack, the web server, the radio hub) owns one MQTT link with
 a will on ``jet/<type>/<id>/status``; answers ``jet/<type>/<id>/conf`` and
 each ``<type>/<circuit>/conf`` one command at a time in arrival order; keeps
-a :class:`~jet.boundary.CircuitBoundary` per hosted circuit; publishes a
+a :class:`~jet.containers.boundary.CircuitBoundary` per hosted circuit; publishes a
 retained status for itself and each circuit (only when it changed, and at a
 bounded rate), and each circuit's definition once per load or reload on
 ``<type>/<circuit>/definition``; keeps its circuits in a state file when
@@ -32,13 +32,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-from . import address, codec, conf
-from .boundary import Body, CircuitBoundary, CommandError
-from .broker import Broker
-from .model import CircuitDef, circuit_from_msgpack
-from .mqtt import Link, Subscription, Will
-from .network import BuildError
-from .tasks import cancel_all
+from jet.containers import conf
+from jet.containers.boundary import Body, CircuitBoundary, CommandError
+from jet.definition.model import CircuitDef, circuit_from_msgpack
+from jet.runtime.network import BuildError
+from jet.tasks import cancel_all
+from jet.transport import address, codec
+from jet.transport.broker import Broker
+from jet.transport.link import Link, Subscription, Will
 
 STATS_INTERVAL = 5.0
 

@@ -1,0 +1,13 @@
+"""The transport: MQTT, payloads and names.
+
+:class:`Link` is a process's one MQTT connection (routing, outbox,
+acknowledgement after handling) over :mod:`.connection`, the one adapter that
+reaches into aiomqtt and paho; :mod:`.codec` is msgpack with limits;
+:mod:`.address` builds and parses every topic; :mod:`.broker` parses broker
+URLs; :class:`Session` (:mod:`.client`) sends commands and waits for replies.
+"""
+
+from .client import CommandFailed, NoReply, Session
+from .link import Link, Subscription, Will
+
+__all__ = ["CommandFailed", "Link", "NoReply", "Session", "Subscription", "Will"]

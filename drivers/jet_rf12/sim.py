@@ -61,7 +61,11 @@ class SentCommand:
 
 
 class NodeSim:
-    """A simulated JeeLink on a pty, with simulated nodes behind it."""
+    """A simulated JeeLink on a pty, with simulated nodes behind it.
+
+    ``async with NodeSim(...)`` plugs it in (the pty exists, the nodes run);
+    leaving the block (or :meth:`close`) stops the nodes and unplugs it.
+    """
 
     def __init__(
         self,

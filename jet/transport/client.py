@@ -38,7 +38,7 @@ class Replies:
     otherwise); :meth:`request` sends a command with an ``id`` and ``reply_to`` and waits
     for the reply carrying that id: its ``result`` when ``ok``, else :class:`CommandFailed`
     with the container's error, or :class:`NoReply` when none comes within the timeout.
-    Replies nobody waits for (late, unknown id, unreadable) are dropped.  :meth:`close`
+    Replies nobody waits for (late, unknown id, unreadable) are dropped.  :meth:`stop`
     unsubscribes and cancels the requests still waiting.
 
     ``wait_sent``: a request first waits until the link has handed over everything queued
@@ -68,9 +68,11 @@ class Replies:
         self._sub: Subscription | None = None
 
     async def start(self) -> None:
+        """Subscribe the reply topic; requests can be made from here on."""
         self._sub = await self.link.subscribe(self.reply_topic, 1, self._on_reply)
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
+        """Unsubscribe; a request still waiting is cancelled."""
         if self._sub is not None:
             await self.link.unsubscribe(self._sub)
             self._sub = None

@@ -31,6 +31,13 @@ RATE_INTERVAL = 2.0
 
 
 class Operator:
+    """The operator view's MQTT side, on the web container's link.
+
+    ``async with Operator(link, pages)`` subscribes to every status and
+    definition and starts the board, rate and tap tasks; leaving the block
+    stops them and unsubscribes.
+    """
+
     def __init__(
         self,
         link: Link,
@@ -77,7 +84,7 @@ class Operator:
         await self.rates.watch(set())
         for sub in self._subs:
             await self.link.unsubscribe(sub)
-        await self.requester.close()
+        await self.requester.stop()
 
     # -- pushing to pages ----------------------------------------------------------------
 

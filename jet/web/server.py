@@ -96,6 +96,12 @@ def _refusal(status: int, reason: str, text: str) -> Response:
 
 
 class PageServer:
+    """HTTP for the static page and one WebSocket per page, bound to 127.0.0.1 by default.
+
+    ``async with PageServer(...)`` listens (:attr:`url` is then known);
+    leaving the block closes every page and stops listening.
+    """
+
     def __init__(
         self,
         container: WebContainer,

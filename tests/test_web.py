@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from jet.containers.pack import Pack
 from jet.definition.files import load_app
 from jet.definition.model import circuit_to_msgpack
+from jet.loader import Loader
 from jet.transport import broker, codec
 from jet.transport.client import CommandFailed, Session
 from jet.web import serving
@@ -143,6 +144,88 @@ def test_chart_gets_points_and_slider_reaches_the_pack(mosquitto: Any, tmp_path:
 
 
 # -- operator view ------------------------------------------------------------------------------
+
+
+HEATER = """
+app: heater
+circuits:
+  control:
+    container: pack
+    gadgets:
+      thermostat: {type: jet.lib.Thermostat, params: {setpoint: 55.0, hysteresis: 2.0}}
+  panel:
+    container: web
+    gadgets:
+      setpoint: {type: web.Slider, params: {min: 30, max: 80, value: 55}}
+wires:
+  - panel.setpoint.value -> control.thermostat.setpoint
+"""
+
+
+def test_heater_slider_starts_at_the_thermostat_setpoint() -> None:
+    app = load_app(REPO / "circuits" / "heater.yaml")
+    panel, control = app.circuit("panel"), app.circuit("control")
+    assert panel is not None and control is not None
+    slider, thermostat = panel.gadget("setpoint"), control.gadget("thermostat")
+    assert slider is not None and thermostat is not None
+    assert slider.params["value"] == thermostat.params["setpoint"]
+
+
+def test_slider_shows_the_value_in_force_also_after_restarts(
+    mosquitto: Any, tmp_path: Path
+) -> None:
+    """First its `value`; once moved, its retained output, which a restarted
+    web container shows and a restarted thermostat gets."""
+    require_chromium()
+    path = tmp_path / "app.yaml"
+    path.write_text(HEATER)
+    app = load_app(path)
+    panel = app.circuit("panel")
+    assert panel is not None
+    slider_css = '[data-gadget="panel.setpoint"] input[type=range]'
+    shown_css = '[data-gadget="panel.setpoint"] output'
+
+    async def scenario() -> None:
+        async with (
+            Pack(broker.parse(mosquitto.url), "default", stats_interval=0.5),
+            Session(broker.parse(mosquitto.url), name="webtest") as session,
+            link(mosquitto.url, "webtest-watch") as watcher,
+            browser_page(tmp_path, "heater") as page,
+        ):
+            seen = await Collector(watcher).watch("web/panel/setpoint/0")
+            await seen.watch("pack/control/thermostat/0")
+            loader = Loader(session)
+            async with serving(mosquitto.url, connect_timeout=5.0) as url:
+                await loader.load(app)
+                await page.goto(url)
+                slider = page.locator(slider_css)
+                await slider.wait_for()
+                assert await slider.input_value() == "55"  # not min (30)
+                assert await page.locator(shown_css).text_content() == "55"
+                await page.fill(slider_css, "62")
+                await seen.wait_for(lambda c: 62 in c.values("web/panel/setpoint/0"))
+
+            # a restarted web container, loading the panel again, shows 62
+            async with serving(mosquitto.url, connect_timeout=5.0) as url:
+                load = {
+                    "cmd": "load",
+                    "definition": circuit_to_msgpack(panel),
+                    "exports": {"setpoint.value": ["control.thermostat.setpoint"]},
+                }
+                await session.request("jet/web/web/conf", load)
+                await page.goto(url)
+                await page.locator(shown_css).filter(has_text="62").wait_for()
+                assert await page.locator(slider_css).input_value() == "62"
+
+                # a thermostat loaded again gets 62 as its setpoint: 58 is cold
+                await loader.unload_id("control")
+                await loader.reload(app)
+                await session.request(
+                    "pack/control/conf", {"cmd": "inject", "input": "thermostat.temp", "value": 58}
+                )
+                await seen.wait_for(lambda c: c.values("pack/control/thermostat/0") == [True])
+
+    run(scenario())
 
 
 def test_operator_view_shows_live_status_graph_and_rates(mosquitto: Any, tmp_path: Path) -> None:

@@ -194,6 +194,9 @@ class CircuitBoundary:
         self._topics: dict[str, list[str]] = {}
         self._publish: dict[str, list[bool]] = {}
         self._qos: dict[str, list[int]] = {}
+        #: (gadget, output index) whose values are state, published retained (set by
+        #: the container: a web slider's or switch's, jet/web/retained.py)
+        self.retained: set[tuple[str, int]] = set()
         self.refresh_outputs()
 
     @property
@@ -234,7 +237,8 @@ class CircuitBoundary:
             self.bad_payloads += 1
             return
         if self.link.publish_nowait(
-            self._topics[gadget][index], payload, qos=self._qos[gadget][index]
+            self._topics[gadget][index], payload, qos=self._qos[gadget][index],
+            retain=(gadget, index) in self.retained,
         ):
             self.published += 1
 

@@ -23,11 +23,17 @@ def _frozen_map(value: Mapping[str, Any]) -> Mapping[str, Any]:
 
 @attrs.frozen
 class WebGadgetSpec:
-    """Ports and parameters (name -> default) of one web gadget type."""
+    """Ports and parameters (name -> default) of one web gadget type.
+
+    ``state``: the outputs are a value in force (a setpoint, an on/off), not
+    events: the web container publishes them retained and, loading the
+    circuit, shows their retained value (jet/web/retained.py, docs/web.md).
+    """
 
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     params: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map)
+    state: bool = False
 
 
 #: ``label`` (the caption shown on the page; empty = the gadget's name) is
@@ -38,10 +44,12 @@ WEB_GADGETS: dict[str, WebGadgetSpec] = {
     "web.Label": WebGadgetSpec(inputs=("in",), params={"label": ""}),
     "web.Slider": WebGadgetSpec(
         outputs=("value",),
-        # value None: the slider starts at ``min``
+        # value: what the slider shows until its output has a (retained) value;
+        # None: ``min``
         params={"label": "", "min": 0.0, "max": 100.0, "step": 1.0, "value": None},
+        state=True,
     ),
-    "web.Switch": WebGadgetSpec(outputs=("value",), params={"label": ""}),
+    "web.Switch": WebGadgetSpec(outputs=("value",), params={"label": ""}, state=True),
     "web.Button": WebGadgetSpec(outputs=("press",), params={"label": ""}),
 }
 

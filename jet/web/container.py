@@ -25,6 +25,7 @@ from jet.transport.broker import Broker
 from jet.web.circuit import WebBody
 from jet.web.jsonvalue import to_json
 from jet.web.pages import Page, Pages
+from jet.web.retained import read_back, state_outputs
 
 log = logging.getLogger("jet.web")
 
@@ -84,6 +85,22 @@ class WebContainer(Container):
         assert isinstance(body, WebBody)
         return body
 
+    # The value in force of each control: its retained output (jet/web/retained.py).
+    async def load(
+        self,
+        definition: CircuitDef,
+        *,
+        app: str = "",
+        exports: Mapping[str, Any] | None = None,
+        start: bool = True,
+        args: Mapping[str, Any] | None = None,
+    ) -> CircuitBoundary:
+        circuit = await super().load(
+            definition, app=app, exports=exports, start=start, args=args
+        )
+        await read_back(self.link, circuit, self._body(circuit), self._relay_output)
+        return circuit
+
     def _presence_extra(self) -> dict[str, Any]:
         pages = getattr(self, "pages", None)
         return {"url": getattr(self, "url", ""), "pages": len(pages) if pages else 0}
@@ -92,7 +109,9 @@ class WebContainer(Container):
         if what == "unload":
             self.pages.broadcast({"op": "circuit_gone", "id": circuit_id})
         elif what in ("load", "start", "reload"):
-            self._show(self.circuits[circuit_id])
+            circuit = self.circuits[circuit_id]
+            circuit.retained = state_outputs(self._body(circuit))  # jet/web/retained.py
+            self._show(circuit)
 
     def set_url(self, url: str) -> None:
         self.url = url

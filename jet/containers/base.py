@@ -144,6 +144,10 @@ class Container:
     async def _other_command(self, circuit: CircuitBoundary, command: conf.Command) -> Any:
         raise CommandError(f"unknown command {command.name!r}")
 
+    async def _loaded(self, circuit: CircuitBoundary) -> None:
+        """Work a kind does once a circuit is loaded (the web container reads back
+        its controls' retained values)."""
+
     def _presence_extra(self) -> dict[str, Any]:
         return {}
 
@@ -361,6 +365,7 @@ class Container:
             self._announce()
         self._save()
         self._changed(circuit.id, "load")
+        await self._loaded(circuit)
         self.log.info("loaded circuit %s (%d gadgets)", circuit.id, len(definition.gadgets))
         return circuit
 

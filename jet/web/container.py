@@ -85,21 +85,9 @@ class WebContainer(Container):
         assert isinstance(body, WebBody)
         return body
 
-    # The value in force of each control: its retained output (jet/web/retained.py).
-    async def load(
-        self,
-        definition: CircuitDef,
-        *,
-        app: str = "",
-        exports: Mapping[str, Any] | None = None,
-        start: bool = True,
-        args: Mapping[str, Any] | None = None,
-    ) -> CircuitBoundary:
-        circuit = await super().load(
-            definition, app=app, exports=exports, start=start, args=args
-        )
+    async def _loaded(self, circuit: CircuitBoundary) -> None:
+        # The value in force of each control: its retained output (jet/web/retained.py).
         await read_back(self.link, circuit, self._body(circuit), self._relay_output)
-        return circuit
 
     def _presence_extra(self) -> dict[str, Any]:
         pages = getattr(self, "pages", None)

@@ -15,14 +15,14 @@ from typing import Any
 import attrs
 import yaml
 
-from jet import __version__
+from jet import __version__, address
 from jet.definition.check import check_app
 from jet.definition.files import CircuitFileError, load_app
 from jet.definition.model import AppDef, CircuitDef, GadgetDef, circuit_from_msgpack
 from jet.definition.ports import ports_of
 from jet.loader import Loader, LoadError
 from jet.runtime.registry import Registry
-from jet.transport import address, broker, codec
+from jet.transport import broker, codec
 from jet.transport.client import CommandFailed, NoReply, Session
 
 log = logging.getLogger("jet.cli")

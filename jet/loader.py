@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from jet import address
+from jet.address import CircuitAddress
 from jet.definition.check import check_app
 from jet.definition.model import AppDef, CircuitDef, PortRef, WireDef, circuit_to_msgpack
 from jet.definition.ports import ports_of
 from jet.runtime.registry import Registry
-from jet.transport import address
-from jet.transport.address import CircuitAddress
 from jet.transport.client import Session
 
 

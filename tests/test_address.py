@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import attrs
 import pytest
 
+from jet import address
+from jet.address import CircuitAddress, Topic
 from jet.definition.model import CircuitDef, GadgetDef
-from jet.transport import address
-from jet.transport.address import CircuitAddress, Topic
 
 
 @pytest.mark.parametrize(

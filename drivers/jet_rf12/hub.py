@@ -30,11 +30,11 @@ from typing import Any, Self
 
 import attrs
 
+from jet import address
 from jet.containers import conf
 from jet.containers.base import Container, NotOurs
 from jet.containers.boundary import CircuitBoundary, CommandError
 from jet.definition.model import CircuitDef
-from jet.transport import address
 from jet.transport.broker import Broker, parse
 from jet.transport.codec import PayloadError, encode
 from jet_rf12.dongle import DEFAULT_GROUP, Dongle, DongleSpec, parse_port

@@ -13,8 +13,8 @@ from typing import Any
 
 import attrs
 
+from jet.address import gadget_number
 from jet.definition.model import CircuitDef
-from jet.transport.address import gadget_number
 from jet_rf12.payload import MSGPACK, PortCodec, codec_from_params
 from jet_rf12.tags import CONF_GADGET, CONF_INPUT, MAX_GADGET, MAX_PORT
 

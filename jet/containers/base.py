@@ -32,12 +32,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
+from jet import address
 from jet.containers import conf
 from jet.containers.boundary import Body, CircuitBoundary, CommandError
 from jet.definition.model import CircuitDef, circuit_from_msgpack
 from jet.runtime.network import BuildError
 from jet.tasks import cancel_all
-from jet.transport import address, codec
+from jet.transport import codec
 from jet.transport.broker import Broker
 from jet.transport.link import Link, Subscription, Will
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import attrs
 
-from jet.transport import address, codec
+from jet import address
+from jet.transport import codec
 
 _ANY = object
 

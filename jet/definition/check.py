@@ -14,13 +14,13 @@ from typing import Any
 import attrs
 import networkx as nx
 
+from jet import address
 from jet.definition.graph import app_graph, wire_ends
 from jet.definition.model import AppDef, CircuitDef, GadgetDef, PortRef, WireDef
 from jet.definition.ports import NODE_TYPES, Ports, ports_of
 from jet.definition.webcatalog import param_errors
 from jet.runtime.gadget import GadgetError, instantiate
 from jet.runtime.registry import Registry, UnknownGadgetType
-from jet.transport import address
 
 __all__ = ["Problem", "check_app"]
 

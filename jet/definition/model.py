@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import attrs
 
-from jet.transport import address
-from jet.transport.address import NAME_RE
+from jet import address
+from jet.address import NAME_RE
 
 Container = Literal["pack", "node", "web"]
 CONTAINERS: tuple[Container, ...] = ("pack", "node", "web")

@@ -1,10 +1,10 @@
-"""The transport: MQTT, payloads and names.
+"""The transport: MQTT and payloads.
 
 :class:`Link` is a process's one MQTT connection (routing, outbox,
 acknowledgement after handling) over :mod:`.connection`, the one adapter that
 reaches into aiomqtt and paho; :mod:`.codec` is msgpack with limits;
-:mod:`.address` builds and parses every topic; :mod:`.broker` parses broker
-URLs; :class:`Session` (:mod:`.client`) sends commands and waits for replies.
+:mod:`.broker` parses broker URLs; :class:`Session` (:mod:`.client`) sends
+commands and waits for replies.  Topic names are :mod:`jet.address`'s.
 """
 
 from .client import CommandFailed, NoReply, Session

@@ -16,7 +16,8 @@ import os
 from types import TracebackType
 from typing import Any, Self
 
-from jet.transport import address, codec
+from jet import address
+from jet.transport import codec
 from jet.transport.broker import Broker
 from jet.transport.link import Link, Subscription
 

@@ -28,8 +28,8 @@ from typing import Self
 import aiomqtt
 import attrs
 
+from jet import address
 from jet.tasks import cancel_all
-from jet.transport import address
 from jet.transport.broker import Broker
 from jet.transport.connection import PUBLISH_NO_CONN, PUBLISH_OK, Connection, Will
 

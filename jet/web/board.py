@@ -16,11 +16,12 @@ from typing import Any
 
 import attrs
 
+from jet import address
+from jet.address import CircuitAddress, UnknownPort
 from jet.definition.model import CircuitDef, GadgetDef, circuit_from_msgpack
 from jet.definition.ports import ports_of
 from jet.runtime.registry import Registry
-from jet.transport import address, codec
-from jet.transport.address import CircuitAddress, UnknownPort
+from jet.transport import codec
 from jet.web.jsonvalue import to_json
 
 __all__ = ["PortAddress", "StatusBoard", "UnknownPort"]

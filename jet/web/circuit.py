@@ -18,10 +18,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from jet import address
 from jet.containers.boundary import CommandError, Wire, definition_map, split_port
 from jet.definition.model import CircuitDef
 from jet.definition.webcatalog import WEB_GADGETS, WebGadgetSpec, param_errors
-from jet.transport import address, codec
+from jet.transport import codec
 
 log = logging.getLogger("jet.web")
 

@@ -7,7 +7,8 @@ import asyncio
 import sys
 from typing import Any
 
-from jet.transport import address, broker
+from jet import address
+from jet.transport import broker
 
 __all__ = ["DEFAULT_PORT", "add_web_parser", "cmd_web"]
 

@@ -13,9 +13,9 @@ import asyncio
 from types import TracebackType
 from typing import Any, Self
 
+from jet import address
 from jet.runtime.registry import Registry
 from jet.tasks import cancel_all
-from jet.transport import address
 from jet.transport.client import CommandFailed, NoReply, Replies
 from jet.transport.link import Link, Subscription
 from jet.web.board import StatusBoard, UnknownPort

@@ -19,7 +19,8 @@ from typing import Any
 
 import attrs
 
-from jet.transport import address, codec
+from jet import address
+from jet.transport import codec
 from jet.transport.client import CommandFailed, NoReply, Replies
 from jet.transport.link import Link, Subscription
 from jet.web.board import PortAddress, StatusBoard, UnknownPort

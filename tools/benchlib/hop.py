@@ -31,8 +31,8 @@ from typing import Any
 import msgpack
 import psutil
 
+from jet import address
 from jet.definition.model import CircuitDef, GadgetDef, circuit_to_msgpack
-from jet.transport import address
 from jet.transport import broker as jet_broker
 from jet.transport.client import Session
 

@@ -24,9 +24,9 @@ import sys
 import time
 from typing import Any
 
+from jet import address
 from jet.definition.model import AppDef
 from jet.loader import Loader
-from jet.transport import address
 from jet.transport import broker as jet_broker
 from jet.transport.client import Session
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import REPO, jet, jet_argv
+from cli_helpers import REPO, jet, jet_async
 from helpers import Collector, run
 from tls_helpers import Certs, SecureMosquitto, password_file
 
@@ -36,25 +36,6 @@ def offset_circuit(name: str, offset: float = 1.0) -> dict[str, Any]:
         "gadgets": [{"name": "d", "type": "jet.lib.Offset", "params": {"offset": offset}}],
         "wires": [],
     }
-
-
-async def jet_async(*args: str, timeout: float = 25.0) -> tuple[int, str, str]:
-    """Run `jet ARGS` without blocking the event loop (a pack may run in it)."""
-    proc = await asyncio.create_subprocess_exec(
-        *jet_argv(*args),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def cannot_connect(code: int, stderr: str, command: str) -> str:

@@ -306,7 +306,8 @@ def test_load_refuses_types_outside_the_allow_list_and_imports_nothing(
                     )
                 message = str(refused.value)
                 assert "\n" not in message
-                assert message.startswith("jet/pack/guard/conf: load: intruder.g: "), message
+                # the words of `jet check`: a pack checks what it is sent as the check does
+                assert message.startswith("jet/pack/guard/conf: load: gadget intruder.g: "), message
                 assert repr(type_name) in message
                 reasons = ("not allowed", "cannot import", "unknown gadget type")
                 assert any(why in message for why in reasons), message

@@ -35,8 +35,10 @@ from typing import Any, ClassVar, Self
 from jet import address
 from jet.containers import conf
 from jet.containers.boundary import Body, CircuitBoundary, CommandError
+from jet.definition.check import refusal
 from jet.definition.model import CircuitDef, circuit_from_msgpack
 from jet.runtime.network import BuildError
+from jet.runtime.registry import Registry
 from jet.tasks import cancel_all
 from jet.transport import codec
 from jet.transport.broker import Broker
@@ -79,10 +81,14 @@ class Container:
         clean_session: bool = False,
         connect_timeout: float | None = None,
         state_file: Path | None = None,
+        registry: Registry | None = None,
     ) -> None:
         if not address.NAME_RE.match(container_id):
             raise ValueError(f"{self.kind} id {container_id!r} must match [a-z0-9_-]+")
         self.id = container_id
+        #: the gadget types this container may build (a pack's allow list), and
+        #: what every definition it receives is checked against
+        self.registry = registry or Registry()
         self.stats_interval = stats_interval
         self.state_file = state_file
         self.circuits: dict[str, CircuitBoundary] = {}
@@ -275,12 +281,8 @@ class Container:
     async def _container_command(self, command: conf.Command) -> Any:
         if command.name == "status":
             return self._presence("online")
-        try:
-            definition = circuit_from_msgpack(command.args["definition"])
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
-            raise ValueError(f"bad definition: {exc}") from None
         circuit = await self.load(
-            definition,
+            self._received(command.args["definition"]),
             app=command.args.get("app", ""),
             exports=command.args.get("exports") or {},
             start=command.args.get("start", True),
@@ -315,7 +317,7 @@ class Container:
                 await self.unload(circuit.id)
                 return None
             case "reload":
-                await self.reload(circuit, circuit_from_msgpack(args["definition"]),
+                await self.reload(circuit, self._received(args["definition"]),
                                   args.get("exports") or {})
             case "status":
                 return circuit.status()
@@ -325,6 +327,18 @@ class Container:
         self._save()
         self._changed(circuit.id, command.name)
         return result
+
+    def _received(self, raw: Any) -> CircuitDef:
+        """A definition from a command or the state file, decoded and checked as ``jet check``
+        checks a file: nothing the check refuses is ever built (ValueError, one line)."""
+        try:
+            definition = circuit_from_msgpack(raw)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"bad definition: {exc}") from None
+        why = refusal(definition, self.registry)
+        if why is not None:
+            raise ValueError(why)
+        return definition
 
     # -- circuits ------------------------------------------------------------------------------
 
@@ -501,7 +515,7 @@ class Container:
 
     async def _restore_one(self, circuit_id: str, saved: Mapping[str, Any]) -> CircuitBoundary:
         return await self.load(
-            circuit_from_msgpack(saved["definition"]),
+            self._received(saved["definition"]),
             app=saved.get("app", ""),
             exports=saved.get("exports") or {},
             args=saved.get("args") or {},

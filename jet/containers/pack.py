@@ -154,10 +154,9 @@ class Pack(Container):
         stats_interval: float = STATS_INTERVAL,
         keepalive: int = 10,
     ) -> None:
-        self.registry = registry or Registry()
         super().__init__(
             broker, pack_id, stats_interval=stats_interval, keepalive=keepalive,
-            state_file=state_file,
+            state_file=state_file, registry=registry,
         )
 
     def _make_body(

@@ -22,7 +22,7 @@ from jet.definition.webcatalog import param_errors
 from jet.runtime.gadget import GadgetError, instantiate
 from jet.runtime.registry import Registry, UnknownGadgetType
 
-__all__ = ["Problem", "check_app"]
+__all__ = ["Problem", "check_app", "refusal"]
 
 #: Names of pack and web circuits and gadgets (they appear in MQTT topics).
 ID_RE = re.compile(r"[a-z0-9_-]+")
@@ -52,6 +52,27 @@ def check_app(app: AppDef, registry: Registry) -> list[Problem]:
     checker = _Checker(app.source, registry)
     checker.app(app)
     return sorted(checker.problems, key=lambda p: p.line)
+
+
+#: Problems a refusal names before "and N more".
+REFUSAL_NAMES = 3
+
+
+def refusal(definition: CircuitDef, registry: Registry) -> str | None:
+    """Why a container must refuse a circuit definition it received (None: accept it).
+
+    The checks of ``jet check`` on that one circuit: every container runs them
+    on every definition it is sent (``load``, ``reload``) or reads back from its
+    state file, so a raw command cannot give it what ``jet check`` would refuse
+    (a delay-free cycle recurses forever; two wires into one input).  One line.
+    """
+    app = AppDef(definition.name, (definition,), source=f"circuit {definition.name}")
+    problems = check_app(app, registry)
+    if not problems:
+        return None
+    named = "; ".join(" ".join(p.message.splitlines()) for p in problems[:REFUSAL_NAMES])
+    more = len(problems) - REFUSAL_NAMES
+    return named + (f"; and {more} more (jet check names them all)" if more > 0 else "")
 
 
 def _names(items: Iterable[str]) -> str:
@@ -95,8 +116,15 @@ def _missing_port(
     )
 
 
-#: input (circuit, gadget, port) -> (line, what feeds it when not a wire)
+#: input (circuit, gadget, port) -> (line, what feeds it: "the wire ..." or a sub-circuit input)
 _Fed = dict[tuple[str, str, str], tuple[int | None, str]]
+
+
+def _at(line: int | None, first: bool = False) -> str:
+    """`` (line N)`` (``first at``); nothing for a definition received without lines."""
+    if not line:
+        return ""
+    return f" (first at line {line})" if first else f" (line {line})"
 
 
 @attrs.define
@@ -119,7 +147,7 @@ class _Checker:
             if circuit.name in seen:
                 first = seen[circuit.name].line
                 self.add(
-                    circuit.line, f"duplicate circuit name {circuit.name!r} (first at line {first})"
+                    circuit.line, f"duplicate circuit name {circuit.name!r}{_at(first, True)}"
                 )
             seen.setdefault(circuit.name, circuit)
             self.circuit(circuit, "circuit")
@@ -129,7 +157,7 @@ class _Checker:
                     self.add(
                         circuit.line,
                         f"node circuit {circuit.name!r}: node id {circuit.node} is already used"
-                        f" by circuit {other.name!r} (line {other.line})",
+                        f" by circuit {other.name!r}{_at(other.line)}",
                     )
         fed: _Fed = {}
         for circuit in app.circuits:
@@ -141,12 +169,15 @@ class _Checker:
         for circuit in app.circuits:
             if circuit.container == "pack":
                 self.cycles(graph, circuit, "circuit")
+        # Every sub-circuit once, nested ones included: a file lists them all in each
+        # circuit, a definition received from elsewhere may keep them in their user.
         done: set[int] = set()
-        for circuit in app.circuits:
-            for sub in circuit.subcircuits.values():
-                if id(sub) not in done:
-                    done.add(id(sub))
-                    self.subcircuit(sub)
+        pending = [sub for circuit in app.circuits for sub in circuit.subcircuits.values()]
+        for sub in pending:  # (grows while it is walked)
+            if id(sub) not in done:
+                done.add(id(sub))
+                self.subcircuit(sub)
+                pending.extend(sub.subcircuits.values())
 
     # --- one circuit (or sub-circuit) ----------------------------------------------------
 
@@ -166,7 +197,7 @@ class _Checker:
                 self.add(
                     gadget.line,
                     f"{kind} {circuit.name!r}: duplicate gadget name {gadget.name!r}"
-                    f" (first at line {names[gadget.name].line})",
+                    f"{_at(names[gadget.name].line, True)}",
                 )
             names.setdefault(gadget.name, gadget)
             if not gadget_re.fullmatch(gadget.name):
@@ -182,19 +213,19 @@ class _Checker:
                 circuit.line, f"node circuit {name!r}: node id {circuit.node} is outside 1..30"
             )
         numbers: dict[int, GadgetDef] = {}
-        for gadget in circuit.gadgets:
+        for index, gadget in enumerate(circuit.gadgets):
             label = f"node circuit {name!r}: gadget {gadget.name!r}"
-            if gadget.number is None or gadget.number not in NODE_GADGET_NUMBERS:
-                self.add(gadget.line, f"{label} number {gadget.number} is outside 0..1023")
-            elif gadget.number in numbers:
-                other = numbers[gadget.number]
+            number = address.gadget_number(gadget, index)  # (the hub's rule: its place)
+            if not isinstance(number, int) or number not in NODE_GADGET_NUMBERS:
+                self.add(gadget.line, f"{label} number {number!r} is outside 0..1023")
+            elif number in numbers:
+                other = numbers[number]
                 self.add(
                     gadget.line,
-                    f"{label} has number {gadget.number}, like gadget {other.name!r}"
-                    f" (line {other.line})",
+                    f"{label} has number {number}, like gadget {other.name!r}{_at(other.line)}",
                 )
             else:
-                numbers[gadget.number] = gadget
+                numbers[number] = gadget
             for direction, ports in (("inputs", gadget.inputs), ("outputs", gadget.outputs)):
                 if len(ports) > NODE_MAX_PORTS:
                     self.add(gadget.line, f"{label} has {len(ports)} {direction}; at most 64")
@@ -206,7 +237,7 @@ class _Checker:
                         self.add(
                             gadget.line, f"{label}: port name {port!r} must match {NAME_RE.pattern}"
                         )
-            if gadget.number == CONF_GADGET and len(gadget.inputs) > CONF_INPUT:
+            if number == CONF_GADGET and len(gadget.inputs) > CONF_INPUT:
                 self.add(
                     gadget.line,
                     f"{label}: input {CONF_INPUT} ({gadget.inputs[CONF_INPUT]!r}) of gadget 0"
@@ -309,7 +340,7 @@ class _Checker:
         src_ports, src_type = self.end(circuits, src, True, wire, text)
         dst_ports, dst_type = self.end(circuits, dst, False, wire, text)
         if dst_ports is not None:
-            self.feed(fed, dst, wire.line)
+            self.feed(fed, dst, wire.line, f"the wire {text}" if wire.line is None else "")
         if src_ports is not None and dst_ports is not None and not compatible(src_type, dst_type):
             self.add(
                 wire.line,
@@ -318,7 +349,7 @@ class _Checker:
             )
 
     def feed(self, fed: _Fed, dst: PortRef, line: int | None, by: str = "") -> None:
-        """Record that ``dst`` is fed (by a wire at ``line``, or by ``by``); one feed per input."""
+        """Record that ``dst`` is fed by ``by`` (empty: the wire at ``line``); one feed per input."""
         key = (dst.circuit or "", dst.gadget, dst.port)
         if key not in fed:
             fed[key] = (line, by)

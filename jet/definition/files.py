@@ -32,13 +32,16 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from jet.definition.model import (
+    MAX_NESTING,
     POLICIES,
     AppDef,
     CircuitDef,
     Container,
     GadgetDef,
     PortRef,
+    TooLarge,
     WireDef,
+    expansion,
 )
 from jet.definition.schema import schema
 
@@ -485,6 +488,13 @@ class _Builder:
                     loop = " -> ".join((*chain[chain.index(g.type) :], g.type))
                     where = (key, name, "gadgets", g.name)
                     raise self.fail(where, f"sub-circuit {g.type!r} uses itself ({loop})")
+                if len(chain) >= MAX_NESTING:
+                    where = (key, name, "gadgets", g.name)
+                    raise self.fail(
+                        where,
+                        f"sub-circuits nested more than {MAX_NESTING} deep"
+                        f" ({' -> '.join((*chain[:3], '...', g.type))})",
+                    )
                 inner = finish(g.type, (*trail, name))
                 used.update(inner.subcircuits)
                 used[g.type] = inner
@@ -542,12 +552,15 @@ class _Builder:
                 circuits[circuit]["wires"].append(local)
             else:
                 app_wires.append(wire)
+        built = [CircuitDef(**{**f, "wires": tuple(f["wires"])}) for f in circuits.values()]
+        for circuit in built:
+            try:
+                expansion(circuit)  # refused before anything (jet check, a pack) expands it
+            except TooLarge as exc:
+                raise self.fail(("circuits", circuit.name), str(exc)) from None
         return AppDef(
             name=data["app"],
-            circuits=tuple(
-                CircuitDef(**{**fields, "wires": tuple(fields["wires"])})
-                for fields in circuits.values()
-            ),
+            circuits=tuple(built),
             wires=tuple(app_wires),
             source=self.source,
         )

@@ -59,6 +59,13 @@ class GadgetDef:
 #: What a full input queue does with one more message (docs/reliability.md).
 POLICIES = ("block", "drop-oldest", "drop-newest")
 
+#: How deep sub-circuits may nest (a sub-circuit using one that uses one ...).
+MAX_NESTING = 16
+#: How many gadgets one circuit may have once every use of a sub-circuit is
+#: expanded (each use runs a network of its own): a few kilobytes of nested
+#: definitions, each used twice, would otherwise expand to millions.
+MAX_EXPANDED_GADGETS = 10_000
+
 
 @attrs.frozen
 class WireDef:
@@ -106,6 +113,54 @@ class CircuitDef:
 
     def gadget(self, name: str) -> GadgetDef | None:
         return next((g for g in self.gadgets if g.name == name), None)
+
+
+class TooLarge(ValueError):
+    """A circuit nests sub-circuits too deeply or expands to too many gadgets."""
+
+
+def expansion(circuit: CircuitDef) -> tuple[int, int]:
+    """``(nesting depth, gadgets once expanded)`` of ``circuit``; :class:`TooLarge` beyond
+    :data:`MAX_NESTING` or :data:`MAX_EXPANDED_GADGETS`.
+
+    Counted, never expanded: each sub-circuit definition is visited once
+    however many times it is used, so the answer takes microseconds where
+    the expansion would take gigabytes.
+    """
+    counted: dict[int, tuple[int, int]] = {}  # id(sub-circuit) -> (depth, gadgets)
+
+    def count(c: CircuitDef, level: int) -> tuple[int, int]:
+        done = counted.get(id(c))
+        if done is not None:
+            return done
+        if level > MAX_NESTING:
+            raise TooLarge(
+                f"circuit {circuit.name!r}: sub-circuits nested more than {MAX_NESTING} deep"
+                f" (at {c.name!r})"
+            )
+        depth, gadgets = 0, 0
+        for g in c.gadgets:
+            sub = c.subcircuits.get(g.type) if g.type is not None else None
+            if sub is None:
+                gadgets += 1
+            else:
+                inner_depth, inner_gadgets = count(sub, level + 1)
+                depth, gadgets = max(depth, inner_depth + 1), gadgets + 1 + inner_gadgets
+        if gadgets > MAX_EXPANDED_GADGETS:
+            inside = "" if c is circuit else f" (sub-circuit {c.name!r} alone)"
+            raise TooLarge(
+                f"circuit {circuit.name!r}: {gadgets} gadgets once its sub-circuits are"
+                f" expanded{inside}; at most {MAX_EXPANDED_GADGETS}"
+            )
+        counted[id(c)] = (depth, gadgets)
+        return depth, gadgets
+
+    found = count(circuit, 0)
+    if found[0] > MAX_NESTING:  # a sub-circuit counted first where it was shallower
+        raise TooLarge(
+            f"circuit {circuit.name!r}: sub-circuits nested {found[0]} deep; at most {MAX_NESTING}"
+        )
+    return found
 
 
 @attrs.frozen
@@ -201,7 +256,8 @@ def circuit_from_msgpack(d: Mapping[str, Any]) -> CircuitDef:
     container = d.get("container", "pack")
     if container not in CONTAINERS:
         raise ValueError(f"unknown container {container!r}")
-    circuit = _circuit_from_msgpack(d, container)
+    circuit = _circuit_from_msgpack(d, container, 0)
+    expansion(circuit)  # refused before anything expands it
     if not address.rules(container).numbered:
         # Names become topic levels: only what a topic level can safely hold.
         for gadget in circuit.gadgets:
@@ -210,7 +266,9 @@ def circuit_from_msgpack(d: Mapping[str, Any]) -> CircuitDef:
     return circuit
 
 
-def _circuit_from_msgpack(d: Mapping[str, Any], container: Container) -> CircuitDef:
+def _circuit_from_msgpack(d: Mapping[str, Any], container: Container, level: int) -> CircuitDef:
+    if level > MAX_NESTING:
+        raise TooLarge(f"sub-circuits nested more than {MAX_NESTING} deep (at {d.get('name')!r})")
     return CircuitDef(
         name=str(d["name"]),
         container=container,
@@ -219,7 +277,7 @@ def _circuit_from_msgpack(d: Mapping[str, Any], container: Container) -> Circuit
         gadgets=tuple(
             GadgetDef(
                 name=str(g["name"]),
-                type=g.get("type"),
+                type=_type_name(g.get("type")),
                 params=dict(g.get("params") or {}),
                 inputs=tuple(g.get("inputs") or ()),
                 outputs=tuple(g.get("outputs") or ()),
@@ -232,10 +290,16 @@ def _circuit_from_msgpack(d: Mapping[str, Any], container: Container) -> Circuit
         outputs=_ports_from_msgpack(d, "outputs"),
         subcircuits={
             # (inner gadgets never become topic levels: no name check there)
-            k: _circuit_from_msgpack(v, v.get("container", "pack"))
+            k: _circuit_from_msgpack(v, v.get("container", "pack"), level + 1)
             for k, v in (d.get("subcircuits") or {}).items()
         },
     )
+
+
+def _type_name(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"gadget type must be a string, not {type(value).__name__}")
+    return value
 
 
 def _ports_from_msgpack(d: Mapping[str, Any], key: str) -> dict[str, PortRef]:

@@ -349,7 +349,7 @@ class _Checker:
             )
 
     def feed(self, fed: _Fed, dst: PortRef, line: int | None, by: str = "") -> None:
-        """Record that ``dst`` is fed by ``by`` (empty: the wire at ``line``); one feed per input."""
+        """Record that ``dst`` is fed by ``by`` (empty: the wire at ``line``); one feed each."""
         key = (dst.circuit or "", dst.gadget, dst.port)
         if key not in fed:
             fed[key] = (line, by)

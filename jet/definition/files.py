@@ -553,11 +553,11 @@ class _Builder:
             else:
                 app_wires.append(wire)
         built = [CircuitDef(**{**f, "wires": tuple(f["wires"])}) for f in circuits.values()]
-        for circuit in built:
+        for done in built:
             try:
-                expansion(circuit)  # refused before anything (jet check, a pack) expands it
+                expansion(done)  # refused before anything (jet check, a pack) expands it
             except TooLarge as exc:
-                raise self.fail(("circuits", circuit.name), str(exc)) from None
+                raise self.fail(("circuits", done.name), str(exc)) from None
         return AppDef(
             name=data["app"],
             circuits=tuple(built),

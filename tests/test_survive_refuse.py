@@ -7,7 +7,6 @@ quickly, and the pack must go on answering its other commands.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import subprocess
 import time
@@ -138,7 +137,8 @@ async def answers_promptly(session: Session) -> None:
 
 async def still_works(session: Session, outputs: Collector, circuit: str, value: int) -> None:
     """An injected value comes out of ``circuit`` (an offset of 1)."""
-    await session.request(f"pack/{circuit}/conf", {"cmd": "inject", "input": "d.in", "value": value})
+    inject = {"cmd": "inject", "input": "d.in", "value": value}
+    await session.request(f"pack/{circuit}/conf", inject)
     topic = f"pack/{circuit}/d/0"
     await outputs.wait_for(lambda c: value + 1 in c.values(topic), timeout=PROMPT)
 
@@ -224,9 +224,8 @@ def test_nested_subcircuits_are_refused_in_milliseconds_by_the_pack(mosquitto: A
             assert "gadgets once its sub-circuits are expanded" in message, message
             assert "at most 10000" in message, message
             assert took < 1.0
-            message, _ = await refused(
-                session, "pack/alive/conf", {"cmd": "reload", "definition": {**deep, "name": "alive"}}
-            )
+            reload = {"cmd": "reload", "definition": {**deep, "name": "alive"}}
+            message, _ = await refused(session, "pack/alive/conf", reload)
             assert "nested more than 16 deep" in message, message
             await answers_promptly(session)
             await still_works(session, outputs, "alive", 5)

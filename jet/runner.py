@@ -73,7 +73,11 @@ async def running(
         if any(c.container == "web" for c in app.circuits) or web:
             from jet.web import serving
 
-            page = await stack.enter_async_context(serving(url, port=web_port))
+            # The operator view (inject into any input) only on a broker of our own: on a
+            # shared one, whoever opens the page could drive every circuit on it.
+            page = await stack.enter_async_context(
+                serving(url, port=web_port, operator_view=broker_url is None)
+            )
             progress(f"web page {page}")
         session = await stack.enter_async_context(Session(broker.parse(url), name="run"))
         loader = Loader(session, registry, progress=progress)

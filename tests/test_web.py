@@ -377,7 +377,7 @@ def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict
 
 def test_bad_frames_get_error_replies_and_the_server_keeps_serving(mosquitto: Any) -> None:
     async def scenario() -> None:
-        async with serving(mosquitto.url, connect_timeout=5.0) as page_url:
+        async with serving(mosquitto.url, connect_timeout=5.0, operator_view=True) as page_url:
             ws_url = page_url.replace("http://", "ws://") + "ws"
             async with connect(ws_url, max_size=None) as ws:
                 hello = json.loads(await ws.recv())

@@ -82,7 +82,10 @@ async def loaded_app(broker_url: str, tmp_path: Path, app_text: str) -> AsyncIte
     app = load_app(path)
     async with (
         Pack(broker.parse(broker_url), "default", stats_interval=0.5) as pack,
-        serving(broker_url, connect_timeout=5.0, stats_interval=0.5, rate_interval=0.5) as page_url,
+        serving(
+            broker_url, connect_timeout=5.0, stats_interval=0.5, rate_interval=0.5,
+            operator_view=True,
+        ) as page_url,
         Session(broker.parse(broker_url), name="webtest") as session,
     ):
         loader = Loader(session)

@@ -414,14 +414,16 @@ class Hub(Container):
         if not circuit_id.isdecimal():
             raise NotOurs(circuit_id)  # node/<not a uid>/conf belongs to nobody we know
         uid = int(circuit_id)
-        address = self.uids.address(uid)
-        if address is None or not self._serves(address[0]):
+        place = self.uids.address(uid)
+        if place is None or not self._serves(place[0]):
             log.debug("node %d: not on this hub's groups; ignoring %s", uid, command.name)
             raise NotOurs(circuit_id)
-        group, node_id = address
+        group, node_id = place
         name = command.name
         if name in ("wire", "inject"):
             undeclared_node(uid, group, node_id).resolve_input(command.args["input"])
+            if name == "wire":  # refused before a circuit is made for it
+                address.check(command.args["topic"], filter_ok=NodeBody.takes_filters)
             definition = CircuitDef(name=f"node{node_id}", container="node", node=node_id)
             circuit = await self.load(definition, args={"group": group, "declared": False})
             log.info("node %d (group %d node %d): wired without a loaded circuit",
@@ -430,7 +432,7 @@ class Hub(Container):
         if name == "status":
             return {"state": "unknown", "type": "node", "id": str(uid),
                     "container": self.container, "node": node_id, "group": group,
-                    "packets": self.unknown.get(address, 0)}
+                    "packets": self.unknown.get(place, 0)}
         node = undeclared_node(uid, group, node_id)
         if name == "stop":
             return {"circuit_id": str(uid), "forwarded": self._forward_stop(node, command)}

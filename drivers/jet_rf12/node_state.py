@@ -39,6 +39,10 @@ class Radio(Protocol):
 class NodeBody:
     """A node circuit at run time: what the hub knows of the node, and its counters."""
 
+    #: A wire into a node takes one topic: each message it matches goes over the air
+    #: (a few per second at most), and ``#`` would send the node the whole broker.
+    takes_filters = False
+
     def __init__(self, circuit: NodeCircuit, definition: CircuitDef, radio: Radio) -> None:
         self.circuit = circuit
         self._definition = definition

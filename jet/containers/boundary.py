@@ -38,7 +38,7 @@ import attrs
 
 from jet import address
 from jet.definition.model import POLICIES, CircuitDef, circuit_to_msgpack
-from jet.runtime.inbox import DEFAULT_LIMIT
+from jet.runtime.inbox import DEFAULT_LIMIT, queue_limit
 from jet.runtime.network import EXTERNAL_POLICY
 from jet.transport import codec
 from jet.transport.link import Link, Subscription
@@ -96,6 +96,10 @@ class Body(Protocol):
     Port names are ``(gadget, port)`` pairs as the body resolves them; the
     gadget part is also the third level of the circuit's output topics.
     """
+
+    #: May a wire into this body subscribe a topic filter (``+``, ``#``)?  Not a
+    #: radio node: everything the filter matched would go over the air.
+    takes_filters: bool
 
     @property
     def definition(self) -> CircuitDef: ...
@@ -292,13 +296,21 @@ class CircuitBoundary:
         if isinstance(qos, bool) or qos not in (0, 1, 2):
             raise CommandError(f"qos must be 0, 1 or 2, not {qos!r}")
         try:
-            address.check(topic, filter_ok=True)
+            address.check(topic, filter_ok=self.body.takes_filters)
         except address.TopicError as exc:
+            if not self.body.takes_filters and "wildcard" in str(exc):
+                raise CommandError(
+                    f"input {gadget}.{port} of {self.kind} circuit {self.id} takes one topic,"
+                    f" not a filter: {exc}"
+                ) from None
             raise CommandError(str(exc)) from None
         if policy is not None and policy not in POLICIES:
             raise CommandError(f"unknown queue policy {policy!r} (one of {', '.join(POLICIES)})")
-        if queue is not None and queue < 1:
-            raise CommandError(f"queue must be at least 1, not {queue}")
+        if queue is not None:
+            try:
+                queue_limit(queue)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
         limit = queue or DEFAULT_LIMIT
         chosen = policy or EXTERNAL_POLICY
         receive = self.body.receive

@@ -38,6 +38,8 @@ class NetworkBody:
     the new graph and is never lost.
     """
 
+    takes_filters = True
+
     def __init__(self, definition: CircuitDef, registry: Registry, emit: OnEmit) -> None:
         self.registry = registry
         self._emit = emit

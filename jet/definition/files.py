@@ -44,6 +44,7 @@ from jet.definition.model import (
     expansion,
 )
 from jet.definition.schema import schema
+from jet.runtime.inbox import queue_limit
 
 __all__ = ["CircuitFileError", "load_app", "loads_app"]
 
@@ -381,8 +382,13 @@ class _Builder:
         if qos not in ("0", "1", "2"):
             raise self.fail(path, f"bad wire {item!r}: qos must be 0, 1 or 2")
         queue = options.get("queue")
-        if queue is not None and not (str(queue).isdigit() and int(queue) >= 1):
-            raise self.fail(path, f"bad wire {item!r}: queue must be a whole number >= 1")
+        if isinstance(queue, str) and queue.isdigit() and len(queue) < 10:
+            queue = int(queue)
+        if queue is not None:
+            try:
+                queue_limit(queue)
+            except ValueError as exc:
+                raise self.fail(path, f"bad wire {item!r}: {exc}") from None
         policy = options.get("policy")
         if policy is not None and policy not in POLICIES:
             raise self.fail(
@@ -393,7 +399,7 @@ class _Builder:
             self.port(dst, parts, path, "wire destination"),
             int(qos),
             line,
-            queue=int(queue) if queue is not None else None,
+            queue=queue,
             policy=policy,
         )
 

@@ -16,6 +16,7 @@ import attrs
 
 from jet import address
 from jet.address import NAME_RE
+from jet.runtime.inbox import queue_limit
 
 Container = Literal["pack", "node", "web"]
 CONTAINERS: tuple[Container, ...] = ("pack", "node", "web")
@@ -215,8 +216,8 @@ def wire_from_msgpack(d: Mapping[str, Any]) -> WireDef:
     queue, qos = d.get("queue"), d.get("qos", 1)
     if isinstance(qos, bool) or qos not in (0, 1, 2):
         raise ValueError(f"wire qos must be 0, 1 or 2, not {qos!r}")
-    if queue is not None and (not isinstance(queue, int) or isinstance(queue, bool) or queue < 1):
-        raise ValueError(f"wire queue must be a whole number >= 1, not {queue!r}")
+    if queue is not None:
+        queue_limit(queue)
     return WireDef(
         _port_from_msgpack(d["from"]),
         _port_from_msgpack(d["to"]),

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from typing import Any
 
 import attrs
 
-from jet.runtime.gadget import Gadget
+from jet.runtime.gadget import Gadget, Validator
 
 log = logging.getLogger("jet.lib")
 
 Number = int | float
-
-#: An attrs validator: ``validator(instance, attribute, value)``.
-Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 _MAX_REPR = 80
 
@@ -47,22 +43,31 @@ def number_or_none(gadget: Gadget, port: str, value: object) -> Number | None:
 def _check_number(attribute: attrs.Attribute[Any], value: object) -> None:
     if not is_number(value):
         raise TypeError(f"parameter {attribute.name!r} must be a number, got {short_repr(value)}")
+    if isinstance(value, float) and math.isinf(value):
+        # A setpoint, a factor or a step of ±inf makes every output inf or NaN.
+        raise ValueError(f"parameter {attribute.name!r} must be finite, got {value!r}")
 
 
 def number(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    """Validator: an int or float (not bool, not NaN)."""
+    """Validator: a finite int or float (not bool)."""
     _check_number(attribute, value)
 
 
+def bound(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """Validator: a number or ±inf (a bound on one side only)."""
+    if not is_number(value):
+        raise TypeError(f"parameter {attribute.name!r} must be a number, got {short_repr(value)}")
+
+
 def positive(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    """Validator: a number > 0."""
+    """Validator: a finite number > 0."""
     _check_number(attribute, value)
     if not value > 0:
         raise ValueError(f"parameter {attribute.name!r} must be > 0, got {short_repr(value)}")
 
 
 def non_negative(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    """Validator: a number >= 0."""
+    """Validator: a finite number >= 0."""
     _check_number(attribute, value)
     if not value >= 0:
         raise ValueError(f"parameter {attribute.name!r} must be >= 0, got {short_repr(value)}")

@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from jet.lib._util import number, number_or_none
+from jet.lib._util import bound, number, number_or_none
 from jet.runtime.gadget import Gadget
 
 __all__ = ["Clamp", "Offset", "Scale"]
@@ -49,8 +49,8 @@ class Clamp(Gadget):
     inputs = ("in",)
     outputs = ("out",)
 
-    low: float = attrs.field(validator=number)
-    high: float = attrs.field(validator=number)
+    low: float = attrs.field(validator=bound)
+    high: float = attrs.field(validator=bound)
 
     @high.validator
     def _check_range(self, _attribute: attrs.Attribute[float], high: float) -> None:

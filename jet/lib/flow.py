@@ -7,8 +7,7 @@ from typing import Any
 
 import attrs
 
-from jet.lib._util import non_negative, positive
-from jet.runtime.gadget import Gadget
+from jet.runtime.gadget import Gadget, period
 
 __all__ = ["ChangeOnly", "Counter", "Delay", "RateLimit"]
 
@@ -91,7 +90,7 @@ class Delay(Gadget):
     outputs = ("out",)
     delay = True
 
-    seconds: float = attrs.field(default=0.0, validator=non_negative)
+    seconds: float = attrs.field(default=0.0, validator=period(zero=True))
     _timers: _Timers = attrs.field(factory=_Timers, init=False, repr=False)
 
     @property
@@ -120,7 +119,7 @@ class RateLimit(Gadget):
     outputs = ("out",)
     delay = True
 
-    interval: float = attrs.field(default=1.0, validator=positive)
+    interval: float = attrs.field(default=1.0, validator=period())
     dropped: int = attrs.field(default=0, init=False)
     _last_emit: float | None = attrs.field(default=None, init=False, repr=False)
     _pending: Any = attrs.field(default=_NOTHING, init=False, repr=False)

@@ -7,8 +7,8 @@ from typing import Any
 
 import attrs
 
-from jet.lib._util import Number, integer_at_least, number, positive
-from jet.runtime.gadget import Gadget
+from jet.lib._util import Number, integer_at_least, number
+from jet.runtime.gadget import Gadget, period
 
 __all__ = ["Constant", "Ticker"]
 
@@ -46,7 +46,7 @@ class Ticker(Gadget):
 
     outputs = ("out",)
 
-    interval: float = attrs.field(default=1.0, validator=positive)
+    interval: float = attrs.field(default=1.0, validator=period())
     start: float = attrs.field(default=0, validator=number)
     step: float = attrs.field(default=1, validator=number)
     count: int = attrs.field(default=0, validator=integer_at_least(0))

@@ -10,10 +10,13 @@ from typing import Any
 
 import attrs
 
-from jet.lib._util import integer_at_least, number_or_none, positive
-from jet.runtime.gadget import Gadget
+from jet.lib._util import integer_at_least, number_or_none
+from jet.runtime.gadget import Gadget, period, within
 
-__all__ = ["MovingAverage", "TimeSeries"]
+__all__ = ["MAX_POINTS", "MovingAverage", "TimeSeries"]
+
+#: The most numbers a statistic keeps: each message computes over all of them.
+MAX_POINTS = 100_000
 
 
 def _mean(values: Iterable[float], count: int) -> float:
@@ -32,7 +35,7 @@ class MovingAverage(Gadget):
     inputs = ("in",)
     outputs = ("out",)
 
-    size: int = attrs.field(default=10, validator=integer_at_least(1))
+    size: int = attrs.field(default=10, validator=[integer_at_least(1), within(1, MAX_POINTS)])
     window: deque[float] = attrs.field(init=False, repr=False)
 
     @window.default
@@ -60,8 +63,10 @@ class TimeSeries(Gadget):
     inputs = ("in",)
     outputs = ("out", "stats")
 
-    window: float = attrs.field(default=3600, validator=positive)
-    max_points: int = attrs.field(default=10000, validator=integer_at_least(1))
+    window: float = attrs.field(default=3600, validator=period())
+    max_points: int = attrs.field(
+        default=10000, validator=[integer_at_least(1), within(1, MAX_POINTS)]
+    )
     #: Where ``t`` comes from; tests may replace it.
     clock: Callable[[], float] = attrs.field(default=time.time, init=False, repr=False)
     times: deque[float] = attrs.field(init=False, repr=False)

@@ -19,6 +19,7 @@ emitter when it places the gadget in a circuit.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -33,7 +34,9 @@ __all__ = [
     "input_names",
     "instantiate",
     "output_names",
+    "period",
     "port_types",
+    "within",
 ]
 
 #: ``emitter(output_index, value)``, installed by the runtime or a test harness.
@@ -197,6 +200,46 @@ def function_gadget(
     return wrap(fn) if fn is not None else wrap
 
 
+# -- parameter ranges ----------------------------------------------------------------------
+#
+# A gadget declares the range of a parameter with an attrs validator, and
+# :func:`instantiate` (so ``jet check`` and every pack) refuses a value outside it:
+#
+#     interval: float = attrs.field(default=1.0, validator=period())
+#     size: int = attrs.field(default=10, validator=within(1, 100_000))
+
+#: The shortest period a timer parameter may name, in seconds: a timer firing
+#: faster keeps the event loop busy, and every circuit of the pack waits.
+MIN_PERIOD = 0.001
+#: The longest, a year: beyond it the number is a mistake (and asyncio's
+#: timers refuse far beyond).
+MAX_PERIOD = 365 * 24 * 3600.0
+
+#: An attrs validator: ``validator(instance, attribute, value)``.
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+
+def within(low: float, high: float, *, unit: str = "") -> Validator:
+    """Validator: a number (not a bool, not NaN or infinite) from ``low`` to ``high``."""
+    unit = f" {unit}" if unit else ""
+    shown = [str(int(x)) if float(x).is_integer() else f"{x:g}" for x in (low, high)]
+
+    def check(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not low <= value <= high:
+            raise ValueError(
+                f"parameter {attribute.name!r} must be from {shown[0]} to {shown[1]}{unit},"
+                f" got {value!r:.40}"
+            )
+
+    return check
+
+
+def period(*, zero: bool = False) -> Validator:
+    """Validator: a time in seconds a timer can keep, MIN_PERIOD (or 0) to MAX_PERIOD."""
+    return within(0 if zero else MIN_PERIOD, MAX_PERIOD, unit="seconds")
+
+
 _SIMPLE_TYPES: dict[object, tuple[type, ...]] = {
     float: (int, float),
     int: (int,),
@@ -231,6 +274,9 @@ def instantiate(cls: type[Gadget], params: Mapping[str, Any]) -> Gadget:
                     f"{name}: parameter {key!r} must be {accepted[-1].__name__},"
                     f" got {value!r}"
                 )
+            if isinstance(value, float) and math.isnan(value):
+                # NaN compares false with everything: it would pass every range check
+                raise GadgetError(f"{name}: parameter {key!r} must be a number, got nan")
         params = {
             k: float(v) if fields[k].type in (float, "float") else v for k, v in params.items()
         }

@@ -52,6 +52,8 @@ def check_output_value(gadget_type: str, params: Mapping[str, Any], value: Any) 
             raise CommandError(f"slider value {value} is outside {low}..{high}")
     elif gadget_type == "web.Switch" and not isinstance(value, bool):
         raise CommandError(f"a switch's value must be true or false, not {value!r:.40}")
+    elif gadget_type == "web.Button" and value is not True:
+        raise CommandError(f"a button's press is true, not {value!r:.40}")
 
 
 def check_definition(definition: CircuitDef) -> dict[str, WebGadgetSpec]:
@@ -89,6 +91,8 @@ class WebBody:
     inside the circuit, to every page (``announce``) and to the boundary,
     which publishes it when the protocol's rule says so.
     """
+
+    takes_filters = True
 
     def __init__(
         self,

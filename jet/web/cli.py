@@ -25,8 +25,12 @@ def cmd_web(args: argparse.Namespace) -> int:
     shown = broker.parse(args.broker).url  # a bad URL fails here, before anything starts
 
     async def serve() -> int:
-        async with serving(args.broker, host=args.host, port=args.port, server_id=args.id) as url:
-            print(f"web {args.id} on {url} (broker {shown})", flush=True)
+        async with serving(
+            args.broker, host=args.host, port=args.port, server_id=args.id,
+            operator_view=args.operator,
+        ) as url:
+            view = "operator view on: pages may inject" if args.operator else "panels only"
+            print(f"web {args.id} on {url} (broker {shown}; {view})", flush=True)
             await asyncio.Event().wait()
         return 0
 
@@ -50,4 +54,10 @@ def add_web_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="address to listen on (default 127.0.0.1: this machine only)",
     )
     p.add_argument("--id", default="web", help="web container id (topics jet/web/<id>/...)")
+    p.add_argument(
+        "--operator",
+        action="store_true",
+        help="let pages inject values into any circuit's input (default: a page only sets"
+        " its own sliders, switches and buttons, within their ranges)",
+    )
     return p

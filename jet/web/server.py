@@ -10,6 +10,11 @@ only requests whose ``Host`` names it (no DNS rebinding) and WebSockets
 whose ``Origin`` is the page's own (no other site can drive it from a
 visitor's browser).  Broker credentials never reach a page: the page only
 ever sees values, statuses and its own requests' results.
+
+What a page may set is bounded: its own web gadgets' outputs, within their
+declared ranges (``emit``).  Injecting into any circuit's input (``inject``)
+is the operator's power, refused unless the server was started with the
+operator view on (``jet web --operator``).
 """
 
 from __future__ import annotations
@@ -46,6 +51,11 @@ WS_PATH = "/ws"
 HARD_FRAME_LIMIT = 1 << 20
 #: Requests of one page that wait on MQTT (tap, inject) at the same time.
 IN_FLIGHT = 8
+#: The reply to an ``inject`` while the operator view is off.
+OPERATOR_OFF = (
+    "inject: the operator view is off: a page may only set its own gadgets"
+    " (start the web container with --operator to inject into any input)"
+)
 
 _STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -110,9 +120,12 @@ class PageServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        operator_view: bool = False,
     ) -> None:
         self.container = container
         self.operator = operator
+        #: a page may inject into any circuit's input (else only emit on its own gadgets)
+        self.operator_view = operator_view
         self.pages = pages
         self.host = host
         self.port = port
@@ -184,6 +197,7 @@ class PageServer:
                 "server": self.container.id,
                 "version": PROTOCOL_VERSION,
                 "max_frame": MAX_FRAME,
+                "operator": self.operator_view,
             }
         )
         self.container.greet(page)
@@ -219,6 +233,9 @@ class PageServer:
             return
         if request.op == "ping":
             page.send(ok_reply(request.ref, "pong"))
+            return
+        if request.op == "inject" and not self.operator_view:
+            page.send(error_reply(request.ref, OPERATOR_OFF))
             return
         if slots.locked():
             page.send(error_reply(request.ref, f"too many requests in flight (max {IN_FLIGHT})"))
@@ -271,10 +288,12 @@ async def serving(
     connect_timeout: float | None = None,
     stats_interval: float | None = None,
     rate_interval: float = RATE_INTERVAL,
+    operator_view: bool = False,
 ) -> AsyncIterator[str]:
     """Run the web container ``server_id`` and its page server; yields the page URL.
 
     ``broker_url`` None means ``$JET_BROKER`` or the local default, as everywhere.
+    ``operator_view``: pages may inject into any circuit's input (``--operator``).
 
     ``connect_timeout`` None waits for the broker as long as it takes (a
     daemon); a number raises ConnectionError after that many seconds.
@@ -287,7 +306,9 @@ async def serving(
     async with (
         container,
         Operator(container.link, pages, rate_interval=rate_interval) as operator,
-        PageServer(container, operator, pages, host=host, port=port) as server,
+        PageServer(
+            container, operator, pages, host=host, port=port, operator_view=operator_view
+        ) as server,
     ):
         container.set_url(server.url)
         yield server.url

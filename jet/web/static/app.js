@@ -786,6 +786,20 @@
 
     // -- inject
 
+    allowInject(allowed) {
+      // Without the operator view the server refuses inject: say so instead of a form.
+      for (const id of ["inject-target", "inject-value", "inject-send"]) {
+        document.getElementById(id).disabled = !allowed;
+      }
+      const result = document.getElementById("inject-result");
+      if (!allowed) {
+        result.textContent = "inject is off: start the web container with --operator";
+        result.className = "result";
+      } else if (result.textContent.startsWith("inject is off")) {
+        result.textContent = "";
+      }
+    }
+
     async inject() {
       const target = document.getElementById("inject-target").value.trim();
       const text = document.getElementById("inject-value").value.trim();
@@ -827,6 +841,7 @@
     const handlers = {
       hello: (f) => {
         document.title = `JET · ${f.server}`;
+        operator.allowInject(f.operator === true);
       },
       circuit: (f) => panels.show(f.circuit),
       circuit_gone: (f) => panels.drop(f.id),

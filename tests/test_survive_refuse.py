@@ -7,7 +7,9 @@ quickly, and the pack must go on answering its other commands.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -15,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import jet, jet_background, stop
+from cli_helpers import jet, jet_background, read_until, stop
+from conftest import free_port
 from helpers import Collector, run
+from websockets.asyncio.client import connect
 
 from jet.transport import broker, codec
 from jet.transport.client import CommandFailed, Session
@@ -259,3 +263,237 @@ def test_jet_check_refuses_nested_subcircuits_in_milliseconds(tmp_path: Path) ->
     assert f"{path}:" in done.stderr and "nested more than 16 deep" in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert took < 10  # the interpreter's start; the check itself takes milliseconds
+
+
+# -- 12. safety limits --------------------------------------------------------------------------
+
+
+ABSURD_YAML = """\
+app: absurd
+circuits:
+  c:
+    gadgets:
+      fast:  {type: jet.lib.Ticker, params: {interval: 1e-9}}
+      never: {type: jet.lib.Ticker, params: {interval: .inf}}
+      hot:   {type: jet.lib.Thermostat, params: {setpoint: .inf}}
+      avg:   {type: jet.lib.MovingAverage, params: {size: 1000000000}}
+"""
+
+
+def test_absurd_parameters_and_queues_are_refused_by_jet_check_and_the_pack(
+    mosquitto: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "absurd.yaml"
+    path.write_text(ABSURD_YAML)
+    done = jet("check", str(path))
+    assert done.returncode == 1
+    for line, words in (
+        (5, "'interval' must be from 0.001 to 31536000 seconds, got 1e-09"),
+        (6, "'interval' must be from 0.001 to 31536000 seconds, got inf"),
+        (7, "'setpoint' must be finite, got inf"),
+        (8, "'size' must be from 1 to 100000, got 1000000000"),
+    ):
+        assert f"{path}:{line}: " in done.stderr and words in done.stderr, done.stderr
+    path.write_text(ABSURD_YAML.split("    gadgets:")[0] + (
+        "    gadgets: {a: {type: jet.lib.Scale}, b: {type: jet.lib.Scale}}\n"
+        "    wires: [a.out -> b.in queue=1000000000]\n"
+    ))
+    done = jet("check", str(path))
+    assert done.returncode == 1 and "queue must be a whole number from 1 to 100000" in done.stderr
+
+    def ticker(interval: float) -> dict[str, Any]:
+        gadget = {"name": "t", "type": "jet.lib.Ticker", "params": {"interval": interval}}
+        return {"name": "tick", "gadgets": [gadget]}
+
+    async def scenario() -> None:
+        async with session_with_pack(mosquitto.url) as (session, outputs):
+            await session.request(CONF, {"cmd": "load", "definition": offset("alive")})
+            for interval, words in ((1e-9, "must be from 0.001"), (float("inf"), "got inf")):
+                message, took = await refused(
+                    session, CONF, {"cmd": "load", "definition": ticker(interval)}
+                )
+                assert "gadget tick.t: Ticker: parameter 'interval' " in message, message
+                assert words in message and took < PROMPT, message
+            nan = {**offset("nan"), "gadgets": [
+                {"name": "d", "type": "jet.lib.Offset", "params": {"offset": float("nan")}}
+            ]}
+            message, _ = await refused(session, CONF, {"cmd": "load", "definition": nan})
+            assert "parameter 'offset' must be a number, got nan" in message, message
+            long_queue = {**two_wires_into_one_input("q"), "wires": [
+                {"from": "a.out", "to": "log.in", "qos": 1, "queue": 10**9}
+            ]}
+            message, _ = await refused(session, CONF, {"cmd": "load", "definition": long_queue})
+            assert "queue must be a whole number from 1 to 100000" in message, message
+            wire = {"cmd": "wire", "input": "d.in", "topic": "x/y", "queue": 10**9}
+            message, _ = await refused(session, "pack/alive/conf", wire)
+            assert "queue must be a whole number from 1 to 100000" in message, message
+            await answers_promptly(session)
+            await still_works(session, outputs, "alive", 7)
+            assert (await session.request(CONF, {"cmd": "status"}))["circuits"] == ["alive"]
+
+    with pack_process(mosquitto.url):
+        run(scenario(), timeout=60)
+
+
+NODES_YAML = """\
+group: 212
+nodes:
+  - node: 5
+    model: boiler
+    interval: 0.2
+"""
+
+BOILER = {
+    "name": "boiler",
+    "container": "node",
+    "node": 5,
+    "gadgets": [{"name": "water", "outputs": ["celsius"]}, {"name": "relay", "inputs": ["on"]}],
+}
+
+
+def test_a_radio_node_input_takes_one_topic_never_a_wildcard(
+    mosquitto: Any, tmp_path: Path
+) -> None:
+    nodes = tmp_path / "nodes.yaml"
+    nodes.write_text(NODES_YAML)
+    link = tmp_path / "ttyJEE0"
+    sim = jet_background("node-sim", "--nodes", str(nodes), "--link", str(link))
+    hub = None
+    try:
+        read_until(sim, "RF12demo simulator on")
+        hub = jet_background("hub", "--port", str(link), "--broker", mosquitto.url)
+
+        async def scenario() -> None:
+            async with Session(broker.parse(mosquitto.url), timeout=PROMPT) as session:
+                presence = await Collector(session.link).watch("jet/node/hub/status")
+                await presence.wait_for(
+                    lambda c: any(v and v.get("state") == "online" for v in c.values()),
+                    timeout=20,
+                )
+                await session.request("jet/node/hub/conf", {"cmd": "load", "definition": BOILER})
+                for topic in ("#", "pack/+/relay/0", "boiler/#"):
+                    wire = {"cmd": "wire", "input": "relay.on", "topic": topic}
+                    message, _ = await refused(session, "node/21205/conf", wire)
+                    assert "input 1.0 of node circuit 21205 takes one topic, not a filter" in (
+                        message
+                    ), message
+                # A node never loaded is refused the same, and no circuit is made for it.
+                wire = {"cmd": "wire", "input": "1.0", "topic": "#"}
+                message, _ = await refused(session, "node/21209/conf", wire)
+                assert "wildcard" in message, message
+                status = await session.request("jet/node/hub/conf", {"cmd": "status"})
+                assert status["circuits"] == ["21205"]
+                # One topic is what a node input takes.
+                wire = {"cmd": "wire", "input": "relay.on", "topic": "pack/control/t/0"}
+                await session.request("node/21205/conf", wire)
+                node = await session.request("node/21205/conf", {"cmd": "status"})
+                assert [w["topic"] for w in node["inputs"]["1.0"]] == ["pack/control/t/0"]
+
+        run(scenario(), timeout=60)
+    finally:
+        if hub is not None:
+            stop(hub)
+        stop(sim)
+
+
+PANEL_APP = """\
+app: panel
+circuits:
+  control:
+    gadgets:
+      thermostat: {type: jet.lib.Thermostat, params: {setpoint: 50}}
+  panel:
+    container: web
+    gadgets:
+      setpoint: {type: web.Slider, params: {min: 20, max: 70}}
+      pump:     {type: web.Switch}
+      reset:    {type: web.Button}
+wires:
+  - panel.setpoint.value -> control.thermostat.setpoint
+"""
+
+
+async def reply_to(ws: Any, frame: dict[str, Any]) -> dict[str, Any]:
+    await ws.send(json.dumps(frame))
+    while True:
+        answer = json.loads(await asyncio.wait_for(ws.recv(), PROMPT))
+        if answer["op"] == "reply":
+            return dict(answer)
+
+
+async def hello(ws: Any) -> dict[str, Any]:
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), PROMPT))
+        if frame["op"] == "hello":
+            return dict(frame)
+
+
+def test_a_page_sets_only_its_own_gadgets_within_range_unless_the_operator_view_is_on(
+    mosquitto: Any, tmp_path: Path
+) -> None:
+    app = tmp_path / "panel.yaml"
+    app.write_text(PANEL_APP)
+    emit = {"op": "emit", "circuit": "panel"}
+    inject = {"op": "inject", "target": "control.thermostat.setpoint", "value": 1e308}
+
+    async def scenario(page: str, operator_page: str) -> None:
+        async with connect(page.replace("http://", "ws://") + "ws") as ws:
+            assert (await hello(ws))["operator"] is False
+            for gadget, port, value, words in (
+                ("setpoint", "value", 1e308, "outside 20..70"),
+                ("setpoint", "value", "hot", "must be a number"),
+                ("pump", "value", 1, "true or false"),
+                ("reset", "press", 99, "a button's press is true"),
+            ):
+                answer = await reply_to(ws, {**emit, "gadget": gadget, "port": port,
+                                             "value": value})
+                assert answer["ok"] is False and words in answer["error"], answer
+            answer = await reply_to(ws, inject)
+            assert answer["ok"] is False and "the operator view is off" in answer["error"]
+            answer = await reply_to(ws, {**emit, "gadget": "setpoint", "port": "value",
+                                         "value": 60})
+            assert answer["ok"] is True, answer
+        async with connect(operator_page.replace("http://", "ws://") + "ws") as ws:
+            assert (await hello(ws))["operator"] is True
+            answer = await reply_to(ws, {**inject, "value": 55})
+            assert answer["ok"] is True, answer
+
+    pack = jet_background("pack", "--broker", mosquitto.url)
+    webs = []
+    try:
+        pages = []
+        for args in ((), ("--operator",)):
+            port = str(free_port())
+            web_id = "web" if not args else "op"
+            web = jet_background("web", "--broker", mosquitto.url, "--port", port, "--id", web_id,
+                                 *args)
+            webs.append(web)
+            line = read_until(web, "http://")[-1]
+            assert ("operator view on" in line) == bool(args), line
+            pages.append(line.split(" on ")[1].split()[0])
+        loaded = jet("load", str(app), "--broker", mosquitto.url)
+        assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+        run(scenario(*pages), timeout=60)
+    finally:
+        for proc in (*webs, pack):
+            stop(proc)
+
+
+def test_jet_run_turns_the_operator_view_on_only_with_its_own_broker(
+    mosquitto: Any, tmp_path: Path
+) -> None:
+    app = tmp_path / "panel.yaml"
+    app.write_text(PANEL_APP)
+
+    async def operator_view(page: str) -> bool:
+        async with connect(page.replace("http://", "ws://") + "ws") as ws:
+            return bool((await hello(ws))["operator"])
+
+    for extra, expected in ((("--broker", mosquitto.url), False), ((), True)):
+        demo = jet_background("run", str(app), *extra)
+        try:
+            line = read_until(demo, "web page http://")[-1]
+            page = line.split("web page ")[1].split()[0]
+            assert run(operator_view(page), timeout=30) is expected, extra
+        finally:
+            stop(demo)

@@ -14,12 +14,12 @@ from typing import Any
 import attrs
 
 from jet import address
+from jet.runtime.inbox import queue_limit
 from jet.transport import codec
 
 _ANY = object
 
 MAX_SECONDS = 86_400  # a day: longer waits and leases are mistakes, and inf/NaN break timers
-MAX_QUEUE = 1_000_000
 
 #: cmd -> {field: (type, required)}
 CommandTable = Mapping[str, Mapping[str, tuple[type | tuple[type, ...], bool]]]
@@ -130,8 +130,11 @@ def parse(
     for key in ("timeout", "ttl"):
         if key in args and not (math.isfinite(args[key]) and 0 <= args[key] <= MAX_SECONDS):
             raise fail(f"{name}: {key} must be 0 to {MAX_SECONDS} seconds, not {args[key]!r}")
-    if "queue" in args and not 1 <= args["queue"] <= MAX_QUEUE:
-        raise fail(f"{name}: queue must be 1 to {MAX_QUEUE}, not {args['queue']!r}")
+    if "queue" in args:
+        try:
+            queue_limit(args["queue"])  # (the one rule, jet/runtime/inbox.py)
+        except ValueError as exc:
+            raise fail(f"{name}: {exc}") from None
     return Command(name, args, ident, reply_to)
 
 

@@ -277,6 +277,10 @@ circuits:
       never: {type: jet.lib.Ticker, params: {interval: .inf}}
       hot:   {type: jet.lib.Thermostat, params: {setpoint: .inf}}
       avg:   {type: jet.lib.MovingAverage, params: {size: 1000000000}}
+  panel:
+    container: web
+    gadgets:
+      knob:  {type: web.Slider, params: {min: 0, max: .inf}}
 """
 
 
@@ -292,6 +296,7 @@ def test_absurd_parameters_and_queues_are_refused_by_jet_check_and_the_pack(
         (6, "'interval' must be from 0.001 to 31536000 seconds, got inf"),
         (7, "'setpoint' must be finite, got inf"),
         (8, "'size' must be from 1 to 100000, got 1000000000"),
+        (12, "web.Slider: parameter 'max' must be a number, got inf"),  # a range of nothing
     ):
         assert f"{path}:{line}: " in done.stderr and words in done.stderr, done.stderr
     path.write_text(ABSURD_YAML.split("    gadgets:")[0] + (

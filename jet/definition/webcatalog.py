@@ -8,6 +8,7 @@ in the browser page served by ``jet web``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -55,7 +56,8 @@ WEB_GADGETS: dict[str, WebGadgetSpec] = {
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite int or float: a slider's range of ±inf or NaN bounds nothing a page sends."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def param_errors(type_name: str, params: Mapping[str, Any]) -> list[str]:
@@ -70,7 +72,7 @@ def param_errors(type_name: str, params: Mapping[str, Any]) -> list[str]:
         default = spec.params[key]
         if key == "value" or _is_number(default):
             if value is not None and not _is_number(value):
-                errors.append(f"{type_name}: parameter {key!r} must be a number, got {value!r}")
+                errors.append(f"{type_name}: parameter {key!r} must be a number, got {value!r:.40}")
         elif isinstance(default, str) and not isinstance(value, str):
             errors.append(f"{type_name}: parameter {key!r} must be a string, got {value!r}")
     return errors

@@ -132,7 +132,7 @@ def test_bad_parameters_give_one_line_naming_the_parameter(
 
 
 def test_direct_construction_validates_too() -> None:
-    with pytest.raises(ValueError, match="'interval' must be from 0.001 to 31536000 seconds"):
+    with pytest.raises(ValueError, match=r"'interval' must be from 0\.001 to 31536000 seconds"):
         Ticker(interval=0)
     with pytest.raises(TypeError, match="'factor' must be a number"):
         Scale(factor="2")  # type: ignore[arg-type]

@@ -37,8 +37,8 @@ from typing import Any, Protocol
 import attrs
 
 from jet import address
-from jet.definition.model import POLICIES, CircuitDef, circuit_to_msgpack
-from jet.runtime.inbox import DEFAULT_LIMIT, queue_limit
+from jet.definition.model import POLICIES, CircuitDef, circuit_to_msgpack, queue_limit
+from jet.runtime.inbox import DEFAULT_LIMIT
 from jet.runtime.network import EXTERNAL_POLICY
 from jet.transport import codec
 from jet.transport.link import Link, Subscription

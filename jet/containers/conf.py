@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from jet import address
-from jet.runtime.inbox import queue_limit
+from jet.definition.model import queue_limit
 from jet.transport import codec
 
 _ANY = object
@@ -132,7 +132,7 @@ def parse(
             raise fail(f"{name}: {key} must be 0 to {MAX_SECONDS} seconds, not {args[key]!r}")
     if "queue" in args:
         try:
-            queue_limit(args["queue"])  # (the one rule, jet/runtime/inbox.py)
+            queue_limit(args["queue"])  # (the one rule, jet/definition/model.py)
         except ValueError as exc:
             raise fail(f"{name}: {exc}") from None
     return Command(name, args, ident, reply_to)

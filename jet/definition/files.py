@@ -42,9 +42,9 @@ from jet.definition.model import (
     TooLarge,
     WireDef,
     expansion,
+    queue_limit,
 )
 from jet.definition.schema import schema
-from jet.runtime.inbox import queue_limit
 
 __all__ = ["CircuitFileError", "load_app", "loads_app"]
 

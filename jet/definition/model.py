@@ -16,7 +16,6 @@ import attrs
 
 from jet import address
 from jet.address import NAME_RE
-from jet.runtime.inbox import queue_limit
 
 Container = Literal["pack", "node", "web"]
 CONTAINERS: tuple[Container, ...] = ("pack", "node", "web")
@@ -59,6 +58,20 @@ class GadgetDef:
 
 #: What a full input queue does with one more message (docs/reliability.md).
 POLICIES = ("block", "drop-oldest", "drop-newest")
+#: The longest input queue a wire may ask for: a queue is memory (a message may be
+#: a megabyte), and one that long only hides a consumer that cannot keep up.
+MAX_QUEUE = 100_000
+
+
+def queue_limit(value: object) -> int:
+    """``value`` as a queue bound; ValueError (one line) unless a whole number 1..MAX_QUEUE.
+
+    The one rule for every place a queue bound arrives: a circuit file, a
+    received definition, a ``wire`` command, a wire restored from a state file.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_QUEUE:
+        raise ValueError(f"queue must be a whole number from 1 to {MAX_QUEUE}, not {value!r:.40}")
+    return value
 
 #: How deep sub-circuits may nest (a sub-circuit using one that uses one ...).
 MAX_NESTING = 16

@@ -20,20 +20,6 @@ from typing import Any
 Item = tuple[str, Any]
 
 DEFAULT_LIMIT = 1000
-#: The longest queue a wire may ask for: a queue is memory (a message may be a
-#: megabyte), and one that long only hides a consumer that cannot keep up.
-MAX_LIMIT = 100_000
-
-
-def queue_limit(value: object) -> int:
-    """``value`` as a queue bound; ValueError (one line) unless a whole number 1..MAX_LIMIT.
-
-    The one rule for every place a queue bound arrives: a circuit file, a
-    received definition, a ``wire`` command.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
-        raise ValueError(f"queue must be a whole number from 1 to {MAX_LIMIT}, not {value!r:.40}")
-    return value
 
 
 class Inbox:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import REPO, assert_no_traceback, jet_async, jet_argv
+from cli_helpers import REPO, assert_no_traceback, jet_argv, jet_async
 from helpers import Collector, link, run
 
 from jet.definition.model import CircuitDef, GadgetDef, circuit_to_msgpack
@@ -183,7 +183,9 @@ def test_a_stuck_gadget_leaves_commands_statuses_and_other_circuits_flowing(
 
             # A reload replacing the stuck gadget is bounded too; what it had not
             # finished goes to the new gadget (the message it was stuck on is lost).
-            said = await jet_ok("reload", str(app_v2), "--broker", url, "--pack", "p1", "--allow", ALLOW)
+            said = await jet_ok(
+                "reload", str(app_v2), "--broker", url, "--pack", "p1", "--allow", ALLOW
+            )
             assert "reloaded jam (not finished in time: g: 2 queued messages handed to the" \
                 " new gadget, 1 lost)" in said, said
             await out.wait_for(lambda c: len(c.values("pack/jam/g/0")) >= JAMMED - 1, timeout=10)
@@ -335,7 +337,7 @@ def test_systemexit_from_a_gadget_loses_one_message_and_is_reported_once(
             for value in ["exit", "exit", "ok"]:
                 producer.publish_nowait("ext/a", codec.encode(value), qos=1)
             await out.wait_for(
-                lambda c: c.values("pack/quit/e/0") == ["ok"] and c.values("pack/quit/a/0") == ["ok"],
+                lambda c: c.values("pack/quit/e/0") == c.values("pack/quit/a/0") == ["ok"],
                 timeout=10,
             )
             status: dict[str, Any] = await session.request("pack/quit/conf", {"cmd": "status"})
@@ -345,7 +347,8 @@ def test_systemexit_from_a_gadget_loses_one_message_and_is_reported_once(
     assert pack.proc.poll() is None, "the pack is still running"
     assert status["counters"]["errors"] == 3 + 2 + 1  # e, a, and r's run()
     log = pack.stop()
-    assert "quit.e.in: SystemExit: 3 (message lost; further errors of this gadget are counted" in log
+    assert "quit.e.in: SystemExit: 3 (message lost; further errors of this gadget are" \
+        " counted" in log
     assert "quit.a.in: SystemExit: 4 (message lost" in log
     assert "quit.r.run(): SystemExit: 5 (run() ended" in log
     # The first error shows the gadget's own line; the next ones are counted, not logged.
@@ -365,9 +368,8 @@ def test_a_gadget_module_that_exits_on_import_is_refused_in_one_line(
     async def go() -> str:
         async with Session(broker.parse(mosquitto.url)) as session:
             with pytest.raises(CommandFailed) as refused:
-                await session.request(
-                    "jet/pack/p1/conf", {"cmd": "load", "definition": circuit_to_msgpack(definition)}
-                )
+                load = {"cmd": "load", "definition": circuit_to_msgpack(definition)}
+                await session.request("jet/pack/p1/conf", load)
             presence = await session.request("jet/pack/p1/conf", {"cmd": "status"})
             assert presence["state"] == "online"
             return str(refused.value)

@@ -3,8 +3,9 @@
 Each arrival says how long the queue may be and what happens when it is
 full (the policy of the wire it came by):
 
-- ``block``: the sender waits for room (used for MQTT wires: the pack stops
-  acknowledging, so the broker holds the messages; nothing is lost);
+- ``block``: the sender waits for room (used for MQTT wires: the wire's later
+  messages wait in its subscription, in order, while the rest of the pack
+  goes on: see :mod:`jet.transport.link`; nothing is dropped below that bound);
 - ``drop-oldest``: the oldest queued message makes room (fresh data wins);
 - ``drop-newest``: the arriving message is refused.
 

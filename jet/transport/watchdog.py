@@ -137,6 +137,7 @@ class LoopWatchdog:
         self.last_block: Block | None = None
         self._loop_thread = threading.get_ident()  # made by watch(), on the loop
         self._stop = threading.Event()
+        self._answered = threading.Event()  # the current question's answer
         self._thread: threading.Thread | None = None
         self._ping_due = threading.Event()
         self._held = threading.Event()  # set while the loop is held
@@ -156,6 +157,7 @@ class LoopWatchdog:
     def stop(self) -> None:
         global _signal_owner
         self._stop.set()
+        self._answered.set()  # (the loop is busy here, not held: wake the thread now)
         if self._thread is not None:
             self._thread.join(2.0)
             self._thread = None
@@ -202,7 +204,7 @@ class LoopWatchdog:
 
     def _watch(self) -> None:
         while not self._stop.is_set():
-            answered = threading.Event()
+            answered = self._answered = threading.Event()
             asked = time.monotonic()
             try:
                 self.loop.call_soon_threadsafe(answered.set)
@@ -211,7 +213,8 @@ class LoopWatchdog:
             if answered.wait(self._detect()):
                 self._stop.wait(PROBE_EVERY)
                 continue
-            self._while_held(asked, answered)
+            if not self._stop.is_set():
+                self._while_held(asked, answered)
 
     def _while_held(self, since: float, answered: threading.Event) -> None:
         self._held.set()

@@ -361,8 +361,8 @@ class Link:
         # Poison messages: those whose handling took a keepalive or more on this
         # connection (when it ended), and how often such a message's handling
         # has outlasted a connection.
-        self._slow_now: dict[Fingerprint, float] = {}
-        self._outlasted: dict[Fingerprint, int] = {}
+        self._slow_now: dict[Fingerprint, tuple[float, str]] = {}  # (when, culprit)
+        self._outlasted: dict[Fingerprint, tuple[int, str]] = {}  # (how often, culprit)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -621,39 +621,43 @@ class Link:
     def _note_slow(self, topic: str, data: bytes, took: float) -> None:
         now = time.monotonic()
         self._slow_now = {
-            fp: t for fp, t in self._slow_now.items() if now - t < 2 * self.keepalive
+            fp: seen for fp, seen in self._slow_now.items() if now - seen[0] < 2 * self.keepalive
         }
-        self._slow_now[(topic, hash(data), len(data))] = now
+        culprit = self._culprit(since=now - took)
+        self._slow_now[(topic, hash(data), len(data))] = (now, culprit)
         log.warning("%s: a message took %.1f s to handle (keepalive %d s)%s",
-                    topic, took, self.keepalive, self._blocker(since=now - took))
+                    topic, took, self.keepalive, culprit)
 
-    def _blocker(self, since: float) -> str:
-        """``" (held by …)"``: what the watchdog saw holding the loop since then, if anything."""
+    def _culprit(self, since: float) -> str:
+        """``" (held by …)"`` when the watchdog saw the loop held since then, else ""."""
         block = self._watchdog.last_block if self._watchdog is not None else None
-        if block is None or block.since < since - 1.0:
+        if block is None or block.since < since - 1.0:  # (it detects a hold within 1 s)
             return ""
         return f" (held by {block.culprit})"
 
     def _count_outlasted(self) -> str:
-        """The connection is lost: each message handled slowly just before it
-        may never have been acknowledged, and comes back.  Returns what to add
-        to the log line."""
+        """The connection is lost: a message handled slowly just before may
+        never have been acknowledged, and comes back; count it.  Returns what
+        to add to the log line."""
         now = time.monotonic()
-        recent = {fp: t for fp, t in self._slow_now.items() if now - t < 2 * self.keepalive}
+        recent = {
+            fp: seen for fp, seen in self._slow_now.items() if now - seen[0] < 2 * self.keepalive
+        }
         self._slow_now = {}
-        for fp in recent:
-            self._outlasted[fp] = self._outlasted.get(fp, 0) + 1
+        for fp, (_, culprit) in recent.items():
+            self._outlasted[fp] = (self._outlasted.get(fp, (0, ""))[0] + 1, culprit)
         while len(self._outlasted) > SUSPECTS_KEPT:
             del self._outlasted[next(iter(self._outlasted))]
         if not recent:
             return ""
         topics = ", ".join(sorted({fp[0] for fp in recent}))
-        return (f"; it came right after a message on {topics} took longer than the keepalive"
-                f"{self._blocker(since=min(recent.values()) - 3600)}")
+        culprits = "".join(sorted({culprit for _, culprit in recent.values()}))
+        return f"; it came right after a message on {topics} took longer than the keepalive" \
+            f"{culprits}"
 
     def _refuse_poison(self, topic: str, data: bytes) -> bool:
         fp = (topic, hash(data), len(data))
-        attempts = self._outlasted.get(fp, 0)
+        attempts, culprit = self._outlasted.get(fp, (0, ""))
         if attempts < POISON_ATTEMPTS:
             return False
         del self._outlasted[fp]
@@ -661,7 +665,7 @@ class Link:
         log.error(
             "%s: message of %d bytes dropped unhandled: its handling outlasted the MQTT"
             " connection %d times%s, and it would come back forever",
-            topic, len(data), attempts, self._blocker(since=0.0),
+            topic, len(data), attempts, culprit,
         )
         return True
 

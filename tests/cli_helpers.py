@@ -23,7 +23,9 @@ def jet_argv(*args: str) -> list[str]:
 
 def assert_no_traceback(output: str, what: str = "jet") -> str:
     """No `jet` command ever shows a user a traceback: every test that runs one checks it."""
-    assert "Traceback (most recent call last)" not in output, f"{what} printed a traceback:\n{output}"
+    assert "Traceback (most recent call last)" not in output, (
+        f"{what} printed a traceback:\n{output}"
+    )
     return output
 
 
@@ -53,7 +55,8 @@ def stop(proc: subprocess.Popen[str]) -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-    return assert_no_traceback(proc.stdout.read() if proc.stdout else "", " ".join(map(str, proc.args)))
+    printed = proc.stdout.read() if proc.stdout else ""
+    return assert_no_traceback(printed, " ".join(map(str, proc.args)))
 
 
 def read_until(proc: subprocess.Popen[str], needle: str, limit: int = 500) -> list[str]:

@@ -254,7 +254,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
         state = Path(args.state) if args.state else None
         pack = Pack(
             broker.parse(args.broker), args.id, registry=_registry(args), state_file=state,
-            keepalive=args.keepalive,
+            keepalive=args.keepalive, stuck_limit=args.stuck_limit,
         )
         async with pack:
             print(f"pack {args.id} on {pack.link.broker.url}", flush=True)
@@ -372,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keepalive", type=int, default=10,
                    help="MQTT keepalive, seconds: a dead pack is reported offline by its"
                    " will within 1.5 times this")
+    p.add_argument("--stuck-limit", type=float, default=60.0, metavar="SECONDS",
+                   help="how long a gadget may hold the pack (a slow handler) while the pack"
+                   " keeps its MQTT connection alive; past it the pack is let go offline"
+                   " (default 60)")
     from jet.web.cli import add_web_parser
 
     add_web_parser(sub)

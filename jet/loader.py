@@ -19,7 +19,7 @@ from jet.definition.check import check_app
 from jet.definition.model import AppDef, CircuitDef, PortRef, WireDef, circuit_to_msgpack
 from jet.definition.ports import ports_of
 from jet.runtime.registry import Registry
-from jet.transport.client import Session
+from jet.transport.client import CommandFailed, Session
 
 
 class LoadError(RuntimeError):
@@ -29,6 +29,20 @@ class LoadError(RuntimeError):
 Progress = Callable[[str], None]
 #: Where each circuit of an app runs, by circuit name.
 _Places = dict[str, CircuitAddress]
+
+
+def _unfinished(result: Any) -> str:
+    """What a reload reply says the replaced gadgets did not finish, in words ("" if nothing)."""
+    unfinished = result.get("unfinished") if isinstance(result, dict) else None
+    if not isinstance(unfinished, dict):
+        return ""
+    parts = [
+        f"{gadget}: {counts.get('moved', 0)} queued messages handed to the new gadget,"
+        f" {counts.get('lost', 0)} lost"
+        for gadget, counts in unfinished.items()
+        if isinstance(counts, dict)
+    ]
+    return f" (not finished in time: {'; '.join(parts)})" if parts else ""
 
 
 def _quiet(_line: str) -> None:
@@ -202,9 +216,12 @@ class Loader:
         # 1. unwire its inputs
         for port in self.inputs_of(place):
             await self.session.request(place.conf, {"cmd": "unwire", "input": port})
-        # 2. drain it
+        # 2. drain it (bounded: a stuck gadget is reported, and the unload goes on)
         if address.rules(place.kind).runs_graph:
-            await self.session.request(place.conf, {"cmd": "drain"}, timeout=15)
+            try:
+                await self.session.request(place.conf, {"cmd": "drain", "timeout": 10}, timeout=15)
+            except CommandFailed as exc:
+                self.progress(f"{name}: {exc}; unloading it anyway")
         # 3. unwire others from it
         for other in self._loaded_places():
             if other == place:
@@ -240,15 +257,16 @@ class Loader:
                 continue
             places[circuit.name] = place
             if address.rules(place.kind).runs_graph:
-                await self.session.request(
+                result = await self.session.request(
                     place.conf,
                     {
                         "cmd": "reload",
                         "definition": circuit_to_msgpack(circuit),
                         "exports": self.exports_of(app, circuit),
                     },
+                    timeout=15,  # the pack bounds its wait for replaced gadgets (3 s)
                 )
-                self.progress(f"reloaded {circuit.name}")
+                self.progress(f"reloaded {circuit.name}{_unfinished(result)}")
             await self._rewire(app, circuit, places)
         await self._unload_missing(app)
 

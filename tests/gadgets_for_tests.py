@@ -1,8 +1,10 @@
-"""Gadget classes for the check/graph tests (allowed with Registry.allowing([MODULE]))."""
+"""Gadget classes for the tests (allowed with Registry.allowing([MODULE])): the check/graph
+ones, a slow consumer, and faulty gadgets that block, sleep or raise SystemExit."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, ClassVar
 
 import attrs
@@ -61,3 +63,68 @@ class Slow(Gadget):
     async def on_in(self, value: Any) -> None:
         await asyncio.sleep(self.seconds)
         self.emit("out", value)
+
+
+# -- faulty gadgets (tests/test_survive_gadgets.py) ------------------------------------------
+
+
+@attrs.define
+class Stuck(Gadget):
+    """An async consumer that never finishes its first message: its queue fills up."""
+
+    inputs = ("in",)
+    outputs = ("out",)
+
+    async def on_in(self, value: Any) -> None:
+        await asyncio.Event().wait()
+
+
+@attrs.define(kw_only=True)
+class Sleepy(Gadget):
+    """A synchronous handler that holds the event loop for ``seconds`` (time.sleep)."""
+
+    inputs = ("in",)
+    outputs = ("out",)
+    seconds: float = 1.0
+
+    def on_in(self, value: Any) -> None:
+        time.sleep(self.seconds)
+        self.emit("out", value)
+
+
+@attrs.define
+class Exiting(Gadget):
+    """Raises SystemExit on the value "exit" (KeyboardInterrupt on "interrupt"); passes the rest."""
+
+    inputs = ("in",)
+    outputs = ("out",)
+
+    def on_in(self, value: Any) -> None:
+        if value == "exit":
+            raise SystemExit(3)
+        if value == "interrupt":
+            raise KeyboardInterrupt
+        self.emit("out", value)
+
+
+@attrs.define
+class AsyncExiting(Gadget):
+    """An async handler that raises SystemExit on "exit"; passes the rest."""
+
+    inputs = ("in",)
+    outputs = ("out",)
+
+    async def on_in(self, value: Any) -> None:
+        if value == "exit":
+            raise SystemExit(4)
+        self.emit("out", value)
+
+
+@attrs.define
+class ExitingRun(Gadget):
+    """Its run() raises SystemExit as soon as the circuit starts."""
+
+    outputs = ("out",)
+
+    async def run(self) -> None:
+        raise SystemExit(5)

@@ -37,12 +37,12 @@ from jet.containers import conf
 from jet.containers.boundary import Body, CircuitBoundary, CommandError
 from jet.definition.check import refusal
 from jet.definition.model import CircuitDef, circuit_from_msgpack
-from jet.runtime.network import BuildError
+from jet.runtime.network import BuildError, running_gadget
 from jet.runtime.registry import Registry
 from jet.tasks import cancel_all
 from jet.transport import codec
 from jet.transport.broker import Broker
-from jet.transport.link import Link, Subscription, Will
+from jet.transport.link import STUCK_LIMIT, Link, Subscription, Will
 
 STATS_INTERVAL = 5.0
 
@@ -82,6 +82,7 @@ class Container:
         connect_timeout: float | None = None,
         state_file: Path | None = None,
         registry: Registry | None = None,
+        stuck_limit: float = STUCK_LIMIT,
     ) -> None:
         if not address.NAME_RE.match(container_id):
             raise ValueError(f"{self.kind} id {container_id!r} must match [a-z0-9_-]+")
@@ -114,6 +115,10 @@ class Container:
             # A persistent session keeps what arrives while we are away; then
             # acknowledge only what is handled, so a crash loses nothing.
             ack_after_handling=not clean_session,
+            # A gadget holding the event loop is named in the log, and the
+            # connection is kept alive meanwhile, for stuck_limit seconds at most.
+            blocked_by=running_gadget,
+            stuck_limit=stuck_limit,
         )
 
     @property
@@ -317,8 +322,8 @@ class Container:
                 await self.unload(circuit.id)
                 return None
             case "reload":
-                await self.reload(circuit, self._received(args["definition"]),
-                                  args.get("exports") or {})
+                result = await self.reload(circuit, self._received(args["definition"]),
+                                           args.get("exports") or {})
             case "status":
                 return circuit.status()
             case _:
@@ -386,12 +391,16 @@ class Container:
 
     async def reload(
         self, circuit: CircuitBoundary, definition: CircuitDef, exports: Mapping[str, Any]
-    ) -> None:
-        """Swap a circuit's definition; wires into inputs that remain are kept."""
-        gone = await circuit.reload(definition, exports)
+    ) -> Mapping[str, Any] | None:
+        """Swap a circuit's definition; wires into inputs that remain are kept.
+
+        Returns what the replaced parts could not finish in time (the reply says it).
+        """
+        gone, unfinished = await circuit.reload(definition, exports)
         for wire in gone:
             self.log.info("%s: input %s is gone: unwired %s", circuit.id, wire.input, wire.topic)
         self._publish_definition(circuit)
+        return unfinished
 
     async def unload(self, circuit_id: str) -> None:
         """Stop a circuit and forget it: no subscription and no retained message left."""

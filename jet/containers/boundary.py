@@ -15,6 +15,13 @@ of it is the same, and it is written here once:
   ask for), or while it is tapped (a lease that runs out by itself);
 - **counters and rates**, and the **status map** published for ``jet ls``.
 
+Back-pressure stays per wire: a wire whose input cannot take more (a full
+queue under ``block``) holds its own later messages in its subscription
+(:meth:`Link._dispatch <jet.transport.link.Link>`), counted as ``queued``;
+everything else keeps flowing.  :meth:`~CircuitBoundary.drain` waits for what
+the wires hold, then for the body, within its timeout; stopping drops (and
+counts) what they still hold.
+
 What sits behind the ports is the container's :class:`Body`: the boundary
 hands it every value that arrives on a wire and the body hands every value
 it produces back to :meth:`CircuitBoundary.emit`.  A body never routes and
@@ -136,8 +143,11 @@ class Body(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def reload(self, definition: CircuitDef) -> None:
-        """Swap in a new definition; raises before anything changes."""
+    async def reload(self, definition: CircuitDef) -> Mapping[str, Any] | None:
+        """Swap in a new definition; raises before anything changes.
+
+        Returns what could not be finished in time (reported in the reply), if anything.
+        """
         ...
 
     def counters(self) -> dict[str, int]:
@@ -193,6 +203,8 @@ class CircuitBoundary:
         self.received = 0
         self.published = 0
         self.bad_payloads = 0
+        self.discarded = 0  # held by a wire when it went away
+        self._unwired: list[Wire] = []  # gone, but still handing over what they hold
         self.started_at = time.time()
         self.rates: dict[str, float] = {"in": 0.0, "out": 0.0}
         self._rate_base = (0, 0)
@@ -335,7 +347,10 @@ class CircuitBoundary:
         name = None if input_ is None else self._input_key(input_)
         doomed = [k for k in self.wires if name in (None, k[0]) and topic in (None, k[1])]
         for key in doomed:
-            await self.link.unsubscribe(self.wires.pop(key).sub)
+            wire = self.wires.pop(key)
+            await self.link.unsubscribe(wire.sub)
+            if wire.sub.pending:  # what it holds still reaches the input (drain waits for it)
+                self._unwired.append(wire)
         return len(doomed)
 
     def _input_key(self, text: str) -> str:
@@ -354,7 +369,14 @@ class CircuitBoundary:
             except CommandError:
                 gone.append(self.wires.pop(key))
                 await self.link.unsubscribe(wire.sub)
+                self._discard(wire.sub, f"its input {wire.input} is gone")
         return gone
+
+    def _discard(self, sub: Subscription, why: str) -> None:
+        count = self.link.discard_held(sub)
+        if count:
+            self.discarded += count
+            log.warning("%s: %d messages held on %s dropped: %s", self.id, count, sub.topic, why)
 
     def inject(self, input_: str, value: Any) -> Any:
         return self.body.inject(*self.body.resolve_input(input_), value)
@@ -365,23 +387,47 @@ class CircuitBoundary:
         self.body.start()
 
     async def drain(self, timeout: float) -> None:
-        await self.body.drain(timeout)
+        """Wait until what the wires hold and what the body has queued is handled;
+        CommandError naming what is left after ``timeout`` seconds."""
+        started = time.monotonic()
+        wires = self._holding()
+        if not await self.link.released([w.sub for w in wires], timeout):
+            held = sum(w.sub.pending for w in wires)
+            inputs = ", ".join(sorted({w.input for w in wires if w.sub.pending}))
+            raise CommandError(
+                f"{self.id}: not drained after {timeout:g} s ({held} messages still wait for"
+                f" room in the queue of {inputs})"
+            )
+        # (a floor: asyncio.wait_for with no time left refuses even an idle body)
+        await self.body.drain(max(0.05, timeout - (time.monotonic() - started)))
 
-    async def reload(self, definition: CircuitDef, exports: Mapping[str, Any]) -> list[Wire]:
+    def _holding(self) -> list[Wire]:
+        """The wires, and the unwired ones still handing over what they hold."""
+        self._unwired = [w for w in self._unwired if w.sub.pending]
+        return [*self.wires.values(), *self._unwired]
+
+    async def reload(
+        self, definition: CircuitDef, exports: Mapping[str, Any]
+    ) -> tuple[list[Wire], Mapping[str, Any] | None]:
         """Swap in a new definition; wires into inputs that remain keep their subscription.
 
         Everything that can be refused is checked before anything changes.
-        Returns the wires pruned because their input is gone.
+        Returns the wires pruned because their input is gone, and what the
+        body could not finish in time (None: everything).
         """
         new_exports = normalize_exports(exports)
-        await self.body.reload(definition)
+        unfinished = await self.body.reload(definition)
         self.exports = new_exports
         self.refresh_outputs()
-        return await self.prune()
+        return await self.prune(), unfinished
 
     async def stop(self) -> None:
         for wire in self.wires.values():
             await self.link.unsubscribe(wire.sub)
+            self._discard(wire.sub, "the circuit stopped")
+        for wire in self._unwired:
+            self._discard(wire.sub, "the circuit stopped")
+        self._unwired = []
         self.wires.clear()
         await self.body.stop()
 
@@ -409,6 +455,13 @@ class CircuitBoundary:
             **self.body.counters(),
         }
         counters["errors"] += self.bad_payloads
+        # Messages a wire holds for a full queue wait in this circuit too; those
+        # it refused or dropped are this circuit's drops.
+        subs = [w.sub for w in self._holding()]
+        counters["queued"] = counters.get("queued", 0) + sum(s.pending for s in subs)
+        counters["dropped"] = (
+            counters.get("dropped", 0) + sum(s.refused for s in subs) + self.discarded
+        )
         status: dict[str, Any] = {
             "state": "online",
             "type": self.kind,

@@ -13,29 +13,42 @@ graph of Python gadgets built from the pack's allow list.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from jet.containers.base import STATS_INTERVAL, Container
 from jet.containers.boundary import CommandError, Wire, definition_map, split_port
 from jet.definition.model import CircuitDef
+from jet.runtime.inbox import InboxClosed
 from jet.runtime.network import Network, OnEmit
 from jet.runtime.registry import Registry
 from jet.transport import codec
 from jet.transport.broker import Broker
+from jet.transport.link import STUCK_LIMIT
 
 log = logging.getLogger("jet.pack")
+
+#: How long a reload waits for the gadgets it replaces to finish their queues.
+#: Below the loader's reply timeout (5 s), so a stuck gadget is reported, not
+#: mistaken for a pack that does not answer.
+RELOAD_DRAIN_TIMEOUT = 3.0
+#: Times a message waiting for room follows its gadget to a reloaded network, at most.
+FOLLOW_RELOADS = 10
 
 
 class NetworkBody:
     """A pack circuit's body: a :class:`~jet.runtime.network.Network` of Python gadgets.
 
     Reload builds the new network completely (gadgets whose definition is
-    unchanged keep their instance and state), drains the old one, then swaps
-    with no await in between, so a message on a kept wire reaches the old or
-    the new graph and is never lost.
+    unchanged keep their instance, state and queue), drains the gadgets being
+    replaced for at most :data:`RELOAD_DRAIN_TIMEOUT`, then swaps with no await
+    in between, so a message on a kept wire reaches the old or the new graph
+    and is never lost.  What a replaced gadget did not finish in time (a stuck
+    one) is handed to its namesake in the new graph, or counted lost, and
+    reported in the reload's reply.
     """
 
     takes_filters = True
@@ -79,10 +92,37 @@ class NetworkBody:
     def receive(
         self, gadget: str, port: str, payload: bytes, limit: int, policy: str
     ) -> Awaitable[None] | None:
-        return self.network.deliver_to(gadget, port, codec.decode(payload), limit, policy)
+        value = codec.decode(payload)
+        waiting = self.network.deliver_to(gadget, port, value, limit, policy)
+        if waiting is None:
+            return None
+        return self._deliver_when_room(waiting, gadget, port, value, limit, policy)
+
+    async def _deliver_when_room(
+        self, waiting: Coroutine[Any, Any, None], gadget: str, port: str, value: Any,
+        limit: int, policy: str,
+    ) -> None:
+        for _ in range(FOLLOW_RELOADS):
+            try:
+                await waiting
+                return
+            except InboxClosed:
+                # The gadget was replaced (reload) while this message waited for
+                # room: it goes to the gadget that runs now.
+                again = self.network.deliver_to(gadget, port, value, limit, policy)
+                if again is None:
+                    return
+                waiting = again
+        waiting.close()
+        self.network.counters.dropped += 1
+        log.error("%s.%s.%s: a message waiting for room outlived %d reloads; dropped",
+                  self.definition.name, gadget, port, FOLLOW_RELOADS)
 
     def inject(self, gadget: str, port: str, value: Any) -> None:
-        self.network.deliver_to(gadget, port, value)
+        waiting = self.network.deliver_to(gadget, port, value)
+        if waiting is not None:  # a command cannot wait for a full queue
+            waiting.close()
+            raise CommandError(f"{gadget}.{port}: queue full; value not injected")
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -93,15 +133,15 @@ class NetworkBody:
         try:
             await asyncio.wait_for(self.network.drain(), timeout)
         except TimeoutError:
+            left = "; ".join(f"{g}: {what}" for g, what in self.network.unfinished().items())
             raise CommandError(
-                f"{self.definition.name}: still {self.network.queued()} messages queued "
-                f"after {timeout}s"
+                f"{self.definition.name}: not drained after {timeout:g} s ({left or 'busy'})"
             ) from None
 
     async def stop(self) -> None:
         await self.network.stop()
 
-    async def reload(self, definition: CircuitDef) -> None:
+    async def reload(self, definition: CircuitDef) -> dict[str, Any] | None:
         name = self.definition.name
         if definition.name != name:
             raise CommandError(f"reload of {name} with a definition named {definition.name!r}")
@@ -109,11 +149,28 @@ class NetworkBody:
             definition, self.registry, self._emit, label=name, reuse=self.network.slots
         )
         old = self.network
-        await old.drain()
-        await old.stop(keep=new.kept)
+        # Kept gadgets keep their queue and go on working: only the replaced
+        # ones are drained, and a stuck one does not hold the reload (nor the
+        # pack's commands) for longer than the bound.
+        replaced = [s for s in old.slots.values() if s.name not in new.kept]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(old.drain(replaced), RELOAD_DRAIN_TIMEOUT)
+        # No await from here to the swap: nothing arrives in between.
+        left = old.close_inboxes(replaced)
         new.activate()
         self.network = new
         new.start()
+        unfinished = new.adopt(left)
+        await old.stop(keep=new.kept)
+        if not unfinished:
+            return None
+        for gadget, counts in unfinished.items():
+            log.warning(
+                "%s.%s: not finished %g s into the reload: %d queued messages handed to the"
+                " new %s, %d lost", name, gadget, RELOAD_DRAIN_TIMEOUT, counts["moved"],
+                gadget, counts["lost"],
+            )
+        return {"unfinished": unfinished}
 
     # -- status ------------------------------------------------------------------------
 
@@ -155,10 +212,11 @@ class Pack(Container):
         state_file: Path | None = None,
         stats_interval: float = STATS_INTERVAL,
         keepalive: int = 10,
+        stuck_limit: float = STUCK_LIMIT,
     ) -> None:
         super().__init__(
             broker, pack_id, stats_interval=stats_interval, keepalive=keepalive,
-            state_file=state_file, registry=registry,
+            state_file=state_file, registry=registry, stuck_limit=stuck_limit,
         )
 
     def _make_body(

@@ -284,3 +284,5 @@ def instantiate(cls: type[Gadget], params: Mapping[str, Any]) -> Gadget:
         return cls(**params)
     except (TypeError, ValueError) as exc:
         raise GadgetError(f"{name}: {exc}") from exc
+    except BaseException as exc:  # gadget code: even SystemExit is its fault
+        raise GadgetError(f"{name}: raised {type(exc).__name__}: {exc} while being built") from None

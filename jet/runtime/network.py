@@ -7,6 +7,13 @@ hot path: no queue, no task); async handlers get a bounded inbox worked by
 one task per gadget, so each gadget sees its messages one at a time and in
 order.  A full inbox refuses the message and counts it.
 
+Gadget code is the one place where anything may be raised: whatever a
+handler or ``run()`` raises, ``SystemExit`` and ``KeyboardInterrupt``
+included, loses that one message (or that one ``run()``), is counted in the
+gadget's errors and logged (the first time with the gadget's own frames,
+then one line every 1000th), and the circuit goes on.  When a gadget holds
+the event loop, :func:`running_gadget` names it from the stack.
+
 Every emission also goes to ``on_emit(gadget, output_index, value)``, which
 the owner (a running circuit, or a sub-circuit gadget) uses to publish.
 
@@ -19,16 +26,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import traceback
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from types import FrameType, TracebackType
 from typing import Any
 
 import attrs
 
 from jet.definition.model import CircuitDef, GadgetDef
 from jet.runtime.gadget import Gadget, GadgetError, input_names, instantiate, is_async, output_names
-from jet.runtime.inbox import DEFAULT_LIMIT, Inbox
+from jet.runtime.inbox import DEFAULT_LIMIT, Inbox, Item
 from jet.runtime.registry import Registry, UnknownGadgetType
-from jet.tasks import cancel_all
+from jet.tasks import cancel_all, worth_logging
 
 log = logging.getLogger("jet.network")
 
@@ -36,6 +45,28 @@ INTERNAL_POLICY = "drop-oldest"  # a synchronous emit cannot wait for room
 EXTERNAL_POLICY = "block"  # an MQTT wire can: the broker holds what we do not take
 
 OnEmit = Callable[[str, int, Any], None]
+
+#: How long a stopped gadget's tasks get to end once cancelled; one that
+#: swallows its cancellation is left behind (logged) so a stop cannot hang.
+STOP_TIMEOUT = 1.0
+
+#: Frames shown with a gadget's first error, at most (its own, innermost last).
+ERROR_FRAMES = 8
+
+
+def _cancelled() -> bool:
+    """True in a task that has been asked to stop (as opposed to a gadget
+    raising ``CancelledError`` of its own accord)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _gadget_frames(tb: TracebackType | None) -> str:
+    """The frames of a gadget's error below the network's call into it, as
+    ``File …, line …`` lines (no Python traceback header: this is the gadget's
+    story, not a crash of the pack)."""
+    frames = [f for f in traceback.extract_tb(tb) if f.filename != __file__]
+    return "".join(traceback.format_list(frames[-ERROR_FRAMES:])).rstrip()
 
 
 class BuildError(ValueError):
@@ -74,6 +105,7 @@ class Slot:
     handlers: dict[str, Callable[[Any], Any]] = attrs.field(factory=dict)
     inbox: Inbox | None = None
     tasks: list[asyncio.Task[None]] = attrs.field(factory=list)
+    errors: int = 0  # raised by this gadget's handlers or run(), for rate-limited logging
 
 
 class Network:
@@ -189,11 +221,13 @@ class Network:
         value: Any,
         limit: int = DEFAULT_LIMIT,
         policy: str = EXTERNAL_POLICY,
-    ) -> Awaitable[None] | None:
+    ) -> Coroutine[Any, Any, None] | None:
         """Deliver a value arriving from outside (a wire, an injection).
 
         Returns an awaitable only when the input's queue is full and the
-        policy is ``block``: the caller waits on it before taking more.
+        policy is ``block``: the caller waits on it before taking more (it
+        raises :class:`~jet.runtime.inbox.InboxClosed` if the gadget is
+        replaced meanwhile).
         """
         slot = self.slots.get(gadget)
         if slot is None or port not in slot.handlers:
@@ -209,12 +243,12 @@ class Network:
         value: Any,
         limit: int = DEFAULT_LIMIT,
         policy: str = INTERNAL_POLICY,
-    ) -> Awaitable[None] | None:
+    ) -> Coroutine[Any, Any, None] | None:
         self.counters.delivered += 1
         if slot.inbox is None:
             try:
                 slot.handlers[port](value)
-            except Exception as exc:
+            except BaseException as exc:  # gadget code: even SystemExit is its fault
                 self._handler_failed(slot, port, exc)
             return None
         try:
@@ -228,26 +262,40 @@ class Network:
     def _count_drop(self, slot: Slot, policy: str, limit: int) -> None:
         self.counters.dropped += 1
         dropped = self.counters.dropped
-        if dropped == 1 or dropped % 1000 == 0:
+        if worth_logging(dropped):
             log.warning(
                 "%s.%s: queue full (%d, %s): %d messages dropped so far",
                 self.label, slot.name, limit, policy, dropped,
             )
 
-    def _handler_failed(self, slot: Slot, port: str, exc: Exception) -> None:
+    def _handler_failed(self, slot: Slot, port: str, exc: BaseException) -> None:
         # A faulty gadget loses that one message; the circuit keeps running.
+        # Its first error shows where in the gadget it happened; after that,
+        # a gadget failing on every message must not flood the log.
         self.counters.errors += 1
-        log.error("%s.%s.%s: %s: %s", self.label, slot.name, port, type(exc).__name__, exc)
+        slot.errors += 1
+        where = f"{self.label}.{slot.name}.{port}"
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        lost = "run() ended" if port == "run()" else "message lost"
+        if slot.errors == 1:
+            log.error(
+                "%s: %s (%s; further errors of this gadget are counted, one line every 1000th)"
+                "\n%s", where, what, lost, _gadget_frames(exc.__traceback__),
+            )
+        elif worth_logging(slot.errors):
+            log.error("%s: %d errors so far; the last: %s (%s)", where, slot.errors, what, lost)
 
     async def _work_inbox(self, slot: Slot) -> None:
         assert slot.inbox is not None
-        while True:
+        while not _cancelled():
             port, value = await slot.inbox.get()
             try:
                 result = slot.handlers[port](value)
                 if asyncio.iscoroutine(result):
                     await result
-            except Exception as exc:
+            except BaseException as exc:  # gadget code: even SystemExit is its fault
+                if _cancelled():
+                    raise asyncio.CancelledError from None  # we are being stopped
                 self._handler_failed(slot, port, exc)
             finally:
                 slot.inbox.done()
@@ -270,25 +318,76 @@ class Network:
     async def _run_gadget(self, slot: Slot, run: Callable[[], Any]) -> None:
         try:
             await run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.counters.errors += 1
-            log.error("%s.%s: run() failed: %s: %s", self.label, slot.name, type(exc).__name__, exc)
+        except BaseException as exc:  # gadget code: even SystemExit is its fault
+            if _cancelled():
+                raise asyncio.CancelledError from None  # we are being stopped
+            self._handler_failed(slot, "run()", exc)
 
-    async def drain(self) -> None:
-        """Wait until every inbox is empty and its last message handled."""
-        for slot in self.slots.values():
+    async def drain(self, slots: Iterable[Slot] | None = None) -> None:
+        """Wait until every inbox (of ``slots``, default all) is empty and its
+        last message handled.  Unbounded: callers bound it with a timeout."""
+        for slot in self.slots.values() if slots is None else slots:
             if slot.inbox is not None and slot.tasks:
                 await slot.inbox.join()
 
+    def unfinished(self, slots: Iterable[Slot] | None = None) -> dict[str, str]:
+        """What each gadget (of ``slots``, default all) has not finished, in words."""
+        found: dict[str, str] = {}
+        for slot in self.slots.values() if slots is None else slots:
+            inbox = slot.inbox
+            if inbox is not None and (len(inbox) or inbox.busy):
+                busy = "busy on a message, " if inbox.busy else ""
+                found[slot.name] = f"{busy}{len(inbox)} queued"
+        return found
+
+    def close_inboxes(self, slots: Iterable[Slot]) -> dict[str, tuple[list[Item], bool]]:
+        """Close the inboxes of ``slots`` (being replaced): by gadget, what was
+        still queued and whether the gadget was busy on a message."""
+        left: dict[str, tuple[list[Item], bool]] = {}
+        for slot in slots:
+            if slot.inbox is not None:
+                busy = slot.inbox.busy
+                items = slot.inbox.close()
+                if items or busy:
+                    left[slot.name] = (items, busy)
+        return left
+
+    def adopt(self, left: Mapping[str, tuple[list[Item], bool]]) -> dict[str, dict[str, int]]:
+        """Deliver what replaced gadgets left queued to their namesakes in this
+        network, in order; returns, by gadget, how many were ``moved`` and ``lost``."""
+        report: dict[str, dict[str, int]] = {}
+        for name, (items, busy) in left.items():
+            slot = self.slots.get(name)
+            moved = 0
+            for port, value in items:
+                if slot is not None and port in slot.handlers:
+                    # A fresh inbox: it takes them all, whatever its usual bound.
+                    self.deliver(slot, port, value, limit=len(items) + DEFAULT_LIMIT)
+                    moved += 1
+            lost = len(items) - moved + int(busy)
+            self.counters.dropped += lost
+            report[name] = {"moved": moved, "lost": lost}
+        return report
+
     async def stop(self, keep: set[str] | frozenset[str] = frozenset()) -> None:
-        """Cancel gadget tasks, except those of gadgets named in ``keep``."""
+        """Cancel gadget tasks, except those of gadgets named in ``keep``.
+
+        Bounded: a gadget whose task does not end within :data:`STOP_TIMEOUT`
+        of its cancellation is left behind and logged.
+        """
         self._running = False
-        for slot in self.slots.values():
-            if slot.name in keep:
-                continue
-            await cancel_all(slot.tasks)
+        stopping = [s for s in self.slots.values() if s.name not in keep]
+        for slot in stopping:
+            if slot.inbox is not None:
+                slot.inbox.close()  # a sender waiting for room must not wait forever
+        tasks = [t for s in stopping for t in s.tasks]
+        left = await cancel_all(tasks, timeout=STOP_TIMEOUT)
+        for slot in stopping:
+            if any(t in left for t in slot.tasks):
+                log.error(
+                    "%s.%s: still running %.0f s after being stopped (it ignores"
+                    " cancellation); left behind", self.label, slot.name, STOP_TIMEOUT,
+                )
             slot.tasks.clear()
 
     def queued(self) -> int:
@@ -333,7 +432,9 @@ class SubcircuitGadget(Gadget):
 
     def on_message(self, port: str, value: Any) -> None:
         ref = self._routes[port]
-        self.network.deliver_to(ref.gadget, ref.port, value)
+        # A gadget's input cannot wait: a full inner queue drops (and counts) like
+        # any wire inside a circuit.
+        self.network.deliver_to(ref.gadget, ref.port, value, policy=INTERNAL_POLICY)
 
     async def run(self) -> None:
         self.network.start()
@@ -355,3 +456,28 @@ def subcircuit_gadget_class(
         "label": label,
     }
     return type(f"Subcircuit_{definition.name}", (SubcircuitGadget,), body)
+
+
+# -- naming what holds the event loop ----------------------------------------------------------
+
+_CALLS_INTO_GADGETS = {
+    Network.deliver.__code__: "input",
+    Network._work_inbox.__code__: "input",
+    Network._run_gadget.__code__: "run",
+}
+
+
+def running_gadget(frame: FrameType | None) -> str | None:
+    """The gadget running in ``frame`` or a caller of it (the innermost one), in
+    words: ``circuit.gadget (type) on input port`` or ``… in run()``; None when no
+    gadget is being called.  For the event-loop watchdog, from its thread."""
+    while frame is not None:
+        kind = _CALLS_INTO_GADGETS.get(frame.f_code)
+        if kind is not None:
+            found = frame.f_locals
+            network, slot = found.get("self"), found.get("slot")
+            if isinstance(network, Network) and isinstance(slot, Slot):
+                what = "in run()" if kind == "run" else f"on input {found.get('port')}"
+                return f"{network.label}.{slot.name} ({slot.definition.type}) {what}"
+        frame = frame.f_back
+    return None

@@ -32,6 +32,11 @@ def _entry_points() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _inside(module: str, prefix: str) -> bool:
     return module == prefix or module.startswith(prefix + ".")
 
@@ -49,7 +54,13 @@ class Registry:
     def resolve(self, type_name: str) -> type[Gadget]:
         ep = _entry_points().get(type_name)
         if ep is not None:
-            return self._check(type_name, ep.load())
+            try:
+                loaded = ep.load()
+            except BaseException as exc:  # its module's code, run on import
+                raise UnknownGadgetType(
+                    f"gadget type {type_name!r}: cannot load {ep.value!r}: {_one_line(exc)}"
+                ) from None
+            return self._check(type_name, loaded)
         module_name, _, attr = type_name.rpartition(".")
         if not module_name:
             raise UnknownGadgetType(f"unknown gadget type {type_name!r}")
@@ -64,6 +75,10 @@ class Registry:
             raise UnknownGadgetType(
                 f"unknown gadget type {type_name!r}: cannot import {module_name!r}: {exc!r}"
             ) from exc
+        except BaseException as exc:  # a module's own code failed (even SystemExit)
+            raise UnknownGadgetType(
+                f"gadget type {type_name!r}: importing {module_name!r} failed: {_one_line(exc)}"
+            ) from None
         found = getattr(module, attr, None)
         if found is None:
             raise UnknownGadgetType(

@@ -172,6 +172,30 @@ class Connection:
 
         paho.on_socket_open = on_socket_open  # aiomqtt's callback, called first
 
+        def write() -> None:
+            try:
+                paho.loop_write()
+            except Exception as exc:  # as aiomqtt's writer does: the connection broke
+                lost = client._disconnected  # reach: how aiomqtt's session learns it
+                if not lost.done():
+                    lost.set_exception(exc)
+
+        def on_socket_register_write(mqttc: Any, userdata: Any, sock: Any) -> None:
+            # Instead of aiomqtt's: its add_writer, deferred to the loop, fails
+            # with a logged traceback when the socket closed in between (a write
+            # queued just as a connection dies, after a handler held the loop).
+            loop = client._loop  # reach: the loop aiomqtt reads the socket on
+
+            def register() -> None:
+                current: Any = paho._sock  # reach: is this socket still paho's?
+                if current is sock:
+                    with contextlib.suppress(OSError, ValueError):
+                        loop.add_writer(sock.fileno(), write)
+
+            loop.call_soon_threadsafe(register)
+
+        paho.on_socket_register_write = on_socket_register_write
+
     # -- session -----------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
@@ -213,6 +237,33 @@ class Connection:
         """Acknowledge received QoS>0 messages only through ``ack`` (set before
         connecting).  aiomqtt does not expose paho's manual acknowledgement."""
         self._paho.manual_ack_set(on)
+
+    def keep_alive_now(self) -> None:
+        """Send a PINGREQ now, after whatever paho has queued (acknowledgements).
+
+        Only for the event-loop watchdog (jet/transport/watchdog.py): called on
+        the loop's thread while a gadget holds it, at a point where no paho,
+        aiomqtt or transport code is running, so writing from here cannot
+        interleave with another write.
+        """
+        paho = self._paho
+        if not paho.is_connected():
+            return
+        # reach: written at once rather than through aiomqtt's add_writer,
+        # which is deferred to the loop (busy) and would find the socket gone
+        # if the connection died meanwhile.
+        register = paho._on_socket_register_write
+        paho._on_socket_register_write = None
+        try:
+            # reach: a PINGREQ that does not arm paho's wait for its answer
+            # (_send_pingreq would; the answer is only read once the loop is
+            # free, and paho could then call a live connection dead).  With no
+            # write callback, paho writes it (and what was queued) at once.
+            paho._send_simple_command(mqtt.PINGREQ)
+        finally:
+            paho._on_socket_register_write = register
+        if paho.want_write():  # the socket took only part: the loop writes the rest
+            paho._call_socket_register_write()
 
     def forget_arrived(self) -> None:
         """Drop the received messages not taken yet (as the connection dies:

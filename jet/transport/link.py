@@ -9,6 +9,16 @@ filter matches, acknowledgement after handling, and a bounded, pipelined
 :class:`Outbox` so that gadgets can publish from synchronous code without
 waiting on the network.  Nothing is dropped silently: a full outbox counts what it refuses.
 
+One slow consumer never makes the link deaf.  A handler that cannot take a
+message yet (a full queue under the ``block`` policy) holds back only its own
+subscription: that subscription's later messages wait in it, in order and
+bounded (:data:`HOLD_LIMIT`), while every other message (commands, other
+circuits) is dispatched as usual.  A message whose handling outlasts the
+connection itself (a handler slower than the keepalive, when the connection
+could not be kept alive: see :mod:`jet.transport.watchdog`) is counted; after
+:data:`POISON_ATTEMPTS` such deliveries the broker's next redelivery is
+acknowledged without handling and reported, instead of coming back forever.
+
     async with Link(broker.parse(url), "jet-pack-default") as link:
         sub = await link.subscribe("pack/a/g/0", 1, handler)
         link.publish_nowait("pack/b/g/0", payload, qos=1)
@@ -21,21 +31,26 @@ import collections
 import contextlib
 import heapq
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Self
 
 import aiomqtt
 import attrs
 
 from jet import address
-from jet.tasks import cancel_all
+from jet.tasks import cancel_all, worth_logging
+from jet.transport import watchdog
 from jet.transport.broker import Broker
 from jet.transport.connection import PUBLISH_NO_CONN, PUBLISH_OK, Connection, Will
 
 __all__ = [
+    "HOLD_LIMIT",
     "OUTBOX_LIMIT",
+    "POISON_ATTEMPTS",
     "PUBLISH_WINDOW",
+    "STUCK_LIMIT",
     "Handler",
     "Link",
     "LinkStats",
@@ -47,23 +62,52 @@ __all__ = [
 log = logging.getLogger("jet.mqtt")
 
 #: ``handler(topic, payload)``, called on the event loop for every matching
-#: message.  A handler that cannot take the message yet returns an awaitable;
-#: the link waits on it before dispatching (and acknowledging) anything else.
+#: message.  A handler that cannot take the message yet returns an awaitable
+#: that completes once it has: until then the link holds that subscription's
+#: later messages (and only that subscription's).
 Handler = Callable[[str, bytes], Awaitable[None] | None]
 
 OUTBOX_LIMIT = 100_000
 PUBLISH_WINDOW = 256  # publishes handed to paho and not yet completed, at most
 BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
+#: Messages one subscription holds while its handler cannot take them, at most;
+#: past that they are refused and counted (for a wire: in its circuit's drops).
+HOLD_LIMIT = 10_000
+#: Deliveries of one message whose handling outlasted the connection; the next
+#: one is acknowledged unhandled and reported (it would come back forever).
+POISON_ATTEMPTS = 2
+#: How long a container's connection is kept alive for a gadget holding the
+#: event loop (see jet.transport.watchdog); past it the container is let go offline.
+STUCK_LIMIT = 60.0
+#: Poison candidates remembered, at most.
+SUSPECTS_KEPT = 100
+
+#: A received message, as told apart from others: (topic, hash of payload, size).
+Fingerprint = tuple[str, int, int]
 
 
 @attrs.define(eq=False)
 class Subscription:
-    """One handler's interest in one topic filter; give it back to unsubscribe."""
+    """One handler's interest in one topic filter; give it back to unsubscribe.
+
+    ``held``: messages that arrived while the handler could not take one, in
+    order (see :meth:`Link.pending`); ``refused``: those refused for want of room.
+    """
 
     topic: str
     qos: int
     handler: Handler
+    held: collections.deque[tuple[str, bytes]] = attrs.field(
+        factory=collections.deque, repr=False
+    )
+    refused: int = 0
+    waiter: asyncio.Task[None] | None = attrs.field(default=None, repr=False)
+
+    @property
+    def pending(self) -> int:
+        """Messages not yet taken by the handler (held, and the one it waits to take)."""
+        return len(self.held) + (self.waiter is not None)
 
 
 @attrs.define
@@ -74,6 +118,8 @@ class LinkStats:
     handler_errors: int = 0
     reconnects: int = 0
     refused: int = 0
+    held_refused: int = 0
+    poisoned: int = 0
 
 
 @attrs.frozen(order=True)
@@ -133,7 +179,7 @@ class Outbox:
         if len(self._waiting) >= OUTBOX_LIMIT:
             stats = self._stats
             stats.outbox_dropped += 1
-            if stats.outbox_dropped == 1 or stats.outbox_dropped % 1000 == 0:
+            if worth_logging(stats.outbox_dropped):
                 log.warning(
                     "outbox full (%d): %d messages refused so far",
                     OUTBOX_LIMIT,
@@ -221,8 +267,9 @@ class Outbox:
                     continue
                 if info.rc == PUBLISH_OK or (info.rc == PUBLISH_NO_CONN and message.qos > 0):
                     # (A QoS>0 message refused for want of a connection stays
-                    # with paho, which sends it after the reconnect.)
-                    if info.is_published():
+                    # with paho, which sends it after the reconnect; asking
+                    # paho whether it is published would raise.)
+                    if info.rc == PUBLISH_OK and info.is_published():
                         self._published(message)
                     else:
                         self._awaiting[info.mid] = message
@@ -265,10 +312,17 @@ class Link:
         on_connect: Callable[[], Awaitable[None]] | None = None,
         connect_timeout: float | None = 10.0,
         ack_after_handling: bool = False,
+        blocked_by: Callable[[FrameType | None], str | None] | None = None,
+        stuck_limit: float = STUCK_LIMIT,
     ) -> None:
         """``ack_after_handling``: acknowledge a QoS>0 message only once every
-        handler has taken it, so a crash or a full queue leaves it with the
-        broker (redelivered on the persistent session) instead of losing it.
+        handler has taken it, so a crash leaves it with the broker
+        (redelivered on the persistent session) instead of losing it.
+
+        ``blocked_by``: keep the connection alive while code holds the event
+        loop, for up to ``stuck_limit`` seconds, and name that code in the log
+        with this function of the loop thread's stack (None: it cannot say).
+        See :mod:`jet.transport.watchdog`.
         """
         if ack_after_handling and clean_session:
             raise ValueError("ack_after_handling needs a persistent session")
@@ -276,6 +330,7 @@ class Link:
         self.broker = broker
         self.client_id = client_id
         self.stats = LinkStats()
+        self.keepalive = keepalive
         self._on_connect = on_connect
         self._connect_timeout = connect_timeout
         self._connection = Connection(
@@ -296,10 +351,24 @@ class Link:
         self._live = False
         self._tasks: list[asyncio.Task[None]] = []
         self._last_error = "no answer (wrong port, or a TLS handshake or login refused?)"
+        self._keeper = (
+            watchdog.Keeper(client_id, keepalive, stuck_limit,
+                            self._connection.keep_alive_now, blocked_by)
+            if blocked_by is not None
+            else None
+        )
+        self._watchdog: watchdog.LoopWatchdog | None = None
+        # Poison messages: those whose handling took a keepalive or more on this
+        # connection (when it ended), and how often such a message's handling
+        # has outlasted a connection.
+        self._slow_now: dict[Fingerprint, tuple[float, str]] = {}  # (when, culprit)
+        self._outlasted: dict[Fingerprint, tuple[int, str]] = {}  # (how often, culprit)
 
     # -- lifecycle -------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        if self._keeper is not None:
+            self._watchdog = watchdog.watch(self._keeper)
         self._tasks = [
             asyncio.create_task(self._maintain(), name=f"mqtt-{self.client_id}"),
             asyncio.create_task(self._outbox.run(), name=f"mqtt-out-{self.client_id}"),
@@ -334,6 +403,11 @@ class Link:
                 await asyncio.wait_for(self.flush(), flush_timeout)
         self._closing = True
         await cancel_all(self._tasks, aiomqtt.MqttError)
+        if self._keeper is not None:
+            watchdog.unwatch(self._keeper)
+            self._watchdog = None
+        for sub in [*self._all_subscriptions()]:
+            self.discard_held(sub)
 
     @property
     def connected(self) -> bool:
@@ -364,14 +438,15 @@ class Link:
                     self._connected.set()
                     self._outbox.wake()
                     async for message in connection.messages():
-                        await dispatch(message)
+                        dispatch(message)
                         # Take what has already arrived without aiomqtt's
                         # per-message task and wait: bursts are the common case.
                         while not none_arrived():
-                            await dispatch(take_arrived())
+                            dispatch(take_arrived())
             except aiomqtt.MqttError as exc:
                 self._live = False
                 self._outbox.connection_lost()
+                held_by = self._count_outlasted()
                 if self._manual_ack:
                     # What is still queued locally was never acknowledged, so
                     # the broker redelivers it on the next connection, and its
@@ -382,7 +457,7 @@ class Link:
                     connection.forget_arrived()
                 self._last_error = str(exc)
                 if self._connected.is_set():
-                    log.warning("lost MQTT broker %s: %s", self.broker.url, exc)
+                    log.warning("lost MQTT broker %s: %s%s", self.broker.url, exc, held_by)
                 elif backoff == BACKOFF_START and self._connect_timeout is None:
                     # (a command-line client reports the failure itself, once)
                     log.warning("cannot reach MQTT broker %s: %s (retrying)", self.broker.url, exc)
@@ -417,6 +492,8 @@ class Link:
         return sub
 
     async def unsubscribe(self, sub: Subscription) -> None:
+        """Stop routing to ``sub``.  Messages it holds are still handed to its
+        handler, in order (see :meth:`discard_held` to drop them)."""
         table = self._filters if is_filter(sub.topic) else self._exact
         subs = table.get(sub.topic, [])
         if sub in subs:
@@ -430,7 +507,12 @@ class Link:
     def subscribed_topics(self) -> set[str]:
         return set(self._exact) | set(self._filters)
 
-    async def _dispatch(self, message: aiomqtt.Message) -> None:
+    def _all_subscriptions(self) -> list[Subscription]:
+        return [s for subs in (*self._exact.values(), *self._filters.values()) for s in subs]
+
+    def _dispatch(self, message: aiomqtt.Message) -> None:
+        # Never waits: a handler that cannot take a message holds back only its
+        # own subscription (_hold), so commands and other wires keep flowing.
         self.stats.received += 1
         topic = message.topic.value
         payload = message.payload
@@ -441,17 +523,151 @@ class Link:
             if message.topic.matches(pattern):
                 subs.extend(filtered)
         data = bytes(payload)
+        ack = self._manual_ack and message.qos > 0
+        if self._outlasted and self._refuse_poison(topic, data):
+            if ack:
+                self._outbox.ack_when_sent(message.mid, message.qos)
+            return
+        started = time.monotonic()
         for sub in subs:
+            if sub.waiter is not None:
+                self._hold(sub, topic, data)
+                continue
             try:
                 pending = sub.handler(topic, data)
-                if pending is not None:
-                    await pending
-            except Exception:
-                # One bad handler must not stop delivery to the others.
-                self.stats.handler_errors += 1
-                log.exception("handler for %s failed on a message", topic)
-        if self._manual_ack and message.qos > 0:
+            except BaseException as exc:  # one handler must not stop the rest
+                self._handler_failed(topic, exc)
+                continue
+            if pending is not None:
+                sub.waiter = asyncio.create_task(
+                    self._release(sub, pending), name=f"hold-{sub.topic}"
+                )
+        took = time.monotonic() - started
+        if took >= self.keepalive:
+            self._note_slow(topic, data, took)
+        elif self._outlasted:
+            self._outlasted.pop((topic, hash(data), len(data)), None)  # handled in time now
+        # Held messages are acknowledged too: the broker sends a client only a
+        # few unacknowledged messages at a time (mosquitto: 20), so holding
+        # them unacknowledged would stop every other message of this link.
+        if ack:
             self._outbox.ack_when_sent(message.mid, message.qos)
+
+    def _handler_failed(self, topic: str, exc: BaseException) -> None:
+        self.stats.handler_errors += 1
+        if self.stats.handler_errors == 1:
+            log.error("handler for %s failed on a message", topic, exc_info=exc)
+        elif worth_logging(self.stats.handler_errors):
+            log.error("handler for %s failed on a message: %s: %s (%d failures so far)",
+                      topic, type(exc).__name__, exc, self.stats.handler_errors)
+
+    # -- holding a subscription whose handler cannot take more ---------------------------
+
+    def _hold(self, sub: Subscription, topic: str, data: bytes) -> None:
+        if len(sub.held) >= HOLD_LIMIT:
+            sub.refused += 1
+            self.stats.held_refused += 1
+            if worth_logging(sub.refused):
+                log.warning(
+                    "%s: %d messages already wait for a full queue; %d refused so far",
+                    sub.topic, HOLD_LIMIT, sub.refused,
+                )
+            return
+        sub.held.append((topic, data))
+
+    async def _release(self, sub: Subscription, pending: Awaitable[None]) -> None:
+        """Wait until ``sub``'s handler has taken its message, then hand it the
+        held ones in order (waiting again whenever it cannot take one)."""
+        try:
+            waiting: Awaitable[None] | None = pending
+            while waiting is not None:
+                try:
+                    await waiting
+                except Exception as exc:  # a bug in a handler, not ours to end
+                    self._handler_failed(sub.topic, exc)
+                waiting = None
+                while waiting is None and sub.held:
+                    topic, data = sub.held.popleft()
+                    try:
+                        waiting = sub.handler(topic, data)
+                    except BaseException as exc:
+                        self._handler_failed(topic, exc)
+        finally:
+            sub.waiter = None
+
+    async def released(self, subs: list[Subscription], timeout: float) -> bool:
+        """Wait (at most ``timeout``) until ``subs`` hold nothing; True if they do not."""
+        deadline = time.monotonic() + timeout
+        for sub in subs:
+            while sub.waiter is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(sub.waiter), remaining)
+        return True
+
+    def discard_held(self, sub: Subscription) -> int:
+        """Drop what ``sub`` holds (its handler is going away); returns how many."""
+        count = sub.pending
+        sub.held.clear()
+        if sub.waiter is not None:
+            sub.waiter.cancel()
+            sub.waiter = None
+        return count
+
+    # -- messages whose handling outlasts the connection ---------------------------------
+
+    def _note_slow(self, topic: str, data: bytes, took: float) -> None:
+        now = time.monotonic()
+        self._slow_now = {
+            fp: seen for fp, seen in self._slow_now.items() if now - seen[0] < 2 * self.keepalive
+        }
+        culprit = self._culprit(since=now - took)
+        self._slow_now[(topic, hash(data), len(data))] = (now, culprit)
+        log.warning("%s: a message took %.1f s to handle (keepalive %d s)%s",
+                    topic, took, self.keepalive, culprit)
+
+    def _culprit(self, since: float) -> str:
+        """``" (held by …)"`` when the watchdog saw the loop held since then, else ""."""
+        block = self._watchdog.last_block if self._watchdog is not None else None
+        if block is None or block.since < since - 1.0:  # (it detects a hold within 1 s)
+            return ""
+        return f" (held by {block.culprit})"
+
+    def _count_outlasted(self) -> str:
+        """The connection is lost: a message handled slowly just before may
+        never have been acknowledged, and comes back; count it.  Returns what
+        to add to the log line."""
+        now = time.monotonic()
+        recent = {
+            fp: seen for fp, seen in self._slow_now.items() if now - seen[0] < 2 * self.keepalive
+        }
+        self._slow_now = {}
+        for fp, (_, culprit) in recent.items():
+            self._outlasted[fp] = (self._outlasted.get(fp, (0, ""))[0] + 1, culprit)
+        while len(self._outlasted) > SUSPECTS_KEPT:
+            del self._outlasted[next(iter(self._outlasted))]
+        if not recent:
+            return ""
+        topics = ", ".join(sorted({fp[0] for fp in recent}))
+        culprits = "".join(sorted({culprit for _, culprit in recent.values()}))
+        return f"; it came right after a message on {topics} took longer than the keepalive" \
+            f"{culprits}"
+
+    def _refuse_poison(self, topic: str, data: bytes) -> bool:
+        fp = (topic, hash(data), len(data))
+        attempts, culprit = self._outlasted.get(fp, (0, ""))
+        if attempts < POISON_ATTEMPTS:
+            return False
+        del self._outlasted[fp]
+        self.stats.poisoned += 1
+        log.error(
+            "%s: message of %d bytes dropped unhandled: its handling outlasted the MQTT"
+            " connection %d times%s, and it would come back forever",
+            topic, len(data), attempts, culprit,
+        )
+        return True
 
     # -- publishing ----------------------------------------------------------------
 

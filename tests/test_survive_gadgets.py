@@ -224,6 +224,20 @@ def test_unloading_a_stuck_circuit_completes_and_reports_the_drain(
     assert "unloaded jam" in said
 
 
+def nap_app(tmp_path: Path, seconds: int, *, free: bool = False) -> Path:
+    """A circuit ``nap`` whose Sleepy gadget ``s`` holds each message ``seconds``
+    (with ``free``: a second circuit ``free`` beside it)."""
+    app = tmp_path / "nap.yaml"
+    text = (
+        "app: nap\ncircuits:\n  nap:\n    gadgets:\n"
+        f"      s: {{type: {ALLOW}.Sleepy, params: {{seconds: {seconds}}}}}\n"
+    )
+    if free:
+        text += f"  free:\n    gadgets:\n      p: {{type: {ALLOW}.Pass}}\n"
+    app.write_text(text)
+    return app
+
+
 # -- 4. a slow synchronous handler does not starve the keepalive ---------------------------
 
 
@@ -231,11 +245,7 @@ def test_a_handler_slower_than_the_keepalive_keeps_the_pack_connected_and_is_nam
     mosquitto: Any, packs: list[PackProcess], tmp_path: Path
 ) -> None:
     # keepalive 2 s: the broker drops a silent client after 3 s; the handler takes 4 s.
-    app = tmp_path / "nap.yaml"
-    app.write_text(
-        "app: nap\ncircuits:\n  nap:\n    gadgets:\n"
-        f"      s: {{type: {ALLOW}.Sleepy, params: {{seconds: 4}}}}\n"
-    )
+    app = nap_app(tmp_path, 4)
     packs.append(PackProcess(mosquitto.url, "--keepalive", "2"))
     url = mosquitto.url
 
@@ -271,12 +281,7 @@ def test_a_message_whose_handling_always_outlasts_the_connection_is_not_redelive
     # The pack keeps its connection alive for 1 s of a 10 s handler only (--stuck-limit):
     # the broker drops it each time (keepalive 2 s), and the message comes back
     # unacknowledged.
-    app = tmp_path / "nap.yaml"
-    app.write_text(
-        "app: nap\ncircuits:\n  nap:\n    gadgets:\n"
-        f"      s: {{type: {ALLOW}.Sleepy, params: {{seconds: 10}}}}\n"
-        f"  free:\n    gadgets:\n      p: {{type: {ALLOW}.Pass}}\n"
-    )
+    app = nap_app(tmp_path, 10, free=True)
     pack = PackProcess(mosquitto.url, "--keepalive", "2", "--stuck-limit", "1")
     packs.append(pack)
     url = mosquitto.url

@@ -190,6 +190,33 @@ def test_jet_run_stopped_by_a_signal_stops_its_broker_and_removes_its_temp_dir(
                 os.kill(pid, signal.SIGTERM)
 
 
+def test_jet_pack_stopped_by_sigterm_says_its_circuits_are_offline_and_exits_143(
+    mosquitto: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon under systemd is stopped with SIGTERM: a clean stop, not a crash."""
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    url = mosquitto.url
+    pack = JetProcess("pack", "--broker", url, "--allow", ALLOW)
+    try:
+        pack.wait_for_line("pack default on")
+
+        async def go() -> None:
+            await jet_ok("load", str(pass_app(tmp_path / "app.yaml")), "--broker", url,
+                         "--allow", ALLOW)
+            async with Session(broker.parse(url)) as session:
+                assert (await session.retained("pack/relay/status"))[
+                    "pack/relay/status"]["state"] == "online"
+                assert pack.signal(signal.SIGTERM) == 143
+                statuses = await session.retained("pack/relay/status", "jet/pack/default/status")
+            assert statuses["pack/relay/status"]["state"] == "offline", statuses
+            assert statuses["jet/pack/default/status"]["state"] == "offline", statuses
+
+        run(go(), timeout=40)
+        assert "error" not in pack.output.lower(), pack.output
+    finally:
+        pack.stop()
+
+
 def test_jet_run_and_client_commands_against_a_broker_that_is_down_return_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -414,7 +414,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    if level > logging.DEBUG:  # -vv and more: everything, libraries included
+    if verbosity < 2:  # -vv and more: everything, libraries included
         for name in QUIET_LIBRARIES:
             logging.getLogger(name).setLevel(max(level, logging.WARNING))
         # paho's own connection errors repeat what our one-line message says

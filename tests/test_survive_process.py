@@ -235,18 +235,19 @@ def test_jet_run_and_client_commands_against_a_broker_that_is_down_return_in_one
 
     async def attempt(args: tuple[str, ...]) -> tuple[tuple[str, ...], float, int, str]:
         began = time.monotonic()
-        code, out, err = await jet_async(*args, "--broker", url, timeout=20)
+        code, out, err = await jet_async(*args, "--broker", url, timeout=40)
         return args, time.monotonic() - began, code, out + err
 
     async def go() -> None:
         for args, took, code, said in await asyncio.gather(*map(attempt, commands)):
             assert code == 1, f"jet {' '.join(args)}: exit {code}: {said}"
-            assert took < 15, f"jet {' '.join(args)} took {took:.1f} s"
+            # 5 s of --timeout, plus seven Python start-ups at once on a busy machine
+            assert took < 30, f"jet {' '.join(args)} took {took:.1f} s"
             lines = said.strip().splitlines()
             assert len(lines) == 1, said
             assert lines[-1].startswith(f"jet {args[0]}: error: cannot reach MQTT broker {url}:")
 
-    run(go(), timeout=40)
+    run(go(), timeout=60)
 
 
 # -- 9. `jet run --broker` takes an id of its own -------------------------------------------

@@ -277,7 +277,7 @@ def test_unload_puts_back_what_it_unwired_when_a_step_fails(
     # must unwire tail from it, and that command is never answered.
     packs["p2"].proc.kill()
     packs["p2"].proc.wait(10)
-    code, out, err = jet_run("unload", "relay", "--broker", mosquitto.url, "--timeout", "2")
+    code, _out, err = jet_run("unload", "relay", "--broker", mosquitto.url, "--timeout", "2")
     assert code == 1
     line = one_line(err)
     assert "unload of relay failed at 'unwire the circuits it feeds'" in line, line

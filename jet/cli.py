@@ -200,9 +200,12 @@ def cmd_inject(args: argparse.Namespace) -> int:
     except CircuitFileError as exc:
         raise CliError(f"value {_shown(args.value)}: {exc.message}") from None
     try:
-        codec.encode(value)
+        size = len(codec.encode(value))
     except codec.PayloadError as exc:
         raise CliError(f"value {_shown(args.value)} cannot be sent: {exc}") from None
+    if size > codec.MAX_PAYLOAD:  # (YAML aliases can make a short argument large)
+        raise CliError(f"value of {size} bytes is larger than containers take"
+                       f" ({codec.MAX_PAYLOAD})")
 
     async def inject() -> int:
         async with _session(args) as session:

@@ -341,6 +341,7 @@ async def _jet_async(value: str, *args: str) -> tuple[int, str, str]:
         ("!!timestamp 2024-01-01", "!!timestamp"),
         ("!!binary aGVsbG8=", "!!binary"),
         ("[1, {a: 2", "invalid YAML"),
+        ("[" * 3000 + "]" * 3000, "nested too deeply"),
     ],
 )
 def test_inject_refuses_a_value_it_cannot_send_in_one_line(value: str, says: str) -> None:

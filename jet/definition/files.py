@@ -224,6 +224,10 @@ def _parse(source: str, text: str) -> tuple[Any, dict[_Path, int]]:
         return tree.convert(node, (), frozenset()), tree.lines
     except yaml.YAMLError as exc:
         raise _yaml_error(source, exc, text) from None
+    except RecursionError:
+        # PyYAML composes (and we convert) nested values recursively: `[[[[…]]]]`
+        # thousands deep would exhaust the stack; no circuit file or value is that deep.
+        raise CircuitFileError(source, 1, "invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
 

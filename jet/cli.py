@@ -7,21 +7,37 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from jet import __version__, address
-from jet.containers.status import Statuses
-from jet.definition.check import check_app
-from jet.definition.files import CircuitFileError, load_app, load_value
-from jet.definition.model import AppDef
-from jet.loader import Loader, LoadError
-from jet.runtime.registry import Registry
-from jet.transport import broker, codec
-from jet.transport.client import CommandFailed, NoReply, Session
+
+
+def _interrupted_while_loading(_signum: int, _frame: FrameType | None) -> None:
+    os._exit(130)
+
+
+# Ctrl-C while the modules below load (most of a second on a busy machine) ends as it does
+# later: 130, no traceback.  main() gives SIGINT back to Python.  Only in the `jet` process
+# itself (not in one that merely imports this module), and not where SIGINT is ignored.
+if Path(sys.argv[0] if sys.argv else "").name in ("jet", "cli.py") and (
+    signal.getsignal(signal.SIGINT) is signal.default_int_handler
+):
+    signal.signal(signal.SIGINT, _interrupted_while_loading)
+
+from jet.containers.status import Statuses  # noqa: E402
+from jet.definition.check import check_app  # noqa: E402
+from jet.definition.files import CircuitFileError, load_app, load_value  # noqa: E402
+from jet.definition.model import AppDef  # noqa: E402
+from jet.loader import Loader, LoadError  # noqa: E402
+from jet.runtime.registry import Registry  # noqa: E402
+from jet.transport import broker, codec  # noqa: E402
+from jet.transport.client import CommandFailed, NoReply, Session  # noqa: E402
 
 log = logging.getLogger("jet.cli")
 
@@ -376,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_loading:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt again
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * args.verbose
     if args.command == "run":

@@ -36,6 +36,7 @@ from jet.definition.files import CircuitFileError, load_app, load_value  # noqa:
 from jet.definition.model import AppDef  # noqa: E402
 from jet.loader import Loader, LoadError  # noqa: E402
 from jet.runtime.registry import Registry  # noqa: E402
+from jet.tasks import Signalled, run_until_signalled  # noqa: E402
 from jet.transport import broker, codec  # noqa: E402
 from jet.transport.client import CommandFailed, NoReply, Session  # noqa: E402
 
@@ -265,7 +266,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
             await pack.serve_forever()
         return 0
 
-    return asyncio.run(serve())
+    return run_until_signalled(serve())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -277,7 +278,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         return 1
-    asyncio.run(
+    run_until_signalled(
         run(
             app,
             duration=args.duration,
@@ -287,6 +288,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             flavour=args.embedded,
             web=args.web,
             web_port=args.web_port,
+            timeout=args.timeout,
             progress=lambda line: print(line, flush=True),
         )
     )
@@ -300,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jet", description="JET dataflow circuits over MQTT")
     parser.add_argument("--version", action="version", version=f"jet {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
@@ -388,31 +391,54 @@ def build_parser() -> argparse.ArgumentParser:
 
         add_hub_parser(sub)
         add_node_sim_parser(sub)
+    # -v and -q after the command too (`jet pack -v`), counted with those before it.
+    for p in sub.choices.values():
+        p.add_argument("-v", "--verbose", dest="sub_verbose", action="count",
+                       default=argparse.SUPPRESS, help="more log output")
+        p.add_argument("-q", "--quiet", dest="sub_quiet", action="count",
+                       default=argparse.SUPPRESS, help="less log output")
     return parser
+
+
+#: Commands that run until stopped: they log what they do (INFO) unless told -q.
+DAEMONS = frozenset({"run", "pack", "web", "hub", "node-sim"})
+#: Libraries whose INFO lines repeat ours or are per-connection chatter: they
+#: stay at warnings unless asked for with -vv.
+QUIET_LIBRARIES = ("aiohttp", "amqtt", "transitions", "asyncio")
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    """Daemons log at INFO (their own lines, and a gadget module's, Logger gadgets
+    included), other commands at WARNING; each -v is one level more, each -q one less."""
+    verbosity = args.verbose + getattr(args, "sub_verbose", 0)
+    verbosity -= args.quiet + getattr(args, "sub_quiet", 0)
+    base = logging.INFO if args.command in DAEMONS else logging.WARNING
+    level = max(logging.DEBUG, min(logging.CRITICAL, base - 10 * verbosity))
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    if verbosity < 2:  # -vv and more: everything, libraries included
+        for name in QUIET_LIBRARIES:
+            logging.getLogger(name).setLevel(max(level, logging.WARNING))
+        # paho's own connection errors repeat what our one-line message says
+        logging.getLogger("jet.mqtt.paho").setLevel(logging.CRITICAL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     if signal.getsignal(signal.SIGINT) is _interrupted_while_loading:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt again
+    # A gadget module in the current directory imports like under `python -m`
+    # (appended: it cannot shadow jet or the standard library).
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     args = build_parser().parse_args(argv)
-    level = logging.WARNING - 10 * args.verbose
-    if args.command == "run":
-        level = min(level, logging.INFO)
-    # Our own loggers follow -v; libraries (paho, amqtt, transitions) stay at
-    # warnings unless asked twice, so `jet run` output is the app's own.
-    logging.basicConfig(
-        level=logging.WARNING if args.verbose < 2 else logging.DEBUG,
-        format="%(asctime)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    logging.getLogger("jet").setLevel(level)
-    if args.verbose < 2:
-        # paho's own connection errors repeat what our one-line message says
-        logging.getLogger("jet.mqtt.paho").setLevel(logging.CRITICAL)
+    _setup_logging(args)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:
         return 130  # Ctrl-C: the shell's code for SIGINT, and nothing more to say
+    except Signalled as stopped:  # a clean stop, as asked: nothing to say
+        return stopped.exit_code
     except BrokenPipeError:
         # `jet tap | head`: the reader has gone.  Nothing is left to say, and
         # stdout is pointed at /dev/null so the exit flush cannot fail again.

@@ -7,25 +7,38 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-import attrs
-import yaml
-
 from jet import __version__, address
-from jet.definition.check import check_app
-from jet.definition.files import CircuitFileError, load_app
-from jet.definition.model import AppDef, CircuitDef, GadgetDef, circuit_from_msgpack
-from jet.definition.ports import ports_of
-from jet.loader import Loader, LoadError
-from jet.runtime.registry import Registry
-from jet.tasks import Signalled, run_until_signalled
-from jet.transport import broker, codec
-from jet.transport.client import CommandFailed, NoReply, Session
+
+
+def _interrupted_while_loading(_signum: int, _frame: FrameType | None) -> None:
+    os._exit(130)
+
+
+# Ctrl-C while the modules below load (most of a second on a busy machine) ends as it does
+# later: 130, no traceback.  main() gives SIGINT back to Python.  Only in the `jet` process
+# itself (not in one that merely imports this module), and not where SIGINT is ignored.
+if Path(sys.argv[0] if sys.argv else "").name in ("jet", "cli.py") and (
+    signal.getsignal(signal.SIGINT) is signal.default_int_handler
+):
+    signal.signal(signal.SIGINT, _interrupted_while_loading)
+
+from jet.containers.status import Statuses  # noqa: E402
+from jet.definition.check import check_app  # noqa: E402
+from jet.definition.files import CircuitFileError, load_app, load_value  # noqa: E402
+from jet.definition.model import AppDef  # noqa: E402
+from jet.loader import Loader, LoadError  # noqa: E402
+from jet.runtime.registry import Registry  # noqa: E402
+from jet.tasks import Signalled, run_until_signalled  # noqa: E402
+from jet.transport import broker, codec  # noqa: E402
+from jet.transport.client import CommandFailed, NoReply, Session  # noqa: E402
 
 log = logging.getLogger("jet.cli")
 
@@ -90,108 +103,82 @@ def cmd_unload(args: argparse.Namespace) -> int:
 def cmd_ls(args: argparse.Namespace) -> int:
     async def ls() -> int:
         async with _session(args) as session:
-            containers = await session.retained(address.ALL_CONTAINER_STATUS)
-            circuits = await session.circuit_statuses()
+            known = await Statuses.read(session)
         print(f"{'CONTAINER':<24} {'STATE':<8} {'CIRCUITS':>8}  DETAIL")
-        # Keyed "jet/<kind>/<id>", the way a circuit status names its container.
-        by_name = _by_owner(containers)
-        for name, status in by_name.items():
-            count = len(status.get("circuits") or ())
-            detail = f"pid {status.get('pid', '?')}"
-            dropped = status.get("outbox_dropped")
-            if dropped:
-                detail += f", outbox dropped {dropped}"
-            print(f"{name:<24} {status.get('state', '?'):<8} {count:>8}  {detail}")
+        for name, container in sorted(known.containers.items()):
+            detail = f"pid {container.pid if container.pid is not None else '?'}"
+            if container.outbox_dropped:
+                detail += f", outbox dropped {container.outbox_dropped}"
+            print(f"{name:<24} {container.state:<8} {len(container.circuits):>8}  {detail}")
         print()
         header = f"{'CIRCUIT':<24} {'STATE':<8} {'APP':<12} {'IN/s':>8} {'OUT/s':>8}"
         print(f"{header} {'DROPPED':>8} {'ERRORS':>7}  CONTAINER")
-        for name, status in _by_owner(circuits).items():
-            rates = status.get("rates") or {}
-            counters = status.get("counters") or {}
-            state = status.get("state", "?")
-            container = str(status.get("container", ""))
-            if by_name.get(container, {}).get("state") == "offline":
-                state = "offline"  # its container's will says it is gone
+        for name, circuit in sorted(known.circuits.items()):
+            status = circuit.status
             print(
-                f"{name:<24} {state:<8} {status.get('app', ''):<12}"
-                f" {rates.get('in', 0):>8} {rates.get('out', 0):>8}"
-                f" {counters.get('dropped', 0):>8} {counters.get('errors', 0):>7}  {container}"
+                f"{name:<24} {known.state_of(circuit):<8} {status.app:<12}"
+                f" {status.rates.get('in', 0):>8} {status.rates.get('out', 0):>8}"
+                f" {status.counters.get('dropped', 0):>8} {status.counters.get('errors', 0):>7}"
+                f"  {status.container}"
             )
         return 0
 
     return asyncio.run(ls())
 
 
-def _by_owner(statuses: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Readable statuses keyed by whose they are (``pack/kitchen``, ``jet/pack/default``),
-    in the order of their topics."""
-    found = {}
-    for topic, status in sorted(statuses.items()):
-        parsed = address.parse(topic)
-        if parsed is not None and isinstance(status, dict):
-            found[parsed.owner] = status
-    return found
-
-
-@attrs.frozen
-class _Loaded:
-    """A running circuit as its retained status describes it (an :class:`address.Running`)."""
-
-    address: address.CircuitAddress
-    definition: CircuitDef
-
-    @property
-    def name(self) -> str:
-        return self.definition.name
-
-    @property
-    def gadgets(self) -> Sequence[GadgetDef]:
-        return self.definition.gadgets
-
-    def port_names(self, gadget: str, output: bool) -> Sequence[str]:
-        found = self.definition.gadget(gadget)
-        assert found is not None
-        ports = ports_of(found, self.definition, Registry.allowing(()))
-        return ports.outputs if output else ports.inputs
-
-
 async def _resolve_port(session: Session, target: str, output: bool) -> address.Port:
-    """``circuit.gadget.port`` -> the port, named as its circuit names it."""
-    statuses = await session.circuit_statuses()
+    """``circuit.gadget.port`` -> the port, named as its circuit names it.
 
-    def loaded() -> Iterator[_Loaded]:
-        for topic, status in statuses.items():
-            place = address.circuit_of(topic)
-            if place is None or not isinstance(status, dict):
-                continue
-            definition = status.get("definition") or {"name": place.id}
-            yield _Loaded(place, circuit_from_msgpack(definition))
-
+    Its port names come from the circuit's retained status (its container imported the
+    gadget classes), so a user's own gadget module need not be importable here.
+    """
+    known = await Statuses.read(session)
     try:
-        return address.find_port(target, loaded(), output=output)
+        return known.find_port(target, output=output)
     except address.UnknownPort as exc:
         raise CliError(str(exc)) from None
 
 
+def _is_topic(target: str) -> bool:
+    """A `jet tap` target is a topic filter when it has a level or a wildcard
+    (``pack/x/#``, ``#``), else ``circuit.gadget.port``."""
+    return any(mark in target for mark in "/+#")
+
+
 def cmd_tap(args: argparse.Namespace) -> int:
+    topic_filter = None
+    if _is_topic(args.target):
+        try:
+            topic_filter = address.check(args.target, filter_ok=True)
+        except address.TopicError as exc:
+            raise CliError(str(exc)) from None
+
     async def tap() -> int:
         async with _session(args) as session:
-            port = None
-            if "/" in args.target:
-                topic = args.target
-            else:
+            port: address.Port | None = None
+            if topic_filter is None:
                 port = await _resolve_port(session, args.target, output=True)
                 topic = port.topic
+            else:
+                topic = topic_filter
             seen = 0
             done = asyncio.Event()
+            broken: list[BrokenPipeError] = []
 
             def show(msg_topic: str, payload: bytes) -> None:
                 nonlocal seen
+                if done.is_set():
+                    return
                 try:
                     value: Any = codec.decode(payload)
                 except codec.PayloadError as exc:
                     value = f"<{exc}>"
-                print(f"{time.strftime('%H:%M:%S')} {msg_topic} {value!r}", flush=True)
+                try:
+                    print(f"{time.strftime('%H:%M:%S')} {msg_topic} {value!r}", flush=True)
+                except BrokenPipeError as exc:  # `| head`: whoever read us has gone
+                    broken.append(exc)
+                    done.set()
+                    return
                 seen += 1
                 if args.count and seen >= args.count:
                     done.set()
@@ -214,6 +201,8 @@ def cmd_tap(args: argparse.Namespace) -> int:
                         break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(done.wait(), wait)
+            if broken:
+                raise broken[0]
             if args.count and seen < args.count:
                 raise CliError(f"{topic}: {seen} of {args.count} messages within {args.duration}s")
         return 0
@@ -222,10 +211,18 @@ def cmd_tap(args: argparse.Namespace) -> int:
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
+    # Read as circuit files are (YAML 1.2 core): `on` stays text, 0777 is 777.
     try:
-        value = yaml.safe_load(args.value)
-    except yaml.YAMLError as exc:
-        raise CliError(f"value {args.value!r} is not a YAML/JSON value: {exc}") from None
+        value = load_value(args.value)
+    except CircuitFileError as exc:
+        raise CliError(f"value {_shown(args.value)}: {exc.message}") from None
+    try:
+        size = len(codec.encode(value))
+    except codec.PayloadError as exc:
+        raise CliError(f"value {_shown(args.value)} cannot be sent: {exc}") from None
+    if size > codec.MAX_PAYLOAD:  # (YAML aliases can make a short argument large)
+        raise CliError(f"value of {size} bytes is larger than containers take"
+                       f" ({codec.MAX_PAYLOAD})")
 
     async def inject() -> int:
         async with _session(args) as session:
@@ -235,6 +232,12 @@ def cmd_inject(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(inject())
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """A user's argument in an error line: quoted, one line, bounded."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -422,6 +425,8 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_loading:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt again
     # A gadget module in the current directory imports like under `python -m`
     # (appended: it cannot shadow jet or the standard library).
     if os.getcwd() not in sys.path:
@@ -431,9 +436,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:
-        return 130
+        return 130  # Ctrl-C: the shell's code for SIGINT, and nothing more to say
     except Signalled as stopped:  # a clean stop, as asked: nothing to say
         return stopped.exit_code
+    except BrokenPipeError:
+        # `jet tap | head`: the reader has gone.  Nothing is left to say, and
+        # stdout is pointed at /dev/null so the exit flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a command ended by SIGPIPE
     except (
         CliError,
         CircuitFileError,

@@ -10,16 +10,18 @@ destination circuit's conf topic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 from jet import address
 from jet.address import CircuitAddress
+from jet.containers.status import Circuit, Statuses, WireStatus
 from jet.definition.check import check_app
 from jet.definition.model import AppDef, CircuitDef, PortRef, WireDef, circuit_to_msgpack
 from jet.definition.ports import ports_of
 from jet.runtime.registry import Registry
-from jet.transport.client import CommandFailed, Session
+from jet.transport.client import CommandFailed, NoReply, Session
 
 
 class LoadError(RuntimeError):
@@ -64,37 +66,33 @@ class Loader:
         self.registry = registry or Registry()
         self.containers = {"pack": pack, "node": hub, "web": web}
         self.progress = progress
-        self.statuses: dict[str, dict[str, Any]] = {}
+        self.known = Statuses(self.registry)
+        #: the circuits online now, by where they run (read by :meth:`refresh`)
+        self.running: dict[CircuitAddress, Circuit] = {}
 
     # -- what runs now -------------------------------------------------------------------
 
     async def refresh(self) -> None:
-        found = await self.session.circuit_statuses()
-        self.statuses = {
-            t: s for t, s in found.items() if isinstance(s, dict) and s.get("state") == "online"
-        }
+        """Read what runs now; statuses that are not a container's are skipped (warned)."""
+        self.known = await Statuses.read(self.session, self.registry)
+        self.running = {c.address: c for c in self.known.online()}
 
     def placement(self, app: AppDef, circuit: CircuitDef) -> CircuitAddress | None:
         """Where ``circuit`` of ``app`` runs now, or None when it is not loaded."""
-        for topic, status in self.statuses.items():
-            place = address.circuit_of(topic)
-            if place is None or place.kind != circuit.container:
+        for place, running in self.running.items():
+            if place.kind != circuit.container:
                 continue
             if address.rules(place.kind).ids_are_names:
                 if place.id == circuit.name:
                     return place
                 continue
-            definition = status.get("definition") or {}
-            if definition.get("name") == circuit.name and (
-                status.get("app") in (None, "", app.name)
-            ):
+            if running.name == circuit.name and running.status.app in ("", app.name):
                 return place
         return None
 
-    def inputs_of(self, place: CircuitAddress) -> dict[str, list[dict[str, Any]]]:
-        status = self.statuses.get(place.status, {})
-        inputs = status.get("inputs") or {}
-        return inputs if isinstance(inputs, dict) else {}
+    def inputs_of(self, place: CircuitAddress) -> Mapping[str, tuple[WireStatus, ...]]:
+        running = self.running.get(place)
+        return running.status.inputs if running is not None else {}
 
     # -- naming ports on the wire ---------------------------------------------------------
 
@@ -146,24 +144,46 @@ class Loader:
         self.progress(f"wired {wire}  ({topic})")
 
     async def _load_one(self, app: AppDef, circuit: CircuitDef) -> CircuitAddress:
+        """Load ``circuit`` not started (when its container runs its graph): its gadgets
+        start once it is wired (:meth:`_start`), so a source's first values are not lost."""
         container = (
             circuit.pack
             if circuit.container == "pack" and circuit.pack
             else (self.containers[circuit.container])
         )
         conf_topic = address.container_conf(circuit.container, container)
-        result = await self.session.request(
-            conf_topic,
-            {
-                "cmd": "load",
-                "app": app.name,
-                "definition": circuit_to_msgpack(circuit),
-                "exports": self.exports_of(app, circuit),
-            },
-        )
+        command: dict[str, Any] = {
+            "cmd": "load",
+            "app": app.name,
+            "definition": circuit_to_msgpack(circuit),
+            "exports": self.exports_of(app, circuit),
+        }
+        if address.rules(circuit.container).runs_graph:
+            command["start"] = False
+        result = await self.session.request(conf_topic, command)
         circuit_id = str((result or {}).get("circuit_id", circuit.name))
         self.progress(f"loaded {circuit.name} into {circuit.container} {container} as {circuit_id}")
         return CircuitAddress(circuit.container, circuit_id)
+
+    async def _start(self, places: Iterable[CircuitAddress]) -> None:
+        """Start circuits loaded not started, once every wire of the load is made."""
+        for place in places:
+            if address.rules(place.kind).runs_graph:
+                await self.session.request(place.conf, {"cmd": "start"})
+
+    @contextlib.asynccontextmanager
+    async def _starting(self) -> AsyncIterator[list[CircuitAddress]]:
+        """Circuits added to the yielded list (loaded not started) are started when the
+        block ends: once every wire of the load is made.  If the block fails, they are
+        started anyway before the error goes on, so nothing is left loaded and idle."""
+        loaded: list[CircuitAddress] = []
+        try:
+            yield loaded
+        except Exception:
+            with contextlib.suppress(CommandFailed, NoReply):
+                await self._start(loaded)
+            raise
+        await self._start(loaded)
 
     def _checked(self, app: AppDef) -> None:
         problems = check_app(app, self.registry)
@@ -171,19 +191,22 @@ class Loader:
             raise LoadError("\n".join(str(p) for p in problems))
 
     async def load(self, app: AppDef) -> None:
-        """Load every circuit of ``app`` in file order, wiring each as it arrives."""
+        """Load every circuit of ``app`` in file order, wiring each as it arrives, and
+        start them once all are wired."""
         self._checked(app)
         await self.refresh()
-        places: _Places = {}
         for circuit in app.circuits:
             if self.placement(app, circuit) is not None:
                 raise LoadError(
                     f"{app.source}: circuit {circuit.name!r} is already loaded"
                     " (use `jet reload` to replace it)"
                 )
-        for circuit in app.circuits:
-            places[circuit.name] = await self._load_one(app, circuit)
-            await self._wire_around(app, circuit.name, places)
+        places: _Places = {}
+        async with self._starting() as loaded:
+            for circuit in app.circuits:
+                places[circuit.name] = await self._load_one(app, circuit)
+                loaded.append(places[circuit.name])
+                await self._wire_around(app, circuit.name, places)
 
     async def _wire_around(self, app: AppDef, name: str, places: _Places) -> None:
         # Inputs of the new circuit fed by loaded circuits, then inputs of
@@ -206,42 +229,79 @@ class Loader:
 
     async def unload_id(self, circuit_id: str) -> None:
         await self.refresh()
-        for place in self._loaded_places():
+        for place in self.running:
             if place.id == circuit_id:
                 await self._unload_one(circuit_id, place)
                 return
+        why = self.known.why_invalid(circuit_id)
+        if why is not None:
+            raise LoadError(
+                f"cannot unload {circuit_id!r}: its retained status is not readable ({why});"
+                " nothing was changed"
+            )
         raise LoadError(f"no circuit {circuit_id!r} is loaded")
 
     async def _unload_one(self, name: str, place: CircuitAddress) -> None:
-        # 1. unwire its inputs
-        for port in self.inputs_of(place):
-            await self.session.request(place.conf, {"cmd": "unwire", "input": port})
-        # 2. drain it (bounded: a stuck gadget is reported, and the unload goes on)
-        if address.rules(place.kind).runs_graph:
-            try:
-                await self.session.request(place.conf, {"cmd": "drain", "timeout": 10}, timeout=15)
-            except CommandFailed as exc:
-                self.progress(f"{name}: {exc}; unloading it anyway")
-        # 3. unwire others from it
-        for other in self._loaded_places():
-            if other == place:
-                continue
-            for port, wires in self.inputs_of(other).items():
-                for wire in wires:
-                    if place.owns(str(wire.get("topic", ""))):
-                        await self.session.request(
-                            other.conf, {"cmd": "unwire", "input": port, "topic": wire["topic"]}
-                        )
-        # 4. stop it
-        await self.session.request(place.conf, {"cmd": "stop"})
-        self.statuses.pop(place.status, None)
+        """Unwire, drain, unwire its consumers, stop: all of it, or nothing.
+
+        Everything it needs was read and checked by :meth:`refresh` before the first
+        command; if a command fails midway, the wires already removed are made again
+        and the error says so in one line.
+        """
+        undo: list[tuple[str, dict[str, Any]]] = []  # (conf topic, wire command)
+        step = "unwire its inputs"
+        try:
+            # 1. unwire its inputs
+            for port, wires in self.inputs_of(place).items():
+                await self.session.request(place.conf, {"cmd": "unwire", "input": port})
+                undo.extend((place.conf, wire.command(port)) for wire in wires)
+            # 2. drain it (bounded: a stuck gadget is reported, and the unload goes on)
+            step = "drain"
+            if address.rules(place.kind).runs_graph:
+                try:
+                    await self.session.request(
+                        place.conf, {"cmd": "drain", "timeout": 10}, timeout=15
+                    )
+                except CommandFailed as exc:
+                    self.progress(f"{name}: {exc}; unloading it anyway")
+            # 3. unwire others from it
+            step = "unwire the circuits it feeds"
+            for other in self.running:
+                if other == place:
+                    continue
+                for port, wires in self.inputs_of(other).items():
+                    for wire in wires:
+                        if place.owns(wire.topic):
+                            await self.session.request(
+                                other.conf, {"cmd": "unwire", "input": port, "topic": wire.topic}
+                            )
+                            undo.append((other.conf, wire.command(port)))
+            # 4. stop it
+            step = "stop"
+            await self.session.request(place.conf, {"cmd": "stop"})
+        except (CommandFailed, NoReply) as exc:
+            raise LoadError(await self._roll_back(name, step, exc, undo)) from None
+        self.running.pop(place, None)
         self.progress(f"unloaded {name} ({place})")
 
-    def _loaded_places(self) -> Iterable[CircuitAddress]:
-        for topic in list(self.statuses):
-            place = address.circuit_of(topic)
-            if place is not None:
-                yield place
+    async def _roll_back(
+        self, name: str, step: str, error: Exception, undo: list[tuple[str, dict[str, Any]]]
+    ) -> str:
+        """Make again the wires an unload removed; the one line that says how it went."""
+        failed = []
+        for conf_topic, command in reversed(undo):
+            try:
+                await self.session.request(conf_topic, command)
+            except (CommandFailed, NoReply) as exc:
+                failed.append(f"{command['input']} from {command['topic']}: {exc}")
+        said = f"unload of {name} failed at '{step}': {error}"
+        if not failed:
+            wires = f"rewired the {len(undo)} wires it had removed" if undo else "nothing removed"
+            return f"{said}; {wires}, {name} is loaded as before"
+        return (
+            f"{said}; could not rewire {len(failed)} of {len(undo)} wires"
+            f" ({'; '.join(failed[:2])}): check with `jet ls`"
+        )
 
     async def reload(self, app: AppDef) -> None:
         """Bring what runs in line with ``app``: load new circuits, replace changed
@@ -249,25 +309,27 @@ class Loader:
         self._checked(app)
         await self.refresh()
         places: _Places = {}
-        for circuit in app.circuits:
-            place = self.placement(app, circuit)
-            if place is None:
-                places[circuit.name] = await self._load_one(app, circuit)
-                await self._wire_around(app, circuit.name, places)
-                continue
-            places[circuit.name] = place
-            if address.rules(place.kind).runs_graph:
-                result = await self.session.request(
-                    place.conf,
-                    {
-                        "cmd": "reload",
-                        "definition": circuit_to_msgpack(circuit),
-                        "exports": self.exports_of(app, circuit),
-                    },
-                    timeout=15,  # the pack bounds its wait for replaced gadgets (3 s)
-                )
-                self.progress(f"reloaded {circuit.name}{_unfinished(result)}")
-            await self._rewire(app, circuit, places)
+        async with self._starting() as loaded:
+            for circuit in app.circuits:
+                place = self.placement(app, circuit)
+                if place is None:
+                    places[circuit.name] = await self._load_one(app, circuit)
+                    loaded.append(places[circuit.name])
+                    await self._wire_around(app, circuit.name, places)
+                    continue
+                places[circuit.name] = place
+                if address.rules(place.kind).runs_graph:
+                    result = await self.session.request(
+                        place.conf,
+                        {
+                            "cmd": "reload",
+                            "definition": circuit_to_msgpack(circuit),
+                            "exports": self.exports_of(app, circuit),
+                        },
+                        timeout=15,  # the pack bounds its wait for replaced gadgets (3 s)
+                    )
+                    self.progress(f"reloaded {circuit.name}{_unfinished(result)}")
+                await self._rewire(app, circuit, places)
         await self._unload_missing(app)
 
     async def _rewire(self, app: AppDef, circuit: CircuitDef, places: _Places) -> None:
@@ -284,7 +346,7 @@ class Loader:
         app_places = set(places.values())
         for port, wires in self.inputs_of(place).items():
             for wire_status in wires:
-                topic = str(wire_status.get("topic"))
+                topic = wire_status.topic
                 from_app = any(p.owns(topic) for p in app_places)
                 if from_app and (port, topic) not in wanted:
                     await self.session.request(
@@ -294,11 +356,6 @@ class Loader:
 
     async def _unload_missing(self, app: AppDef) -> None:
         names = {c.name for c in app.circuits}
-        for topic, status in list(self.statuses.items()):
-            place = address.circuit_of(topic)
-            if place is None:
-                continue
-            definition = status.get("definition") or {}
-            name = definition.get("name", place.id)
-            if status.get("app") == app.name and name not in names:
-                await self._unload_one(name, place)
+        for place, running in list(self.running.items()):
+            if running.status.app == app.name and running.name not in names:
+                await self._unload_one(running.name, place)

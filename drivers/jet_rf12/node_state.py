@@ -79,6 +79,9 @@ class NodeBody:
     def output_ports(self) -> Mapping[str, Sequence[str]]:
         return {str(g.number): g.outputs for g in self.circuit.gadgets.values()}
 
+    def input_ports(self) -> Mapping[str, Sequence[str]]:
+        return {str(g.number): g.inputs for g in self.circuit.gadgets.values()}
+
     def wired_inside(self, gadget: str, index: int) -> bool:
         return False  # a node's inside is firmware: the boundary cannot see it
 

@@ -121,6 +121,10 @@ class Body(Protocol):
         """Each gadget's output port names, in output-number order."""
         ...
 
+    def input_ports(self) -> Mapping[str, Sequence[str]]:
+        """Each gadget's input port names, in input-number order."""
+        ...
+
     def wired_inside(self, gadget: str, index: int) -> bool:
         """True when something inside the circuit consumes that output."""
         ...
@@ -474,11 +478,21 @@ class CircuitBoundary:
             "taps": sorted(k for k, t in self.taps.items() if t > now),
             "rates": self.rates,
             "counters": counters,
+            "ports": self.port_names(),
             **self.body.status_fields(),
         }
         if definition:
             status["definition"] = self.body.definition_map()
         return status
+
+    def port_names(self) -> dict[str, list[list[str]]]:
+        """Each gadget's ``[inputs, outputs]``, by its name in topics: whoever reads the
+        status can name the ports without importing the gadget classes (``jet tap``)."""
+        inputs, outputs = self.body.input_ports(), self.body.output_ports()
+        return {
+            str(gadget): [list(inputs.get(gadget, ())), list(outputs.get(gadget, ()))]
+            for gadget in dict.fromkeys([*inputs, *outputs])
+        }
 
     def saved(self) -> dict[str, Any]:
         """What a state file keeps of this circuit to build it again."""

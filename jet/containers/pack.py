@@ -88,6 +88,9 @@ class NetworkBody:
     def output_ports(self) -> Mapping[str, Sequence[str]]:
         return {name: slot.outputs for name, slot in self.network.slots.items()}
 
+    def input_ports(self) -> Mapping[str, Sequence[str]]:
+        return {name: slot.inputs for name, slot in self.network.slots.items()}
+
     def wired_inside(self, gadget: str, index: int) -> bool:
         return self.network.wired_inside(gadget, index)
 

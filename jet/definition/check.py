@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
+import msgpack
 import networkx as nx
 
 from jet import address
@@ -73,6 +74,21 @@ def refusal(definition: CircuitDef, registry: Registry) -> str | None:
     named = "; ".join(" ".join(p.message.splitlines()) for p in problems[:REFUSAL_NAMES])
     more = len(problems) - REFUSAL_NAMES
     return named + (f"; and {more} more (jet check names them all)" if more > 0 else "")
+
+
+def unsendable(value: Any) -> str | None:
+    """Why ``value`` cannot travel in a message (a ``load`` carries every parameter), or None.
+
+    The encoding is msgpack's, as :mod:`jet.transport.codec` uses it (a layer this one may
+    not import): an integer beyond 64 bits, for one, has no msgpack form.
+    """
+    try:
+        msgpack.packb(value, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:39] + "…"
+        return f"cannot be sent in a message (msgpack): {shown}: {exc}"
+    return None
 
 
 def _names(items: Iterable[str]) -> str:
@@ -254,6 +270,10 @@ class _Checker:
             self.add(gadget.line, f"gadget {where}: {exc}")
             ports = None
         self.ports[key] = ports
+        for name, value in gadget.params.items():
+            why = unsendable(value)
+            if why is not None:
+                self.add(gadget.line, f"gadget {where}: parameter {name!r} {why}")
         if ports is None or gadget.type is None or circuit.container == "node":
             return
         if circuit.container == "web":

@@ -46,7 +46,7 @@ from jet.definition.model import (
 )
 from jet.definition.schema import schema
 
-__all__ = ["CircuitFileError", "load_app", "loads_app"]
+__all__ = ["CircuitFileError", "load_app", "load_value", "loads_app"]
 
 log = logging.getLogger("jet.yamlfile")
 
@@ -224,6 +224,10 @@ def _parse(source: str, text: str) -> tuple[Any, dict[_Path, int]]:
         return tree.convert(node, (), frozenset()), tree.lines
     except yaml.YAMLError as exc:
         raise _yaml_error(source, exc, text) from None
+    except RecursionError:
+        # PyYAML composes (and we convert) nested values recursively: `[[[[…]]]]`
+        # thousands deep would exhaust the stack; no circuit file or value is that deep.
+        raise CircuitFileError(source, 1, "invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
 
@@ -598,3 +602,10 @@ def load_app(path: str | Path) -> AppDef:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise CircuitFileError(source, line, "file is not valid UTF-8") from None
     return loads_app(text, source)
+
+
+def load_value(text: str, source: str = "value") -> Any:
+    """One YAML value given on a command line (``jet inject``), read as circuit files are:
+    YAML 1.2 core scalars (``on`` stays text, ``0777`` is 777, no dates); CircuitFileError."""
+    value, _lines = _parse(source, text)
+    return value

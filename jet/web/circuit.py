@@ -155,6 +155,9 @@ class WebBody:
     def output_ports(self) -> Mapping[str, Sequence[str]]:
         return {name: spec.outputs for name, spec in self.specs.items()}
 
+    def input_ports(self) -> Mapping[str, Sequence[str]]:
+        return {name: spec.inputs for name, spec in self.specs.items()}
+
     def wired_inside(self, gadget: str, index: int) -> bool:
         return bool(self.internal.get((gadget, self.specs[gadget].outputs[index])))
 

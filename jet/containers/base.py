@@ -37,7 +37,7 @@ import attrs
 from jet import address
 from jet.containers import conf
 from jet.containers.boundary import Body, CircuitBoundary, CommandError
-from jet.containers.census import Census, claim
+from jet.containers.census import Census, Holder, IdentityClash, claim
 from jet.definition.check import refusal
 from jet.definition.model import CircuitDef, circuit_from_msgpack
 from jet.runtime.network import BuildError, running_gadget
@@ -123,7 +123,13 @@ class Container:
         self._tasks: list[asyncio.Task[None]] = []
         self._restoring = False
         self._connect_timeout = connect_timeout
-        self.census = Census(self.kind, self.container, self._status_of_mine)
+        self.census = Census(
+            self.kind, self.container, self._status_of_mine, self._presence_seen
+        )
+        #: set when another process with this kind and id, started first, is seen
+        #: serving: this container then stops (serve_forever raises it)
+        self._evicted: asyncio.Future[None] | None = None
+        self._closing = False
         will = Will(self._status_topic, codec.encode(self._presence("offline")))
         self.link = Link(
             broker,
@@ -204,6 +210,7 @@ class Container:
         # messages the broker kept for this container's session arrive right
         # after the connection, and each must find its wire already in place.
         await self._restore()
+        self._evicted = asyncio.get_running_loop().create_future()
         await self.link.__aenter__()
         self._tasks = [
             asyncio.create_task(self._obey(), name=f"{self.kind}-{self.id}-conf"),
@@ -218,20 +225,31 @@ class Container:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._closing = True
         await cancel_all(self._tasks)
         self._tasks = []
+        # Evicted: the id and its retained statuses are another process's now.
+        evicted = self._evicted is not None and self._evicted.done()
+        if evicted:
+            assert self._evicted is not None
+            self._evicted.exception()  # (retrieved: serve_forever may not have waited)
         for circuit in list(self.circuits.values()):
             await circuit.stop()
             # A clean shutdown is not a crash: say offline, keep the definition
             # retained so `jet ls` still shows what ran here.
-            self._publish_status(circuit, state="offline")
-        self.link.publish_nowait(
-            self._status_topic, codec.encode(self._presence("offline")), qos=1, retain=True
-        )
+            if not evicted:
+                self._publish_status(circuit, state="offline")
+        if not evicted:
+            self.link.publish_nowait(
+                self._status_topic, codec.encode(self._presence("offline")), qos=1, retain=True
+            )
         await self.link.close()
 
     async def serve_forever(self) -> None:
-        await asyncio.Event().wait()
+        """Serve until cancelled; raises :class:`IdentityClash` if another process
+        with this kind and id, started first, is seen serving (one of two must stop)."""
+        assert self._evicted is not None, "serve_forever() inside `async with`"
+        await self._evicted
 
     async def _on_connect(self) -> None:
         # Every (re)connect restates presence: the broker may have restarted
@@ -643,6 +661,41 @@ class Container:
             self.link.publish_nowait(topic, b"", qos=1, retain=True)
         self._last_status.pop(circuit_id, None)
         self._definition_due.discard(circuit_id)
+
+    # -- this container's id held by another process --------------------------------------------
+
+    def _presence_seen(self, presence: dict[str, Any] | None) -> None:
+        """The retained presence under this container's id changed.
+
+        Ours: nothing to do.  Another process's: the one started earlier stops,
+        without a word on the broker, and the other restates its presence.  The
+        later one is the one that claimed the id (:func:`~jet.containers.census.claim`)
+        when the earlier had stopped answering (frozen, cut off): that one, waking
+        up, must not take the id back.  Offline or cleared while this one serves (the
+        will of a connection taken over): restated.
+        """
+        if self._closing or self._evicted is None or self._evicted.done():
+            return
+        holder = Holder.of(presence)
+        if holder is not None and holder.is_this_process():
+            if holder.state != "online" and self.link.connected:
+                self._announce()
+            return
+        if holder is None or holder.state != "online":
+            if self.link.connected:
+                self._announce()
+            return
+        if holder.since is not None and holder.since > self.started_at:
+            self.log.error("%s %s was taken over by %s, started later: this one stops",
+                           self.kind, self.id, holder)
+            self._evicted.set_exception(IdentityClash(
+                f"{self.kind} {self.id} was taken over by {holder} on this broker"
+                f" (this one had stopped answering): this one stopped"
+            ))
+            return
+        self.log.warning("%s %s: the presence of %s, started earlier, replaced by this one's",
+                         self.kind, self.id, holder)
+        self._announce()
 
     # -- statuses an earlier run of this container left ----------------------------------------
 

@@ -9,11 +9,13 @@ learn before it acts:
   its id, a container reads its retained presence ``jet/<type>/<id>/status``
   over a connection of its own; when that says ``online``, it asks the holder
   (a ``status`` command) and refuses to start with :class:`IdentityClash` if it
-  answers.  A presence left ``online`` by a container killed outright is stale
-  until the broker fires its will (1.5 keepalives): a holder on this host whose
-  pid is gone is taken over at once, any other is waited for until it answers
-  (a clash), its presence turns offline, or 1.5 of its keepalives (and a
-  second) pass without either (taken over, and logged).
+  answers.  A process that dies (even by kill -9) has its socket closed by its
+  system and its will fires at once; one that is frozen or cut off keeps its
+  ``online`` presence until the broker misses 1.5 of its keepalives.  So the
+  holder is waited for until it answers (a clash), its presence turns offline,
+  or 1.5 of its keepalives and a second pass without either (taken over; both
+  logged).  A holder that wakes up after that finds the id taken over and stops
+  (:meth:`jet.containers.base.Container._presence_seen`).
 - **who runs which circuit** (:class:`Census`): a live view of the retained
   circuit statuses and container presences of the kind, so a container refuses
   a ``load`` of a circuit another live container runs, and learns of the
@@ -62,6 +64,8 @@ class Holder:
     pid: int | None
     host: str
     keepalive: float
+    #: when it started (epoch seconds; None: unknown)
+    since: float | None = None
 
     @classmethod
     def of(cls, presence: Any) -> Holder | None:
@@ -74,6 +78,12 @@ class Holder:
             state=presence["state"],
             pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
             host=str(presence.get("host", "?")),
+            since=(
+                float(presence["since"])
+                if isinstance(presence.get("since"), int | float)
+                and not isinstance(presence.get("since"), bool)
+                else None
+            ),
             keepalive=(
                 float(keepalive)
                 if isinstance(keepalive, int | float) and not isinstance(keepalive, bool)
@@ -85,21 +95,8 @@ class Holder:
     def __str__(self) -> str:
         return f"pid {self.pid if self.pid is not None else '?'} on host {self.host}"
 
-    def gone_from_here(self) -> bool:
-        """Its pid names no process on this host (a crash or kill -9 left the presence).
-
-        Only a pid on this very host can be checked; a reused pid is not taken
-        for gone (the probe then decides).
-        """
-        if self.host != socket.gethostname() or self.pid is None or self.pid == os.getpid():
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return True
-        except OSError:  # (it exists, someone else's)
-            return False
-        return False
+    def is_this_process(self) -> bool:
+        return self.pid == os.getpid() and self.host == socket.gethostname()
 
 
 async def retained_delivered(link: Link, timeout: float = RETAINED_WITHIN) -> None:
@@ -152,10 +149,6 @@ async def claim(
         holder = presences[-1] if presences else None
         if holder is None or holder.state != "online":
             return
-        if holder.gone_from_here():
-            log.warning("%s %s: its earlier holder (%s) is gone; taking over",
-                        kind, container_id, holder)
-            return
         wait = min(1.5 * holder.keepalive + 1.0, LONGEST_WAIT)
         replies = Replies(link, timeout=wait)
         await replies.start()
@@ -188,15 +181,17 @@ async def claim(
                 f"{status_topic}): stop it, or give this one another --id"
             )
         if went in done:
-            log.info("%s %s: its earlier holder (%s) went offline; taking over",
+            log.warning("%s %s: its earlier holder (%s) went offline; taking over",
                      kind, container_id, holder)
         else:
             log.warning("%s %s: its presence said online (%s) but nothing answered in %g s;"
                         " taking over", kind, container_id, holder, wait)
 
 
-#: Called with (circuit id, status) for each status naming this container (None: cleared).
+#: Called with (circuit id, status) for each status naming this container.
 OnMine = Callable[[str, dict[str, Any]], None]
+#: Called with this container's own presence as the broker has it now (None: cleared).
+OnPresence = Callable[[dict[str, Any] | None], None]
 
 
 class Census:
@@ -206,14 +201,17 @@ class Census:
     statuses and container presences on the container's link (before it
     connects); from then on every status updates the view.  ``on_mine`` is
     called for every readable status that names this container (its own
-    publications, and what an earlier run of it left behind).  Statuses that do
+    publications, and what an earlier run of it left behind), ``on_presence``
+    for every change of the presence under its own id (its own, or another
+    process's with the same id).  Statuses that do
     not read as maps are ignored: the census believes only well-formed ones.
     """
 
-    def __init__(self, kind: str, me: str, on_mine: OnMine) -> None:
+    def __init__(self, kind: str, me: str, on_mine: OnMine, on_presence: OnPresence) -> None:
         self.kind = kind
         self.me = me
         self.on_mine = on_mine
+        self.on_presence = on_presence
         #: circuit id -> the container its status says runs it, while it says online
         self.owners: dict[str, str] = {}
         #: container name -> its presence
@@ -252,6 +250,8 @@ class Census:
                 self.presences.pop(name, None)
             else:
                 self.presences[name] = status
+            if name == self.me:
+                self.on_presence(status)
             return
         if parsed.role != "status":
             return

@@ -13,7 +13,7 @@ learn before it acts:
   system and its will fires at once; one that is frozen or cut off keeps its
   ``online`` presence until the broker misses 1.5 of its keepalives.  So the
   holder is waited for until it answers (a clash), its presence turns offline,
-  or 1.5 of its keepalives and a second pass without either (taken over; both
+  or 1.5 of its keepalives and 2 s pass without either (taken over; both
   logged).  A holder that wakes up after that finds the id taken over and stops
   (:meth:`jet.containers.base.Container._presence_seen`).
 - **who runs which circuit** (:class:`Census`): a live view of the retained
@@ -44,6 +44,9 @@ from jet.transport.link import Link
 DEFAULT_KEEPALIVE = 10
 #: The longest a starting container waits for a stale ``online`` presence to resolve.
 LONGEST_WAIT = 120.0
+#: Beyond 1.5 keepalives, how late a broker may fire a will (it checks keepalives
+#: on a timer of its own).
+WILL_MARGIN = 2.0
 #: How long the broker may take to send the retained messages of a subscription.
 RETAINED_WITHIN = 5.0
 
@@ -149,7 +152,7 @@ async def claim(
         holder = presences[-1] if presences else None
         if holder is None or holder.state != "online":
             return
-        wait = min(1.5 * holder.keepalive + 1.0, LONGEST_WAIT)
+        wait = min(1.5 * holder.keepalive + WILL_MARGIN, LONGEST_WAIT)
         replies = Replies(link, timeout=wait)
         await replies.start()
 
@@ -182,7 +185,7 @@ async def claim(
             )
         if went in done:
             log.warning("%s %s: its earlier holder (%s) went offline; taking over",
-                     kind, container_id, holder)
+                        kind, container_id, holder)
         else:
             log.warning("%s %s: its presence said online (%s) but nothing answered in %g s;"
                         " taking over", kind, container_id, holder, wait)

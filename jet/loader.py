@@ -65,6 +65,7 @@ class Loader:
         self.containers = {"pack": pack, "node": hub, "web": web}
         self.progress = progress
         self.statuses: dict[str, dict[str, Any]] = {}
+        self.unrestored: list[CircuitAddress] = []
 
     # -- what runs now -------------------------------------------------------------------
 
@@ -73,6 +74,12 @@ class Loader:
         self.statuses = {
             t: s for t, s in found.items() if isinstance(s, dict) and s.get("state") == "online"
         }
+        # Kept in a container's state file but not running (docs/survive-identity.md).
+        self.unrestored = [
+            place for t, s in found.items()
+            if isinstance(s, dict) and s.get("state") == "unrestored"
+            and (place := address.circuit_of(t)) is not None
+        ]
 
     def placement(self, app: AppDef, circuit: CircuitDef) -> CircuitAddress | None:
         """Where ``circuit`` of ``app`` runs now, or None when it is not loaded."""
@@ -209,6 +216,11 @@ class Loader:
         for place in self._loaded_places():
             if place.id == circuit_id:
                 await self._unload_one(circuit_id, place)
+                return
+        for place in self.unrestored:
+            if place.id == circuit_id:  # nothing runs: its container forgets it
+                await self.session.request(place.conf, {"cmd": "stop"})
+                self.progress(f"unloaded {circuit_id} ({place}, which was not restored)")
                 return
         raise LoadError(f"no circuit {circuit_id!r} is loaded")
 

@@ -133,8 +133,9 @@ def test_an_unrestored_circuit_is_replaced_by_a_load_and_removed_by_an_unload(
             await session.request(
                 "jet/pack/p1/conf", {"cmd": "load", "definition": circuit_to_msgpack(mine)}
             )
-            # An unload (stop) of the other removes it.
-            await session.request("pack/other/conf", {"cmd": "stop"})
+            # `jet unload` of the other removes it.
+            said = await jet_ok("unload", "other", "--broker", url, "--pack", "p1")
+            assert "unloaded other" in said, said
             presence = await session.request("jet/pack/p1/conf", {"cmd": "status"})
             assert presence["circuits"] == ["mine"] and presence["unrestored"] == {}
         assert await retained(url, "pack/other/status") is None

@@ -67,6 +67,7 @@ def test_a_circuit_that_cannot_be_restored_is_kept_reported_and_retried(
     # Restarted without the allow: the circuit cannot be built ...
     again = PackProcess(url, "--state", str(state), allow=None)
     packs.append(again)
+    assert saved_circuits(state) == {"mine"}  # (restored and saved before it says "on")
     line = again.wait_for_line("not restored", 10)
     assert "mine" in line and ALLOW in line, line
 
@@ -162,8 +163,6 @@ def test_a_restarted_pack_clears_the_statuses_of_circuits_it_no_longer_has(
 
     again = PackProcess(url)  # no state file: it comes back without the circuit
     packs.append(again)
-    line = again.wait_for_line("left by an earlier run", 10)
-    assert "ghost" in line, line
 
     async def cleared() -> None:
         async with link(url, "observer") as observer:
@@ -174,6 +173,8 @@ def test_a_restarted_pack_clears_the_statuses_of_circuits_it_no_longer_has(
         assert err.strip().splitlines() == ["jet unload: error: no circuit 'ghost' is loaded"]
 
     run(cleared())
+    line = again.wait_for_line("left by an earlier run", 10)
+    assert "ghost" in line, line
 
 
 def test_a_load_reported_unanswered_does_not_take_effect_later(
@@ -252,7 +253,7 @@ def test_a_frozen_pack_is_taken_over_and_stops_when_it_wakes_up(
         second = PackProcess(url)
         packs.append(second)
         # (its will, or 1.5 keepalives and a margin without an answer: whichever first)
-        assert "p1 on host" in second.wait_for_line("taking over", 10)
+        assert f"pid {frozen.proc.pid} on host" in second.wait_for_line("taking over", 10)
     finally:
         frozen.proc.send_signal(signal.SIGCONT)
     # Woken up, the first finds the id taken over and stops, in one line, ...

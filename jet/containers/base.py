@@ -126,8 +126,9 @@ class Container:
         self.census = Census(
             self.kind, self.container, self._status_of_mine, self._presence_seen
         )
-        #: set when another process with this kind and id, started first, is seen
-        #: serving: this container then stops (serve_forever raises it)
+        #: set when another process took this kind and id over (it started later,
+        #: while this one did not answer): this container then stops
+        #: (serve_forever raises it)
         self._evicted: asyncio.Future[None] | None = None
         self._closing = False
         will = Will(self._status_topic, codec.encode(self._presence("offline")))
@@ -247,7 +248,7 @@ class Container:
 
     async def serve_forever(self) -> None:
         """Serve until cancelled; raises :class:`IdentityClash` if another process
-        with this kind and id, started first, is seen serving (one of two must stop)."""
+        took this kind and id over (see :meth:`_presence_seen`)."""
         assert self._evicted is not None, "serve_forever() inside `async with`"
         await self._evicted
 
@@ -703,9 +704,18 @@ class Container:
         """A retained status naming this container: one of a circuit it neither runs nor
         keeps, left by an earlier run (started before this one), is a ghost: cleared, so
         nobody takes it for running and `jet unload` of it says it is not loaded."""
-        if circuit_id in self.circuits or circuit_id in self.unrestored:
-            return
         since = status.get("since")
+        circuit = self.circuits.get(circuit_id)
+        if circuit is not None:
+            if since != circuit.started_at and self.link.connected:
+                # Another run's status over this one's (a holder of this id that woke
+                # up and published before it stopped): this run's is restated.
+                self._last_status.pop(circuit_id, None)
+                self._publish_definition(circuit)
+                self._publish_status(circuit)
+            return
+        if circuit_id in self.unrestored:
+            return
         if isinstance(since, int | float) and since >= self.started_at:
             return  # this run's own, already unloaded (its clearing is on its way)
         self.log.warning(

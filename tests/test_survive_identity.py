@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -212,10 +213,22 @@ def test_a_command_without_a_deadline_still_works(
     async def go() -> None:
         async with link(mosquitto.url, "raw") as raw:
             replies = await Collector(raw).watch("raw/reply")
-            command = {"cmd": "status", "id": "1", "reply_to": "raw/reply"}
-            raw.publish_nowait("jet/pack/p1/conf", codec.encode(command), qos=1)
-            await replies.wait_for(lambda c: len(c.values()) == 1)
-            assert replies.values()[0]["ok"] is True
+
+            def send(ident: str, **fields: Any) -> None:
+                command = {"cmd": "status", "id": ident, "reply_to": "raw/reply", **fields}
+                raw.publish_nowait("jet/pack/p1/conf", codec.encode(command), qos=1)
+
+            send("none")
+            send("past", deadline=time.time() - 60)
+            send("bad", deadline="soon")
+            await replies.wait_for(lambda c: len(c.values()) == 3)
+            by_id = {r["id"]: r for r in replies.values()}
+            assert by_id["none"]["ok"] is True
+            assert by_id["past"]["ok"] is False
+            assert "stale command, not carried out: its deadline expired 6" in \
+                by_id["past"]["error"]
+            assert by_id["bad"]["ok"] is False
+            assert "deadline must be epoch seconds" in by_id["bad"]["error"]
 
     run(go())
 

@@ -69,7 +69,7 @@ def test_a_circuit_that_cannot_be_restored_is_kept_reported_and_retried(
     again = PackProcess(url, "--state", str(state), allow=None)
     packs.append(again)
     assert saved_circuits(state) == {"mine"}  # (restored and saved before it says "on")
-    line = again.wait_for_line("not restored", 10)
+    line = again.wait_for_line("cannot restore", 10)
     assert "mine" in line and ALLOW in line, line
 
     async def reported() -> None:
@@ -125,7 +125,7 @@ def test_an_unrestored_circuit_is_replaced_by_a_load_and_removed_by_an_unload(
     packs.pop().stop()
     again = PackProcess(url, "--state", str(state), allow=None)
     packs.append(again)
-    again.wait_for_line("not restored", 10)
+    again.wait_for_line("cannot restore", 10)
 
     async def go() -> None:
         async with Session(broker.parse(url)) as session:

@@ -584,7 +584,7 @@ class Container:
                 # Kept as it is: what cannot be built now (a module missing, a
                 # type not allowed this time) may be built at the next start.
                 reason = " ".join(str(exc).splitlines()) or type(exc).__name__
-                self.log.error("%s: circuit %s not restored (kept for the next start): %s",
+                self.log.error("%s: cannot restore circuit %s (kept for the next start): %s",
                                self.state_file, cid, reason)
                 await self._keep_unrestored(str(cid), saved, reason)
                 continue

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -49,6 +50,9 @@ LONGEST_WAIT = 120.0
 WILL_MARGIN = 2.0
 #: How long the broker may take to send the retained messages of a subscription.
 RETAINED_WITHIN = 5.0
+
+
+_claims = itertools.count(1)  # (client ids of claims made by one process stay apart)
 
 
 class IdentityClash(ConnectionError):
@@ -133,7 +137,7 @@ async def claim(
     """
     status_topic = address.container_status(kind, container_id)
     link = Link(
-        broker, f"jet-{kind}-{container_id}-claim-{os.getpid()}",
+        broker, f"jet-{kind}-{container_id}-claim-{os.getpid()}-{next(_claims)}",
         clean_session=True, connect_timeout=connect_timeout,
     )
     presences: list[Holder | None] = []

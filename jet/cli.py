@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,7 @@ from jet.definition.model import AppDef, CircuitDef, GadgetDef, circuit_from_msg
 from jet.definition.ports import ports_of
 from jet.loader import Loader, LoadError
 from jet.runtime.registry import Registry
+from jet.tasks import Signalled, run_until_signalled
 from jet.transport import broker, codec
 from jet.transport.client import CommandFailed, NoReply, Session
 
@@ -261,7 +263,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
             await pack.serve_forever()
         return 0
 
-    return asyncio.run(serve())
+    return run_until_signalled(serve())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -273,7 +275,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         return 1
-    asyncio.run(
+    run_until_signalled(
         run(
             app,
             duration=args.duration,
@@ -283,6 +285,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             flavour=args.embedded,
             web=args.web,
             web_port=args.web_port,
+            timeout=args.timeout,
             progress=lambda line: print(line, flush=True),
         )
     )
@@ -296,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jet", description="JET dataflow circuits over MQTT")
     parser.add_argument("--version", action="version", version=f"jet {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
@@ -384,29 +388,52 @@ def build_parser() -> argparse.ArgumentParser:
 
         add_hub_parser(sub)
         add_node_sim_parser(sub)
+    # -v and -q after the command too (`jet pack -v`), counted with those before it.
+    for p in sub.choices.values():
+        p.add_argument("-v", "--verbose", dest="sub_verbose", action="count",
+                       default=argparse.SUPPRESS, help="more log output")
+        p.add_argument("-q", "--quiet", dest="sub_quiet", action="count",
+                       default=argparse.SUPPRESS, help="less log output")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    level = logging.WARNING - 10 * args.verbose
-    if args.command == "run":
-        level = min(level, logging.INFO)
-    # Our own loggers follow -v; libraries (paho, amqtt, transitions) stay at
-    # warnings unless asked twice, so `jet run` output is the app's own.
+#: Commands that run until stopped: they log what they do (INFO) unless told -q.
+DAEMONS = frozenset({"run", "pack", "web", "hub", "node-sim"})
+#: Libraries whose INFO lines repeat ours or are per-connection chatter: they
+#: stay at warnings unless asked for with -vv.
+QUIET_LIBRARIES = ("aiohttp", "amqtt", "transitions", "asyncio")
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    """Daemons log at INFO (their own lines, and a gadget module's, Logger gadgets
+    included), other commands at WARNING; each -v is one level more, each -q one less."""
+    verbosity = args.verbose + getattr(args, "sub_verbose", 0)
+    verbosity -= args.quiet + getattr(args, "sub_quiet", 0)
+    base = logging.INFO if args.command in DAEMONS else logging.WARNING
+    level = max(logging.DEBUG, min(logging.CRITICAL, base - 10 * verbosity))
     logging.basicConfig(
-        level=logging.WARNING if args.verbose < 2 else logging.DEBUG,
-        format="%(asctime)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
+        level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    logging.getLogger("jet").setLevel(level)
-    if args.verbose < 2:
+    if verbosity < 2:  # -vv and more: everything, libraries included
+        for name in QUIET_LIBRARIES:
+            logging.getLogger(name).setLevel(max(level, logging.WARNING))
         # paho's own connection errors repeat what our one-line message says
         logging.getLogger("jet.mqtt.paho").setLevel(logging.CRITICAL)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # A gadget module in the current directory imports like under `python -m`
+    # (appended: it cannot shadow jet or the standard library).
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    args = build_parser().parse_args(argv)
+    _setup_logging(args)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except Signalled as stopped:  # a clean stop, as asked: nothing to say
+        return stopped.exit_code
     except (
         CliError,
         CircuitFileError,

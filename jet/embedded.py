@@ -1,5 +1,10 @@
 """An MQTT broker for `jet run`, so the demo needs nothing else installed.
 
+Leaving :func:`embedded_broker`'s block (``jet run`` ending, by ``--for``, Ctrl-C,
+SIGTERM or SIGHUP: see :func:`jet.tasks.run_until_signalled`) stops the broker
+and removes its temp dir; a mosquitto child is also told to stop if `jet run`
+is killed outright.
+
 mosquitto is used when it is on the machine (it keeps QoS 1 messages for
 persistent sessions while a client is away); otherwise amqtt, a maintained
 pure-Python broker, runs inside the process.  Either one listens on
@@ -10,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import shutil
+import signal
 import socket
+import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Literal
 
@@ -22,11 +30,30 @@ log = logging.getLogger("jet.embedded")
 
 Flavour = Literal["auto", "mosquitto", "amqtt"]
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """What the broker child runs before exec (Linux): SIGTERM it when `jet run`
+    dies, even by SIGKILL, which leaves no chance to stop it in an orderly way.
+    (prctl is looked up here, in the parent: the child only calls it.)"""
+    if sys.platform != "linux":
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def in_child() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+    return in_child
 
 
 def mosquitto_path() -> str | None:
@@ -82,6 +109,7 @@ async def _mosquitto(exe: str, port: int) -> AsyncIterator[str]:
             # Its own session: Ctrl-C reaches `jet run`, which then shuts the
             # broker down last, instead of the broker dying under the pack.
             start_new_session=True,
+            preexec_fn=_die_with_parent(),
         )
         try:
             await _wait_listening(port)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,7 +19,7 @@ from jet.embedded import Flavour, embedded_broker
 from jet.loader import Loader
 from jet.runtime.registry import Registry
 from jet.transport import broker
-from jet.transport.client import Session
+from jet.transport.client import REPLY_TIMEOUT, Session
 
 log = logging.getLogger("jet.run")
 
@@ -32,6 +35,15 @@ def without_containers(app: AppDef, kinds: set[str]) -> AppDef:
     names = {c.name for c in keep}
     wires = tuple(w for w in app.wires if w.src.circuit in names and w.dst.circuit in names)
     return attrs.evolve(app, circuits=keep, wires=wires)
+
+
+def own_container_id() -> str:
+    """The id `jet run` gives its pack (and web container) on a broker it shares:
+    ``run-<host>-<pid>``, unique on the broker, so it never takes over a `jet pack`
+    (or `jet web`) running there under the default id (two containers with one
+    id would kick each other off the broker)."""
+    host = re.sub(r"[^a-z0-9_-]+", "-", socket.gethostname().lower()).strip("-") or "host"
+    return f"run-{host}-{os.getpid()}"
 
 
 def _simulate_hook() -> SimulateHook | None:
@@ -52,16 +64,30 @@ async def running(
     flavour: Flavour = "auto",
     web: bool = False,
     web_port: int = 0,
+    timeout: float = REPLY_TIMEOUT,
     progress: Callable[[str], None] = print,
 ) -> AsyncIterator[str]:
-    """Run ``app`` until the block ends; yields the broker URL in use."""
+    """Run ``app`` until the block ends; yields the broker URL in use.
+
+    On a broker of its own the containers have the default ids (``jet load``
+    and ``jet ls`` find them as usual); on a given one, ids of their own (see
+    :func:`own_container_id`), and a broker that does not answer within
+    ``timeout`` is a ``ConnectionError``, not a wait for ever.
+    """
     registry = registry or Registry()
     async with contextlib.AsyncExitStack() as stack:
         url = broker_url
         if url is None:
             url = await stack.enter_async_context(embedded_broker(flavour=flavour))
-        progress(f"broker {url}")
-        await stack.enter_async_context(Pack(broker.parse(url), "default", registry=registry))
+            pack_id, web_id = "default", "web"
+        else:
+            pack_id = web_id = own_container_id()
+        await stack.enter_async_context(
+            Pack(broker.parse(url), pack_id, registry=registry, connect_timeout=timeout)
+        )
+        progress(f"broker {url}")  # once it answers: a broker that does not says only that
+        if pack_id != "default":
+            progress(f"pack {pack_id} (an id of its own on a shared broker)")
         skipped: set[str] = set()
         if any(c.container == "node" for c in app.circuits):
             hook = _simulate_hook() if simulate else None
@@ -76,11 +102,14 @@ async def running(
             # The operator view (inject into any input) only on a broker of our own: on a
             # shared one, whoever opens the page could drive every circuit on it.
             page = await stack.enter_async_context(
-                serving(url, port=web_port, operator_view=broker_url is None)
+                serving(url, port=web_port, server_id=web_id, connect_timeout=timeout,
+                        operator_view=broker_url is None)
             )
             progress(f"web page {page}")
-        session = await stack.enter_async_context(Session(broker.parse(url), name="run"))
-        loader = Loader(session, registry, progress=progress)
+        session = await stack.enter_async_context(
+            Session(broker.parse(url), name="run", timeout=timeout)
+        )
+        loader = Loader(session, registry, pack=pack_id, web=web_id, progress=progress)
         await loader.reload(without_containers(app, skipped))
         progress(f"app {app.name} running")
         yield url

@@ -1,14 +1,26 @@
-"""Ending background tasks, and logging repeated trouble, the same way everywhere.
+"""Ending background tasks, ending a process on a signal, and logging repeated
+trouble, the same way everywhere.
 
-(Below every layer: the transport, the runtime and the containers all use it.)
+(Below every layer: the transport, the runtime and the containers all use it,
+and every long-running command runs its main coroutine with :func:`run_until_signalled`.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
-from typing import Any
+import logging
+import signal
+from collections.abc import Coroutine, Iterable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+log = logging.getLogger("jet.tasks")
+
+#: The signals that stop a long-running command the way Ctrl-C does: SIGTERM
+#: (systemd, docker stop, kill), SIGHUP (a closed terminal) and SIGINT itself.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 async def cancel_all(
@@ -45,3 +57,64 @@ def worth_logging(count: int) -> bool:
     """Trouble that repeats (drops, refusals, gadget errors) is logged the first
     time, then every 1000th time, with the count: never silent, never a flood."""
     return count == 1 or count % 1000 == 0
+
+
+class Signalled(Exception):
+    """The command was stopped by a signal, after a clean shutdown.
+
+    Its process should exit with :attr:`exit_code` (128 + the signal number, as
+    a shell reports a process a signal ended: 130 for Ctrl-C, 143 for SIGTERM),
+    quietly: being asked to stop is not an error.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def run_until_signalled(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, ended by any of :data:`STOP_SIGNALS` like by Ctrl-C.
+
+    The first such signal cancels ``main``, so every ``async with`` in it
+    unwinds (a pack says offline, an embedded broker is stopped and its temp
+    dir removed) before :class:`Signalled` is raised.  Further signals while it
+    unwinds are ignored (shutdown is bounded; SIGKILL remains for the impatient):
+    a second Ctrl-C must not leave a child broker running.
+    """
+
+    async def guarded() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        received: list[int] = []
+
+        def stop(signum: int) -> None:
+            if received:
+                log.info("already stopping (%s)", signal.Signals(signum).name)
+                return
+            received.append(signum)
+            task.cancel()
+
+        installed = []
+        for signum in STOP_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, stop, signum)
+                installed.append(signum)
+        try:
+            result = await main
+        except asyncio.CancelledError:
+            if received:
+                raise Signalled(received[0]) from None
+            raise
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+        if received:  # main swallowed the cancellation, but it did end: still a stop
+            raise Signalled(received[0])
+        return result
+
+    return asyncio.run(guarded())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -35,12 +36,15 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         pytest.skip("mosquitto is not installed (tools/setup-tests)")
     pytest.importorskip("psutil", reason="tools/bench reads RSS and CPU time with psutil")
     out = tmp_path_factory.mktemp("bench") / "bench.json"
+    # Node-RED is an optional peer: pointed nowhere, the run must say it skipped it.
+    env = dict(os.environ, NODE_RED=str(out.parent / "no-node-red"))
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--quick", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=REPO, check=False,
+        capture_output=True, text=True, timeout=300, cwd=REPO, check=False, env=env,
     )
     assert proc.returncode == 0, f"tools/bench:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "goals met" in proc.stdout  # the readable table was printed
+    assert "Node-RED skipped: Node-RED is not installed" in proc.stdout
     data: dict[str, Any] = json.loads(out.read_text())
     return data
 
@@ -109,3 +113,16 @@ def test_pass_fail_follows_each_goal(result: dict[str, Any]) -> None:
             judged += 1
     listed = [g for g in result["goals"] if g["pass"] is not None]
     assert judged == len(listed) >= 4  # hop rate, MQTT throughput + latency, memory
+
+
+def test_hop_compares_jet_with_its_peers_in_one_run(result: dict[str, Any]) -> None:
+    hop = result["mqtt_hop"]
+    assert "npm install" in hop["raw"]["nodered_skipped"]
+    for system in ("relay", "jet", "floor"):
+        for qos in (0, 1):
+            row = hop["summary"][f"{system}/q{qos}"]
+            assert row["rounds"] == 2
+            assert _positive(row["windowed_msg_per_s"]) and _positive(row["p99_ms"])
+            assert row["burst_all_delivered"], f"{system} QoS {qos} lost part of a burst"
+    assert "JET pack, one forwarding gadget" in hop["peer_table"]
+    assert "Node-RED (mqtt in" not in hop["peer_table"]

@@ -522,14 +522,14 @@ def test_command_line_daemons(mosquitto: Mosquitto, tmp_path: Path) -> None:
                 await probe.wait("node/21207/0/0", lambda _, v: v == -1.0)  # echoed back
                 since = probe.mark()
                 hub.terminate()
-                assert await asyncio.wait_for(hub.wait(), WAIT) == 0
+                assert await asyncio.wait_for(hub.wait(), WAIT) == 143  # 128 + SIGTERM
                 await probe.wait("jet/node/cli/status", lambda _, s: s["state"] == "offline",
                                  since=since)
         finally:
             for proc in (hub, sim):
                 if proc is not None and proc.returncode is None:
                     proc.terminate()
-            assert await asyncio.wait_for(sim.wait(), WAIT) == 0
+            assert await asyncio.wait_for(sim.wait(), WAIT) == 143  # 128 + SIGTERM
         assert not link.exists()  # the simulator removes its symlink
 
     run(scenario())

@@ -470,7 +470,7 @@ def test_a_page_sets_only_its_own_gadgets_within_range_unless_the_operator_view_
         web = jet_background("web", "--broker", mosquitto.url, "--port", str(free_port()),
                              "--id", web_id, *args)
         procs.append(web)
-        line = read_until(web, "http://")[-1]
+        line = read_until(web, f"web {web_id} on http://")[-1]
         assert ("operator view on" in line) == bool(args), line
         return line.split(" on ")[1].split()[0]
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from jet.tasks import Signalled, run_until_signalled
 from jet.transport.broker import BrokerUrlError, parse
 from jet_rf12.dongle import DEFAULT_GROUP, parse_port
 from jet_rf12.hub import DEFAULT_HUB_ID, STATUS_INTERVAL, Hub
@@ -101,15 +100,6 @@ def _setup_logging() -> None:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
 def run_hub(args: argparse.Namespace) -> int:
     _setup_logging()
     try:
@@ -126,15 +116,17 @@ def run_hub(args: argparse.Namespace) -> int:
                        publish_unknown=not args.drop_unknown) as hub:
             print(f"hub jet/node/{hub.hub_id} on {broker.url}: "
                   + ", ".join(f"{p.device} (group {p.group})" for p in ports), flush=True)
-            await _until_signalled()
+            await asyncio.Event().wait()  # until run_until_signalled stops it
 
     try:
-        asyncio.run(main())
+        run_until_signalled(main())
     except ConnectionError as exc:
         print(f"jet hub: {exc}", file=sys.stderr)
         return 1
+    except Signalled as stopped:  # SIGTERM, SIGHUP or Ctrl-C: a clean stop
+        return stopped.exit_code
     except KeyboardInterrupt:
-        pass
+        return 130
     return 0
 
 
@@ -162,15 +154,17 @@ def run_node_sim(args: argparse.Namespace) -> int:
             where = sim.slave_path + (f" (link {sim.link})" if sim.link else "")
             print(f"RF12demo simulator on {where}: nodes "
                   + ", ".join(f"{n.node_id} ({type(n).__name__})" for n in nodes), flush=True)
-            await _until_signalled()
+            await asyncio.Event().wait()  # until run_until_signalled stops it
 
     try:
-        asyncio.run(main())
+        run_until_signalled(main())
     except OSError as exc:
         print(f"jet node-sim: {exc}", file=sys.stderr)
         return 1
+    except Signalled as stopped:  # SIGTERM, SIGHUP or Ctrl-C: a clean stop
+        return stopped.exit_code
     except KeyboardInterrupt:
-        pass
+        return 130
     return 0
 
 

@@ -42,6 +42,8 @@ FOLLOW_RELOADS = 10
 class NetworkBody:
     """A pack circuit's body: a :class:`~jet.runtime.network.Network` of Python gadgets.
 
+    Its counters are the circuit's, not one network's: a reload keeps them.
+
     Reload builds the new network completely (gadgets whose definition is
     unchanged keep their instance, state and queue), drains the gadgets being
     replaced for at most :data:`RELOAD_DRAIN_TIMEOUT`, then swaps with no await
@@ -145,8 +147,11 @@ class NetworkBody:
         name = self.definition.name
         if definition.name != name:
             raise CommandError(f"reload of {name} with a definition named {definition.name!r}")
+        # The circuit's counters go on across the reload (the same object: what
+        # the old gadgets still do while they drain is counted too).
         new = Network(
-            definition, self.registry, self._emit, label=name, reuse=self.network.slots
+            definition, self.registry, self._emit, label=name, reuse=self.network.slots,
+            counters=self.network.counters,
         )
         old = self.network
         # Kept gadgets keep their queue and go on working: only the replaced
@@ -213,10 +218,15 @@ class Pack(Container):
         stats_interval: float = STATS_INTERVAL,
         keepalive: int = 10,
         stuck_limit: float = STUCK_LIMIT,
+        connect_timeout: float | None = None,
     ) -> None:
+        """``connect_timeout``: None (a daemon) waits for its broker as long as it
+        takes; a number (`jet run`) makes a broker that does not answer a
+        ``ConnectionError`` after that many seconds."""
         super().__init__(
             broker, pack_id, stats_interval=stats_interval, keepalive=keepalive,
             state_file=state_file, registry=registry, stuck_limit=stuck_limit,
+            connect_timeout=connect_timeout,
         )
 
     def _make_body(

@@ -117,15 +117,17 @@ class Network:
         *,
         label: str,
         reuse: Mapping[str, Slot] | None = None,
+        counters: Counters | None = None,
     ) -> None:
         """Build every gadget; raises BuildError before anything runs.
 
         ``reuse`` holds slots of a previous network (reload): a gadget whose
         definition is unchanged keeps its instance, state and running task.
+        ``counters``: the previous network's, to count on from (a reload).
         """
         self.definition = definition
         self.label = label
-        self.counters = Counters()
+        self.counters = counters if counters is not None else Counters()
         self._on_emit = on_emit
         self._running = False
         self.slots: dict[str, Slot] = {}

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from jet.tasks import Signalled
 from jet.transport import broker
 from jet.web.cli import add_web_parser
 
@@ -19,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except Signalled as stopped:
+        return stopped.exit_code
     except (ConnectionError, broker.BrokerUrlError, OSError) as exc:
         print(f"jet web: error: {exc}", file=sys.stderr)
         return 1

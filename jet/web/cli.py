@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from jet import address
+from jet.tasks import run_until_signalled
 from jet.transport import broker
 
 __all__ = ["DEFAULT_PORT", "add_web_parser", "cmd_web"]
@@ -16,7 +17,8 @@ DEFAULT_PORT = 8080
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    """Serve until interrupted; errors (bad URL, port in use) raise for the caller to print."""
+    """Serve until stopped (Ctrl-C, SIGTERM, SIGHUP: :class:`~jet.tasks.Signalled`);
+    errors (bad URL, port in use) raise for the caller to print."""
     from jet.web.server import serving
 
     if not address.NAME_RE.match(args.id):
@@ -34,7 +36,7 @@ def cmd_web(args: argparse.Namespace) -> int:
             await asyncio.Event().wait()
         return 0
 
-    return asyncio.run(serve())
+    return run_until_signalled(serve())
 
 
 def add_web_parser(subparsers: Any) -> argparse.ArgumentParser:

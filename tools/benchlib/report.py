@@ -36,6 +36,12 @@ def table(result: dict[str, Any], sections: list[str]) -> str:
         if "skipped" in section:
             lines.append(f"   skipped: {section['skipped']}")
             continue
+        if "peer_table" in section:
+            lines.append(section["peer_table"])
+            skipped = section.get("raw", {}).get("nodered_skipped")
+            if skipped:
+                lines.append(f"   Node-RED skipped: {skipped}")
+            lines.append("")
         lines.append(head)
         baselines: dict[str, None] = {}
         for fig in section["figures"]:

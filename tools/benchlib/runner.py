@@ -61,10 +61,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(GROUPS)} (default: all)",
     )
     parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="only the MQTT hop beside its peers (paho relay, Node-RED when installed)",
+    )
+    parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a goal is missed, not only on errors"
     )
     args = parser.parse_args(argv)
-    chosen = args.only.split(",") if args.only else list(GROUPS)
+    if args.peers and args.only:
+        parser.error("--peers is --only mqtt: give one of them")
+    chosen = ["mqtt"] if args.peers else args.only.split(",") if args.only else list(GROUPS)
     unknown = [c for c in chosen if c not in GROUPS]
     if unknown:
         parser.error(f"--only: unknown {', '.join(unknown)} (choose from {', '.join(GROUPS)})")

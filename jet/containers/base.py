@@ -230,7 +230,9 @@ class Container:
         await cancel_all(self._tasks)
         self._tasks = []
         # Evicted: the id and its retained statuses are another process's now.
-        evicted = self._evicted is not None and self._evicted.done()
+        evicted = (
+            self._evicted is not None and self._evicted.done() and not self._evicted.cancelled()
+        )
         if evicted:
             assert self._evicted is not None
             self._evicted.exception()  # (retrieved: serve_forever may not have waited)
@@ -250,7 +252,8 @@ class Container:
         """Serve until cancelled; raises :class:`IdentityClash` if another process
         took this kind and id over (see :meth:`_presence_seen`)."""
         assert self._evicted is not None, "serve_forever() inside `async with`"
-        await self._evicted
+        # (shielded: cancelling the server, Ctrl-C or SIGTERM, is no eviction)
+        await asyncio.shield(self._evicted)
 
     async def _on_connect(self) -> None:
         # Every (re)connect restates presence: the broker may have restarted

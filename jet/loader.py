@@ -233,6 +233,12 @@ class Loader:
             if place.id == circuit_id:
                 await self._unload_one(circuit_id, place)
                 return
+        for kept in self.known.unrestored():
+            if kept.id == circuit_id:
+                place = kept.address  # nothing runs: its container forgets it
+                await self.session.request(place.conf, {"cmd": "stop"})
+                self.progress(f"unloaded {circuit_id} ({place}, which was not restored)")
+                return
         why = self.known.why_invalid(circuit_id)
         if why is not None:
             raise LoadError(

@@ -144,7 +144,10 @@ def test_unload_leaves_no_subscription(mosquitto: Any, tmp_path: Path) -> None:
             await sys_count.wait_for(lambda c: int(c.values()[-1]) > baseline)
             await loader.unload_app(app)
             assert pack.circuits == {}
-            assert pack.link.subscribed_topics() == {"jet/pack/p1/conf"}
+            # (the container's own conf, and the census of its kind's statuses)
+            assert pack.link.subscribed_topics() == {
+                "jet/pack/p1/conf", "pack/+/status", "jet/pack/+/status"
+            }
             sys_count.messages.clear()
             await sys_count.wait_for(
                 lambda c: bool(c.values()) and int(c.values()[-1]) == baseline

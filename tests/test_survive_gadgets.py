@@ -38,17 +38,20 @@ class PackProcess:
     """A `jet pack` subprocess whose output is read as it comes (a thread), so a
     test can wait for a log line with a timeout instead of blocking on the pipe."""
 
-    def __init__(self, url: str, *extra: str) -> None:
+    def __init__(
+        self, url: str, *extra: str, pack_id: str = "p1", allow: str | None = ALLOW
+    ) -> None:
         self.url = url
         self.lines: list[str] = []
         self._seen = threading.Condition()
+        allowing = ["--allow", allow] if allow else []
         self.proc = subprocess.Popen(
-            jet_argv("pack", "--broker", url, "--id", "p1", "--allow", ALLOW, *extra),
+            jet_argv("pack", "--broker", url, "--id", pack_id, *allowing, *extra),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self.wait_for_line("pack p1 on", 20)
+        self.wait_for_line(f"pack {pack_id} on", 20)
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

@@ -419,6 +419,7 @@ class Hub(Container):
             log.debug("node %d: not on this hub's groups; ignoring %s", uid, command.name)
             raise NotOurs(circuit_id)
         group, node_id = place
+        self._refuse_stale(command)
         name = command.name
         if name in ("wire", "inject"):
             undeclared_node(uid, group, node_id).resolve_input(command.args["input"])

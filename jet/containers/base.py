@@ -32,9 +32,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
+import attrs
+
 from jet import address
 from jet.containers import conf
 from jet.containers.boundary import Body, CircuitBoundary, CommandError
+from jet.containers.census import Census, Holder, IdentityClash, claim
 from jet.definition.check import refusal
 from jet.definition.model import CircuitDef, circuit_from_msgpack
 from jet.runtime.network import BuildError, running_gadget
@@ -56,6 +59,19 @@ REFUSALS = (
 
 class NotOurs(Exception):
     """A conf message for a circuit another container answers for: no reply."""
+
+
+@attrs.frozen
+class Unrestored:
+    """A state-file entry that could not be built at start (a gadget type no longer
+    allowed, a module missing): written back untouched, reported, retried next start.
+
+    A ``load`` of the same circuit id replaces it; a ``stop`` (unload) removes it.
+    """
+
+    circuit_id: str
+    saved: Mapping[str, Any]
+    reason: str
 
 
 class Container:
@@ -93,6 +109,9 @@ class Container:
         self.stats_interval = stats_interval
         self.state_file = state_file
         self.circuits: dict[str, CircuitBoundary] = {}
+        #: Circuits of the state file that could not be built at start: kept
+        #: there untouched (their saved entry) and retried at the next start.
+        self.unrestored: dict[str, Unrestored] = {}
         self.conf_errors = 0
         self.started_at = time.time()
         self._status_topic = address.container_status(self.kind, container_id)
@@ -103,6 +122,15 @@ class Container:
         self._definition_due: set[str] = set()  # circuits whose next status carries it
         self._tasks: list[asyncio.Task[None]] = []
         self._restoring = False
+        self._connect_timeout = connect_timeout
+        self.census = Census(
+            self.kind, self.container, self._status_of_mine, self._presence_seen
+        )
+        #: set when another process took this kind and id over (it started later,
+        #: while this one did not answer): this container then stops
+        #: (serve_forever raises it)
+        self._evicted: asyncio.Future[None] | None = None
+        self._closing = False
         will = Will(self._status_topic, codec.encode(self._presence("offline")))
         self.link = Link(
             broker,
@@ -169,6 +197,13 @@ class Container:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        # Before anything is built or connected under this id: a second container
+        # with it would kick the first off the broker, and be kicked back, forever.
+        await claim(
+            self.link.broker, self.kind, self.id, connect_timeout=self._connect_timeout,
+            log=self.log,
+        )
+        await self.census.start(self.link)
         await self.link.subscribe(self._conf_topic, 1, self._enqueue)
         if self.conf_filter is not None:
             await self.link.subscribe(self.conf_filter, 1, self._enqueue)
@@ -176,6 +211,7 @@ class Container:
         # messages the broker kept for this container's session arrive right
         # after the connection, and each must find its wire already in place.
         await self._restore()
+        self._evicted = asyncio.get_running_loop().create_future()
         await self.link.__aenter__()
         self._tasks = [
             asyncio.create_task(self._obey(), name=f"{self.kind}-{self.id}-conf"),
@@ -190,20 +226,34 @@ class Container:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._closing = True
         await cancel_all(self._tasks)
         self._tasks = []
+        # Evicted: the id and its retained statuses are another process's now.
+        evicted = (
+            self._evicted is not None and self._evicted.done() and not self._evicted.cancelled()
+        )
+        if evicted:
+            assert self._evicted is not None
+            self._evicted.exception()  # (retrieved: serve_forever may not have waited)
         for circuit in list(self.circuits.values()):
             await circuit.stop()
             # A clean shutdown is not a crash: say offline, keep the definition
             # retained so `jet ls` still shows what ran here.
-            self._publish_status(circuit, state="offline")
-        self.link.publish_nowait(
-            self._status_topic, codec.encode(self._presence("offline")), qos=1, retain=True
-        )
+            if not evicted:
+                self._publish_status(circuit, state="offline")
+        if not evicted:
+            self.link.publish_nowait(
+                self._status_topic, codec.encode(self._presence("offline")), qos=1, retain=True
+            )
         await self.link.close()
 
     async def serve_forever(self) -> None:
-        await asyncio.Event().wait()
+        """Serve until cancelled; raises :class:`IdentityClash` if another process
+        took this kind and id over (see :meth:`_presence_seen`)."""
+        assert self._evicted is not None, "serve_forever() inside `async with`"
+        # (shielded: cancelling the server, Ctrl-C or SIGTERM, is no eviction)
+        await asyncio.shield(self._evicted)
 
     async def _on_connect(self) -> None:
         # Every (re)connect restates presence: the broker may have restarted
@@ -213,6 +263,8 @@ class Container:
         for circuit in self.circuits.values():
             self._publish_definition(circuit)
             self._publish_status(circuit)
+        for kept in self.unrestored.values():
+            self._publish_unrestored(kept)
 
     def _presence(self, state: str) -> dict[str, Any]:
         online = state == "online"
@@ -225,6 +277,8 @@ class Container:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "since": self.started_at,
+            "keepalive": link.keepalive if link is not None else None,
+            "unrestored": {cid: kept.reason for cid, kept in sorted(self.unrestored.items())},
             "conf_errors": self.conf_errors,
             "outbox_dropped": link.stats.outbox_dropped if link is not None else 0,
             **self._presence_extra(),
@@ -271,9 +325,14 @@ class Container:
             circuit_id = place.id if place is not None else ""
         try:
             if circuit_id is None:
+                self._refuse_stale(command)
                 result = await self._container_command(command)
             elif circuit_id in self.circuits:
+                self._refuse_stale(command)
                 result = await self._circuit_command(self.circuits[circuit_id], command)
+            elif circuit_id in self.unrestored:
+                self._refuse_stale(command)
+                result = await self._unrestored_command(self.unrestored[circuit_id], command)
             else:
                 result = await self._missing_circuit(circuit_id, command)
         except REFUSALS as exc:
@@ -282,6 +341,15 @@ class Container:
             ) from None
         if command.reply_to:
             self.link.publish_nowait(command.reply_to, conf.reply_ok(command.ident, result), qos=1)
+
+    @staticmethod
+    def _refuse_stale(command: conf.Command) -> None:
+        """Refuse a command whose sender has stopped waiting for it (see
+        :meth:`conf.Command.stale`); called once it is known to be ours, so a
+        container never logs stale commands meant for another one."""
+        stale = command.stale()
+        if stale is not None:
+            raise CommandError(stale)
 
     async def _container_command(self, command: conf.Command) -> Any:
         if command.name == "status":
@@ -367,6 +435,11 @@ class Container:
         if existing is not None:
             await self._load_again(existing, definition, args)
             return existing
+        elsewhere = self.census.running_elsewhere(circuit_id)
+        if elsewhere is not None:
+            raise ValueError(
+                f"circuit {circuit_id!r} already runs in {elsewhere}: unload it there first"
+            )
         make_body = self._make_body(circuit_id, definition, app, args)
         circuit = CircuitBoundary(
             self.kind, circuit_id, self.link, make_body, app=app, container=self.container,
@@ -374,7 +447,9 @@ class Container:
         )
         circuit.status()  # a circuit that cannot report itself is refused before it is added
         self.circuits[circuit.id] = circuit
-        if self.conf_filter is None:
+        if self.unrestored.pop(circuit.id, None) is not None:
+            self.log.info("circuit %s: loaded again; its unrestored entry is replaced", circuit.id)
+        if self.conf_filter is None and circuit.id not in self._conf_subs:
             conf_topic = address.circuit_conf(self.kind, circuit.id)
             self._conf_subs[circuit.id] = await self.link.subscribe(conf_topic, 1, self._enqueue)
         if start:
@@ -406,17 +481,7 @@ class Container:
         """Stop a circuit and forget it: no subscription and no retained message left."""
         circuit = self.circuits.pop(circuit_id)
         await circuit.stop()
-        sub = self._conf_subs.pop(circuit_id, None)
-        if sub is not None:
-            await self.link.unsubscribe(sub)
-        # An empty retained message deletes the retained status and definition.
-        for topic in (
-            address.circuit_status(self.kind, circuit_id),
-            address.circuit_definition(self.kind, circuit_id),
-        ):
-            self.link.publish_nowait(topic, b"", qos=1, retain=True)
-        self._last_status.pop(circuit_id, None)
-        self._definition_due.discard(circuit_id)
+        await self._forget(circuit_id)
         self._announce()
         self._save()
         self._changed(circuit_id, "unload")
@@ -470,9 +535,10 @@ class Container:
         """Write every circuit to the state file (atomic: a crash leaves the old or the new)."""
         if self.state_file is None or self._restoring:
             return
-        state = {
-            cid: {**c.saved(), "args": self._saved_args(c)} for cid, c in self.circuits.items()
-        }
+        state: dict[str, Any] = {cid: kept.saved for cid, kept in self.unrestored.items()}
+        state.update(
+            {cid: {**c.saved(), "args": self._saved_args(c)} for cid, c in self.circuits.items()}
+        )
         tmp = self.state_file.with_name(f".{self.state_file.name}.tmp")
         try:
             tmp.write_bytes(codec.encode({"version": 2, "kind": self.kind, "circuits": state}))
@@ -517,10 +583,20 @@ class Container:
         for cid, saved in self._read_state().items():
             try:
                 circuit = await self._restore_one(cid, saved)
+            except (*REFUSALS, ImportError, LookupError) as exc:
+                # Kept as it is: what cannot be built now (a module missing, a
+                # type not allowed this time) may be built at the next start.
+                reason = " ".join(str(exc).splitlines()) or type(exc).__name__
+                self.log.error("%s: cannot restore circuit %s (kept for the next start): %s",
+                               self.state_file, cid, reason)
+                await self._keep_unrestored(str(cid), saved, reason)
+                continue
+            try:
                 for port, topic, qos, limit, policy in saved.get("wires", []):
                     await circuit.wire(port, topic, qos, limit, policy)
             except REFUSALS as exc:
-                self.log.error("%s: cannot restore circuit %s: %s", self.state_file, cid, exc)
+                self.log.error("%s: circuit %s: a wire not restored: %s",
+                               self.state_file, cid, exc)
 
     async def _restore_one(self, circuit_id: str, saved: Mapping[str, Any]) -> CircuitBoundary:
         return await self.load(
@@ -528,4 +604,131 @@ class Container:
             app=saved.get("app", ""),
             exports=saved.get("exports") or {},
             args=saved.get("args") or {},
+        )
+
+    # -- circuits kept in the state file but not running ------------------------------------
+
+    async def _keep_unrestored(self, circuit_id: str, saved: Any, reason: str) -> None:
+        if not address.NAME_RE.match(circuit_id):
+            return  # not a circuit id at all: nothing could ever address it
+        self.unrestored[circuit_id] = Unrestored(circuit_id, saved, reason)
+        if self.conf_filter is None:  # (its commands: status, stop)
+            conf_topic = address.circuit_conf(self.kind, circuit_id)
+            self._conf_subs[circuit_id] = await self.link.subscribe(conf_topic, 1, self._enqueue)
+
+    def _unrestored_status(self, kept: Unrestored) -> dict[str, Any]:
+        saved = kept.saved if isinstance(kept.saved, Mapping) else {}
+        return {
+            "state": "unrestored",
+            "type": self.kind,
+            "id": kept.circuit_id,
+            "app": saved.get("app", ""),
+            "container": self.container,
+            "since": self.started_at,
+            "reason": kept.reason,
+            "inputs": {},
+        }
+
+    def _publish_unrestored(self, kept: Unrestored) -> None:
+        """Its retained status says it is not running here and why (`jet ls` shows it)."""
+        self.link.publish_nowait(
+            address.circuit_status(self.kind, kept.circuit_id),
+            codec.encode(self._unrestored_status(kept)), qos=1, retain=True,
+        )
+
+    async def _unrestored_command(self, kept: Unrestored, command: conf.Command) -> Any:
+        """What a circuit kept unrestored answers: its status, and ``stop`` (unload)."""
+        if command.name == "status":
+            return self._unrestored_status(kept)
+        if command.name == "stop":
+            await self._forget(kept.circuit_id)
+            self.unrestored.pop(kept.circuit_id, None)
+            self._announce()
+            self._save()
+            self.log.info("unloaded circuit %s (it was not restored)", kept.circuit_id)
+            return None
+        raise CommandError(
+            f"circuit {kept.circuit_id!r} is not running in {self.kind} {self.id}: not"
+            f" restored ({kept.reason}); load it again, or unload it"
+        )
+
+    async def _forget(self, circuit_id: str) -> None:
+        """No conf subscription and no retained status or definition left for ``circuit_id``."""
+        sub = self._conf_subs.pop(circuit_id, None)
+        if sub is not None:
+            await self.link.unsubscribe(sub)
+        # An empty retained message deletes the retained status and definition.
+        for topic in (
+            address.circuit_status(self.kind, circuit_id),
+            address.circuit_definition(self.kind, circuit_id),
+        ):
+            self.link.publish_nowait(topic, b"", qos=1, retain=True)
+        self._last_status.pop(circuit_id, None)
+        self._definition_due.discard(circuit_id)
+
+    # -- this container's id held by another process --------------------------------------------
+
+    def _presence_seen(self, presence: dict[str, Any] | None) -> None:
+        """The retained presence under this container's id changed.
+
+        Ours: nothing to do.  Another process's: the one started earlier stops,
+        without a word on the broker, and the other restates its presence.  The
+        later one is the one that claimed the id (:func:`~jet.containers.census.claim`)
+        when the earlier had stopped answering (frozen, cut off): that one, waking
+        up, must not take the id back.  Offline or cleared while this one serves (the
+        will of a connection taken over): restated.
+        """
+        if self._closing or self._evicted is None or self._evicted.done():
+            return
+        holder = Holder.of(presence)
+        if holder is not None and holder.is_this_process():
+            if holder.state != "online" and self.link.connected:
+                self._announce()
+            return
+        if holder is None or holder.state != "online":
+            if self.link.connected:
+                self._announce()
+            return
+        if holder.since is not None and holder.since > self.started_at:
+            self.log.error("%s %s was taken over by %s, started later: this one stops",
+                           self.kind, self.id, holder)
+            self._evicted.set_exception(IdentityClash(
+                f"{self.kind} {self.id} was taken over by {holder} on this broker"
+                f" (this one had stopped answering): this one stopped"
+            ))
+            return
+        self.log.warning("%s %s: the presence of %s, started earlier, replaced by this one's",
+                         self.kind, self.id, holder)
+        self._announce()
+
+    # -- statuses an earlier run of this container left ----------------------------------------
+
+    def _status_of_mine(self, circuit_id: str, status: Mapping[str, Any]) -> None:
+        """A retained status naming this container: one of a circuit it neither runs nor
+        keeps, left by an earlier run (started before this one), is a ghost: cleared, so
+        nobody takes it for running and `jet unload` of it says it is not loaded."""
+        since = status.get("since")
+        circuit = self.circuits.get(circuit_id)
+        if circuit is not None:
+            if since != circuit.started_at and self.link.connected:
+                # Another run's status over this one's (a holder of this id that woke
+                # up and published before it stopped): this run's is restated.
+                self._last_status.pop(circuit_id, None)
+                self._publish_definition(circuit)
+                self._publish_status(circuit)
+            return
+        if circuit_id in self.unrestored:
+            return
+        if isinstance(since, int | float) and since >= self.started_at:
+            return  # this run's own, already unloaded (its clearing is on its way)
+        self.log.warning(
+            "circuit %s: its retained status (%s) was left by an earlier run of %s %s, which"
+            " does not have it now; cleared", circuit_id, status.get("state", "?"), self.kind,
+            self.id,
+        )
+        self.link.publish_nowait(
+            address.circuit_status(self.kind, circuit_id), b"", qos=1, retain=True
+        )
+        self.link.publish_nowait(
+            address.circuit_definition(self.kind, circuit_id), b"", qos=1, retain=True
         )

@@ -8,6 +8,7 @@ the topic, so a container can log it, answer it, and carry on.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,6 +73,27 @@ class Command:
     args: Mapping[str, Any]
     ident: Any = None
     reply_to: str | None = None
+    #: Absolute time (epoch seconds) after which the sender no longer waits for
+    #: it: a command handled later is refused (:meth:`stale`). None: no deadline.
+    deadline: float | None = None
+
+    def stale(self) -> str | None:
+        """Why this command must not be carried out any more (None: it may be).
+
+        A sender that gave up (``jet load`` reported "no reply") must not see
+        its command take effect later: a persistent session keeps commands
+        sent while the container was away and delivers them when it is back.
+        """
+        if self.deadline is None:
+            return None
+        late = time.time() - self.deadline
+        if late <= 0:
+            return None
+        return f"stale command, not carried out: its deadline expired {late:.1f} s ago"
+
+
+#: The fields every command may carry besides its own.
+ENVELOPE = ("cmd", "id", "reply_to", "deadline")
 
 
 def parse(
@@ -103,14 +125,21 @@ def parse(
     def fail(message: str) -> ConfError:
         return ConfError(topic, message, ident=ident, reply_to=reply_to)
 
+    deadline = data.get("deadline")
+    if deadline is not None and (
+        isinstance(deadline, bool) or not isinstance(deadline, int | float)
+        or not math.isfinite(deadline)
+    ):
+        raise fail(f"bad conf message: deadline must be epoch seconds, not {deadline!r}")
+
     name = data.get("cmd")
     if not isinstance(name, str):
         raise fail("bad conf message: no 'cmd' string")
     fields = table.get(name)
-    args = {k: v for k, v in data.items() if k not in ("cmd", "id", "reply_to")}
+    args = {k: v for k, v in data.items() if k not in ENVELOPE}
     if fields is None:
         if others:
-            return Command(name, args, ident, reply_to)
+            return Command(name, args, ident, reply_to, deadline)
         raise fail(f"unknown command {name!r} (known: {', '.join(sorted(table))})")
     for key, (kind, required) in fields.items():
         if key not in args:
@@ -135,7 +164,7 @@ def parse(
             queue_limit(args["queue"])  # (the one rule, jet/definition/model.py)
         except ValueError as exc:
             raise fail(f"{name}: {exc}") from None
-    return Command(name, args, ident, reply_to)
+    return Command(name, args, ident, reply_to, deadline)
 
 
 def reply_ok(ident: Any, result: Any = None) -> bytes:

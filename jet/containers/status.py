@@ -486,6 +486,11 @@ class Statuses:
         """The circuits whose status says online, in topic order."""
         return [c for _, c in sorted(self.circuits.items()) if c.status.state == "online"]
 
+    def unrestored(self) -> list[Circuit]:
+        """The circuits a container keeps in its state file but could not rebuild
+        (docs/survive-identity.md): nothing runs, the entry waits for a retry."""
+        return [c for _, c in sorted(self.circuits.items()) if c.status.state == "unrestored"]
+
     def find_port(self, target: str, *, output: bool) -> address.Port:
         """``circuit.gadget.port`` among the loaded circuits (:func:`address.find_port`)."""
         circuits = sorted(self.circuits.values(), key=lambda c: c.key)

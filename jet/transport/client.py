@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
 from types import TracebackType
 from typing import Any, Self
 
@@ -22,6 +23,12 @@ from jet.transport.broker import Broker
 from jet.transport.link import Link, Subscription
 
 REPLY_TIMEOUT = 5.0
+
+
+def deadline(timeout: float) -> float:
+    """A command's ``deadline`` field: when its sender stops waiting (epoch seconds, as
+    the container compares it with its own clock; docs/protocol.md)."""
+    return round(time.time() + timeout, 3)
 
 
 class CommandFailed(RuntimeError):
@@ -39,6 +46,9 @@ class Replies:
     otherwise); :meth:`request` sends a command with an ``id`` and ``reply_to`` and waits
     for the reply carrying that id: its ``result`` when ``ok``, else :class:`CommandFailed`
     with the container's error, or :class:`NoReply` when none comes within the timeout.
+    Every command carries a ``deadline`` (epoch seconds: now + that timeout): a container
+    that gets it later (it was down, the command waited in its persistent session) refuses
+    it, so a command reported as unanswered never takes effect afterwards.
     Replies nobody waits for (late, unknown id, unreadable) are dropped.  :meth:`stop`
     unsubscribes and cancels the requests still waiting.
 
@@ -96,19 +106,25 @@ class Replies:
             waiter.set_exception(CommandFailed(str(reply.get("error"))))
 
     async def request(
-        self, topic: str, command: dict[str, Any], timeout: float | None = None
+        self, topic: str, command: dict[str, Any], timeout: float | None = None, *, qos: int = 1
     ) -> Any:
-        """Send ``command`` to a conf topic and return the reply's result."""
+        """Send ``command`` to a conf topic and return the reply's result.
+
+        ``qos`` 0: a question not worth keeping for a container that is away
+        (a liveness probe), which a broker does not queue in its session.
+        """
         ident = f"{self.id_prefix}{next(self._ids)}"
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[ident] = waiter
-        message = codec.encode({**command, "id": ident, "reply_to": self.reply_topic})
         limit = self.timeout if timeout is None else timeout
+        message = codec.encode(
+            {**command, "id": ident, "reply_to": self.reply_topic, "deadline": deadline(limit)}
+        )
         try:
             if self.wait_sent:
-                await self.link.publish(topic, message, qos=1)
+                await self.link.publish(topic, message, qos=qos)
             else:
-                self.link.publish_nowait(topic, message, qos=1)
+                self.link.publish_nowait(topic, message, qos=qos)
             return await asyncio.wait_for(waiter, limit)
         except TimeoutError:
             raise NoReply(
@@ -148,8 +164,9 @@ class Session:
         return await self.replies.request(topic, command, timeout)
 
     async def send(self, topic: str, command: dict[str, Any]) -> None:
-        """Send a command without asking for a reply."""
-        await self.link.publish(topic, codec.encode(command), qos=1)
+        """Send a command without asking for a reply (stale after the session's timeout)."""
+        message = {**command, "deadline": deadline(self.replies.timeout)}
+        await self.link.publish(topic, codec.encode(message), qos=1)
 
     async def retained(
         self, *topic_filters: str, quiet: float = 0.3, limit: float = 3.0
@@ -186,24 +203,3 @@ class Session:
             for sub in subs:
                 await self.link.unsubscribe(sub)
         return found
-
-    async def circuit_statuses(self, **wait: float) -> dict[str, Any]:
-        """Every retained circuit status by its topic, each with its ``definition``.
-
-        A container publishes a circuit's definition on its own retained topic
-        once per load or reload; it is put back into the status here.
-        """
-        found = await self.retained(
-            address.ALL_CIRCUIT_STATUS, address.ALL_CIRCUIT_DEFINITIONS, **wait
-        )
-        statuses: dict[str, Any] = {}
-        for topic, status in found.items():
-            parsed = address.parse(topic)
-            if parsed is None or parsed.role != "status":
-                continue
-            if isinstance(status, dict) and "definition" not in status:
-                definition = found.get(address.circuit_definition(parsed.kind, parsed.id))
-                if definition is not None:
-                    status["definition"] = definition
-            statuses[topic] = status
-        return statuses

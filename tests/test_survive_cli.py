@@ -204,7 +204,8 @@ GARBAGE = {
     ),
     "pack/bad/definition": codec.encode([1, 2]),
     "pack/worse/status": codec.encode(
-        {"state": "online", "inputs": {"r.value": [{"topic": 7}]}, "container": "jet/pack/p1"}
+        # (not naming a live pack: p1 would clear a status of its own it has no circuit for)
+        {"state": "online", "inputs": {"r.value": [{"topic": 7}]}, "container": "jet/pack/p9"}
     ),
 }
 

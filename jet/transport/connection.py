@@ -14,6 +14,7 @@ Reconnecting, routing, retrying and acknowledging are :class:`jet.transport.link
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -192,7 +193,27 @@ class Connection:
                     with contextlib.suppress(OSError, ValueError):
                         loop.add_writer(sock.fileno(), write)
 
-            loop.call_soon_threadsafe(register)
+            def write_now() -> None:
+                # Everything queued in this turn of the loop goes out in one go,
+                # straight to the socket; a writer waits only for what it cannot take.
+                current: Any = paho._sock  # reach: is this socket still paho's?
+                if current is not sock:
+                    return
+                write()
+                if paho.want_write() and paho._sock is sock:  # reach: (as above)
+                    register()
+
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:  # aiomqtt's connect thread
+                running = None
+            if running is loop:
+                # On the loop (a publish or an acknowledgement): written at the end
+                # of this turn, without a wake-up through the loop's self-pipe and
+                # a writer registered and removed for every packet.
+                loop.call_soon(write_now)
+            else:
+                loop.call_soon_threadsafe(register)
 
         paho.on_socket_register_write = on_socket_register_write
 

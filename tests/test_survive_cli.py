@@ -31,7 +31,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from cli_helpers import REPO, assert_no_traceback, jet_argv, read_until, stop
+from cli_helpers import REPO, assert_no_traceback, jet, jet_argv, read_until, stop
 from helpers import Collector, link, run
 
 from jet.containers.status import Statuses
@@ -128,11 +128,7 @@ def env_for(gadgets: Path | None) -> dict[str, str]:
 
 def jet_run(*args: str, gadgets: Path | None = None, timeout: float = 30.0) -> tuple[int, str, str]:
     """`jet ARGS` to completion from the repository (no traceback, ever)."""
-    done = subprocess.run(
-        jet_argv(*args), capture_output=True, text=True, timeout=timeout, cwd=REPO,
-        env=env_for(gadgets),
-    )
-    assert_no_traceback(done.stdout + done.stderr, "jet " + " ".join(args))
+    done = jet(*args, timeout=timeout, env=env_for(gadgets))
     return done.returncode, done.stdout, done.stderr
 
 

@@ -15,16 +15,13 @@ circuits with the real CLI, and talks raw MQTT to it:
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import REPO, assert_no_traceback, jet_argv, jet_async
+from cli_helpers import REPO, JetProcess, jet_async, jet_ok
 from helpers import Collector, link, run
 
 from jet.definition.model import CircuitDef, GadgetDef, circuit_to_msgpack
@@ -34,63 +31,16 @@ from jet.transport.client import CommandFailed, Session
 ALLOW = "tests.gadgets_for_tests"
 
 
-class PackProcess:
-    """A `jet pack` subprocess whose output is read as it comes (a thread), so a
-    test can wait for a log line with a timeout instead of blocking on the pipe."""
+class PackProcess(JetProcess):
+    """A `jet pack` subprocess (id ``pack_id``, gadgets of ``allow``), started and serving."""
 
     def __init__(
         self, url: str, *extra: str, pack_id: str = "p1", allow: str | None = ALLOW
     ) -> None:
         self.url = url
-        self.lines: list[str] = []
-        self._seen = threading.Condition()
         allowing = ["--allow", allow] if allow else []
-        self.proc = subprocess.Popen(
-            jet_argv("pack", "--broker", url, "--id", pack_id, *allowing, *extra),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__("pack", "--broker", url, "--id", pack_id, *allowing, *extra)
         self.wait_for_line(f"pack {pack_id} on", 20)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._seen:
-                self.lines.append(line.rstrip("\n"))
-                self._seen.notify_all()
-
-    @property
-    def output(self) -> str:
-        with self._seen:
-            return "\n".join(self.lines)
-
-    def wait_for_line(self, needle: str, timeout: float) -> str:
-        """The first line containing ``needle``, waiting up to ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        with self._seen:
-            while True:
-                found = next((line for line in self.lines if needle in line), None)
-                if found is not None:
-                    return found
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"{needle!r} not logged; got:\n{self.output}")
-                self._seen.wait(remaining)
-
-    async def line(self, needle: str, timeout: float) -> str:
-        return await asyncio.to_thread(self.wait_for_line, needle, timeout)
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(5)
-        return assert_no_traceback(self.output, "jet pack")
 
 
 @pytest.fixture
@@ -111,12 +61,6 @@ def write_app(path: Path, circuits: dict[str, dict[str, str]]) -> Path:
         lines += [f"      {g}: {{type: {t}}}" for g, t in gadgets.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-async def jet_ok(*args: str, timeout: float = 25.0) -> str:
-    code, out, err = await jet_async(*args, timeout=timeout)
-    assert code == 0, f"jet {' '.join(args)}: {out}{err}"
-    return out
 
 
 async def wire(session: Session, circuit: str, input_: str, topic: str, **options: Any) -> None:

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cli_helpers import jet_async
+from cli_helpers import jet_async, jet_ok
 from helpers import Collector, link, run
-from test_survive_gadgets import ALLOW, PackProcess, jet_ok, packs, write_app
+from test_survive_gadgets import ALLOW, PackProcess, packs, write_app
 
 from jet.definition.model import CircuitDef, GadgetDef, circuit_to_msgpack
 from jet.transport import broker, codec

@@ -20,15 +20,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import REPO, assert_no_traceback, jet_argv, jet_async
+from cli_helpers import REPO, JetProcess, jet_async, jet_ok
 from conftest import free_port
 from helpers import link, run
 
@@ -36,70 +34,6 @@ from jet.transport import broker, codec
 from jet.transport.client import Session
 
 ALLOW = "tests.gadgets_for_tests"
-
-
-class JetProcess:
-    """A long-running `jet` subprocess whose output is read as it comes (a
-    thread), so a test waits for a line with a timeout instead of on the pipe."""
-
-    def __init__(self, *args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> None:
-        self.lines: list[str] = []
-        self._seen = threading.Condition()
-        self.proc = subprocess.Popen(
-            jet_argv(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._seen:
-                self.lines.append(line.rstrip("\n"))
-                self._seen.notify_all()
-        with self._seen:
-            self._seen.notify_all()
-
-    @property
-    def output(self) -> str:
-        with self._seen:
-            return "\n".join(self.lines)
-
-    def wait_for_line(self, needle: str, timeout: float = 20.0) -> str:
-        """The first line containing ``needle``, waiting up to ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        with self._seen:
-            while True:
-                found = next((line for line in self.lines if needle in line), None)
-                if found is not None:
-                    return found
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._reader.is_alive():
-                    raise AssertionError(f"{needle!r} not printed; got:\n{self.output}")
-                self._seen.wait(remaining)
-
-    async def line(self, needle: str, timeout: float = 20.0) -> str:
-        return await asyncio.to_thread(self.wait_for_line, needle, timeout)
-
-    def signal(self, signum: int, timeout: float = 15.0) -> int:
-        """Send ``signum``; the exit code (the process must end within ``timeout``)."""
-        self.proc.send_signal(signum)
-        code = self.proc.wait(timeout)
-        self._reader.join(5)
-        assert_no_traceback(self.output, " ".join(map(str, self.proc.args)))
-        return code
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(5)
-        return assert_no_traceback(self.output, " ".join(map(str, self.proc.args)))
 
 
 @pytest.fixture
@@ -138,21 +72,6 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-async def jet_ok(*args: str, cwd: Path | None = None) -> str:
-    if cwd is None:
-        code, out, err = await jet_async(*args)
-    else:
-        proc = await asyncio.create_subprocess_exec(
-            *jet_argv(*args), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            cwd=cwd,
-        )
-        raw_out, raw_err = await asyncio.wait_for(proc.communicate(), 25)
-        code, out, err = proc.returncode, raw_out.decode(), raw_err.decode()
-        assert_no_traceback(out + err, "jet " + " ".join(args))
-    assert code == 0, f"jet {' '.join(args)}: {out}{err}"
-    return out
 
 
 # -- 11. processes and waits ----------------------------------------------------------------

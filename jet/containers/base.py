@@ -449,9 +449,7 @@ class Container:
         self.circuits[circuit.id] = circuit
         if self.unrestored.pop(circuit.id, None) is not None:
             self.log.info("circuit %s: loaded again; its unrestored entry is replaced", circuit.id)
-        if self.conf_filter is None and circuit.id not in self._conf_subs:
-            conf_topic = address.circuit_conf(self.kind, circuit.id)
-            self._conf_subs[circuit.id] = await self.link.subscribe(conf_topic, 1, self._enqueue)
+        await self._subscribe_conf(circuit.id)
         if start:
             circuit.start()
         if not self._restoring:  # (restored circuits are announced once connected)
@@ -612,9 +610,7 @@ class Container:
         if not address.NAME_RE.match(circuit_id):
             return  # not a circuit id at all: nothing could ever address it
         self.unrestored[circuit_id] = Unrestored(circuit_id, saved, reason)
-        if self.conf_filter is None:  # (its commands: status, stop)
-            conf_topic = address.circuit_conf(self.kind, circuit_id)
-            self._conf_subs[circuit_id] = await self.link.subscribe(conf_topic, 1, self._enqueue)
+        await self._subscribe_conf(circuit_id)  # (its commands: status, stop)
 
     def _unrestored_status(self, kept: Unrestored) -> dict[str, Any]:
         saved = kept.saved if isinstance(kept.saved, Mapping) else {}
@@ -657,14 +653,23 @@ class Container:
         sub = self._conf_subs.pop(circuit_id, None)
         if sub is not None:
             await self.link.unsubscribe(sub)
-        # An empty retained message deletes the retained status and definition.
+        self._clear_retained(circuit_id)
+        self._last_status.pop(circuit_id, None)
+        self._definition_due.discard(circuit_id)
+
+    def _clear_retained(self, circuit_id: str) -> None:
+        """Delete the circuit's retained status and definition (an empty retained message)."""
         for topic in (
             address.circuit_status(self.kind, circuit_id),
             address.circuit_definition(self.kind, circuit_id),
         ):
             self.link.publish_nowait(topic, b"", qos=1, retain=True)
-        self._last_status.pop(circuit_id, None)
-        self._definition_due.discard(circuit_id)
+
+    async def _subscribe_conf(self, circuit_id: str) -> None:
+        """Take commands on the circuit's conf topic (unless one filter takes them all)."""
+        if self.conf_filter is None and circuit_id not in self._conf_subs:
+            conf_topic = address.circuit_conf(self.kind, circuit_id)
+            self._conf_subs[circuit_id] = await self.link.subscribe(conf_topic, 1, self._enqueue)
 
     # -- this container's id held by another process --------------------------------------------
 
@@ -726,9 +731,4 @@ class Container:
             " does not have it now; cleared", circuit_id, status.get("state", "?"), self.kind,
             self.id,
         )
-        self.link.publish_nowait(
-            address.circuit_status(self.kind, circuit_id), b"", qos=1, retain=True
-        )
-        self.link.publish_nowait(
-            address.circuit_definition(self.kind, circuit_id), b"", qos=1, retain=True
-        )
+        self._clear_retained(circuit_id)

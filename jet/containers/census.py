@@ -36,6 +36,7 @@ from typing import Any
 import attrs
 
 from jet import address
+from jet.containers.status import why_not_status
 from jet.transport import codec
 from jet.transport.broker import Broker
 from jet.transport.client import NoReply, Replies
@@ -210,8 +211,8 @@ class Census:
     called for every readable status that names this container (its own
     publications, and what an earlier run of it left behind), ``on_presence``
     for every change of the presence under its own id (its own, or another
-    process's with the same id).  Statuses that do
-    not read as maps are ignored: the census believes only well-formed ones.
+    process's with the same id).  A status that :func:`jet.containers.status.why_not_status`
+    refuses is taken as no status: the census believes only well-formed ones.
     """
 
     def __init__(self, kind: str, me: str, on_mine: OnMine, on_presence: OnPresence) -> None:
@@ -249,7 +250,8 @@ class Census:
             status = codec.decode(payload) if payload else None
         except codec.PayloadError:
             status = None
-        if not isinstance(status, dict):
+        # Believed only when it reads as every other reader of statuses reads it.
+        if status is not None and why_not_status(parsed.role, status) is not None:
             status = None
         if parsed.role == "container_status":
             name = parsed.owner

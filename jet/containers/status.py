@@ -166,6 +166,14 @@ _CIRCUIT = _fields(
 )
 
 
+def why_not_status(role: str, value: Any) -> str | None:
+    """Why ``value`` is not what a container publishes on a topic of ``role``
+    (``"container_status"`` or ``"status"``); None when it is."""
+    if role == "container_status":
+        return _CONTAINER(value)
+    return _CIRCUIT(value)
+
+
 def _definition(raw: Any) -> CircuitDef:
     """A definition as a container publishes it; :class:`BadStatus` says why not."""
     if not isinstance(raw, dict):
@@ -408,7 +416,7 @@ class Statuses:
         place = CircuitAddress(parsed.kind, parsed.id)
         try:
             if parsed.role == "container_status":
-                why = _CONTAINER(value)
+                why = why_not_status(parsed.role, value)
                 if why is not None:
                     raise BadStatus(why)
                 self.containers[parsed.owner] = ContainerStatus(parsed.owner, value)

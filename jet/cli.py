@@ -200,7 +200,8 @@ def cmd_tap(args: argparse.Namespace) -> int:
                     if wait <= 0:
                         break
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done.wait(), wait)
+                    async with asyncio.timeout(wait):  # (not wait_for: see Replies.request)
+                        await done.wait()
             if broken:
                 raise broken[0]
             if args.count and seen < args.count:

@@ -125,7 +125,10 @@ class Replies:
                 await self.link.publish(topic, message, qos=qos)
             else:
                 self.link.publish_nowait(topic, message, qos=qos)
-            return await asyncio.wait_for(waiter, limit)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+            # cancellation (Ctrl-C) that arrives in the turn the reply does.
+            async with asyncio.timeout(limit):
+                return await waiter
         except TimeoutError:
             raise NoReply(
                 f"no reply on {topic} within {limit:g}s (is its container running?)"
@@ -196,7 +199,8 @@ class Session:
             while loop.time() < deadline:
                 arrived.clear()
                 try:
-                    await asyncio.wait_for(arrived.wait(), min(quiet, deadline - loop.time()))
+                    async with asyncio.timeout(min(quiet, deadline - loop.time())):
+                        await arrived.wait()
                 except TimeoutError:
                     break
         finally:

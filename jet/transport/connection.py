@@ -29,6 +29,8 @@ import paho.mqtt.client as mqtt
 from jet.transport.broker import Broker
 
 READ_BURST = 64  # packets read per socket wake-up, at most
+COMMAND_TIMEOUT = 30.0  # s: aiomqtt waits this long on a subscribe or unsubscribe
+DISCONNECT_TIMEOUT = 2.0  # s: a clean DISCONNECT written by then, or the socket just closes
 
 #: ``publish_nowait(...).rc`` values: handed to paho; refused for want of a
 #: connection (a QoS>0 message then stays with paho, which sends it later).
@@ -85,7 +87,7 @@ class Connection:
             clean_session=clean_session,
             keepalive=keepalive,
             will=aiomqtt.Will(will.topic, will.payload, will.qos, will.retain) if will else None,
-            timeout=30,
+            timeout=COMMAND_TIMEOUT,
             logger=self._paho_logger(client_id),
             # Small MQTT packets must not wait for Nagle's algorithm: without
             # this a QoS 1 round trip can take 40 ms on an idle connection.
@@ -229,7 +231,18 @@ class Connection:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._client.__aexit__(exc_type, exc, tb)
+        # aiomqtt waits its client's `timeout` (30 s, sized for subscribes) for
+        # its DISCONNECT to go out; a process on its way out (Ctrl-C) must not.
+        client = self._client
+        client.timeout = DISCONNECT_TIMEOUT
+        try:
+            await client.__aexit__(exc_type, exc, tb)
+        except aiomqtt.MqttError as failed:
+            # Not written in time: the socket closes with the process, and the
+            # broker treats it as an unclean end.
+            self.last_error = str(failed)
+        finally:
+            client.timeout = COMMAND_TIMEOUT
 
     def messages(self) -> AsyncIterator[aiomqtt.Message]:
         return self._client.messages

@@ -15,6 +15,7 @@ Reconnecting, routing, retrying and acknowledging are :class:`jet.transport.link
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import socket
@@ -30,6 +31,7 @@ from jet.transport.broker import Broker
 
 READ_BURST = 64  # packets read per socket wake-up, at most
 COMMAND_TIMEOUT = 30.0  # s: aiomqtt waits this long on a subscribe or unsubscribe
+TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)  # Linux
 DISCONNECT_TIMEOUT = 2.0  # s: a clean DISCONNECT written by then, or the socket just closes
 
 #: ``publish_nowait(...).rc`` values: handed to paho; refused for want of a
@@ -58,7 +60,9 @@ class Connection:
 
     - ``messages()``: the received messages (ends with ``aiomqtt.MqttError``
       when the connection is lost); ``none_arrived()`` and ``take_arrived()``
-      take what has already arrived without that iterator's task and wait.
+      take what has already arrived without that iterator's task and wait;
+      ``deliver_to(sink)`` hands messages to ``sink`` in the turn they are read
+      instead (see :meth:`_read_in_bursts`).
     - ``publish_nowait(topic, payload, qos, retain)``: straight to paho;
       returns paho's ``MQTTMessageInfo`` (``mid``, ``rc`` compared with
       :data:`PUBLISH_OK`, ``is_published()``).  The callback given to
@@ -105,6 +109,10 @@ class Connection:
         self.publish_nowait = paho.publish
         self.ack = paho.ack
         self._aiomqtt_on_publish: Any = paho.on_publish
+        self._sink: Callable[[str, bytes | bytearray, int, int], None] | None = None
+        self._arrived: collections.deque[mqtt.MQTTMessage] = collections.deque()
+        self._reading = False  # in read_burst: writes wait for its end
+        self._write_due = False
         self._read_in_bursts()
 
     def _paho_logger(self, client_id: str) -> logging.Logger:
@@ -124,33 +132,71 @@ class Connection:
         return logger
 
     def _read_in_bursts(self) -> None:
-        """Read every packet that has arrived per socket wake-up, not one.
+        """One turn of the event loop per socket wake-up: read every packet that
+        has arrived, hand each message to the sink, write what that produced.
 
-        aiomqtt registers paho's ``loop_read()`` as the socket's reader, and
-        paho reads at most one packet per call when nothing is in flight (all
-        QoS 0 traffic): each message then costs a trip through the event loop.
-        This reader, installed right after aiomqtt's, calls it again while
-        calls keep producing messages (bounded, so other tasks still run).
+        aiomqtt registers paho's ``loop_read()`` as the socket's reader, paho
+        reads at most one packet per call when nothing is in flight (all QoS 0
+        traffic), and aiomqtt passes each message through a queue to a task of
+        its iterator.  This reader, installed right after aiomqtt's, calls
+        ``loop_read()`` again while calls keep producing messages (bounded, so
+        other tasks still run); with a sink (:meth:`deliver_to`) it hands the
+        messages over as soon as paho has returned, then writes whatever the
+        handlers queued (outputs, acknowledgements) with one call.  So a
+        message is read, handled, published and acknowledged in the turn it
+        arrived in, without a task, an event or a writer per packet.
         """
         client = self._client
         paho = self._paho
         queue = self._queue
+        arrived = self._arrived
         aiomqtt_on_socket_open: Any = paho.on_socket_open
+        aiomqtt_on_message: Any = paho.on_message
+        connection = self
+
+        def on_message(mqttc: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+            # Called by paho inside loop_read(): only noted here, and handed
+            # over after paho has returned (a handler then runs with no paho
+            # code under it, so the watchdog may ping from inside it).
+            if connection._sink is None:
+                aiomqtt_on_message(mqttc, userdata, message)
+            else:
+                arrived.append(message)
+
+        paho.on_message = on_message  # instead of aiomqtt's, which it still calls
+
+        def hand_over() -> None:
+            sink = connection._sink
+            while arrived:
+                message = arrived.popleft()
+                if sink is None:  # (the connection ended in a handler)
+                    aiomqtt_on_message(paho, None, message)
+                else:
+                    sink(message.topic, message.payload, message.qos, message.mid)
 
         def read_burst() -> None:
+            connection._reading = True
             try:
                 for _ in range(READ_BURST):
-                    before = queue.qsize()
+                    before = queue.qsize() + len(arrived)
                     paho.loop_read()
                     sock: Any = paho._sock  # reach: TLS may hold decrypted bytes unread
                     if sock is not None and hasattr(sock, "pending") and sock.pending() > 0:
                         continue
-                    if queue.qsize() == before:
+                    if queue.qsize() + len(arrived) == before:
                         break
             except Exception as exc:  # as aiomqtt's reader does: the connection broke
                 lost = client._disconnected  # reach: how aiomqtt's session learns it
                 if not lost.done():
                     lost.set_exception(exc)
+            finally:
+                try:
+                    hand_over()
+                finally:
+                    connection._reading = False
+                    if connection._write_due:
+                        connection._write_due = False
+                        write_now(paho._sock)  # reach: the socket being read
 
         def on_socket_open(mqttc: Any, userdata: Any, sock: Any) -> None:
             aiomqtt_on_socket_open(mqttc, userdata, sock)
@@ -175,47 +221,73 @@ class Connection:
 
         paho.on_socket_open = on_socket_open  # aiomqtt's callback, called first
 
+        out_packets: Any = paho._out_packet  # reach: how many packets a write will send
+
         def write() -> None:
+            sock: Any = paho._sock  # reach: the socket paho writes to
+            # paho sends each packet with its own send(): corked, the kernel
+            # passes them to the broker as one segment, not one per packet.
+            corked = TCP_CORK is not None and sock is not None and len(out_packets) > 1
             try:
+                if corked:
+                    sock.setsockopt(socket.IPPROTO_TCP, TCP_CORK, 1)
                 paho.loop_write()
+                if corked:
+                    sock.setsockopt(socket.IPPROTO_TCP, TCP_CORK, 0)
             except Exception as exc:  # as aiomqtt's writer does: the connection broke
                 lost = client._disconnected  # reach: how aiomqtt's session learns it
                 if not lost.done():
                     lost.set_exception(exc)
+
+        writing: list[int] = []  # the fd with a writer registered, if any
+
+        def register(sock: Any) -> None:
+            current: Any = paho._sock  # reach: is this socket still paho's?
+            if current is sock and sock is not None and not writing:
+                with contextlib.suppress(OSError, ValueError):
+                    fileno = sock.fileno()
+                    client._loop.add_writer(fileno, write)  # reach: aiomqtt's loop
+                    writing.append(fileno)
+
+        def on_socket_unregister_write(mqttc: Any, userdata: Any, sock: Any) -> None:
+            # Instead of aiomqtt's remove_writer after every write: a writer is
+            # registered only for what a socket could not take at once.
+            if writing:
+                with contextlib.suppress(OSError, ValueError):
+                    client._loop.remove_writer(writing.pop())  # reach: aiomqtt's loop
+
+        paho.on_socket_unregister_write = on_socket_unregister_write
+
+        def write_now(sock: Any) -> None:
+            # Everything queued so far goes out in one go, straight to the
+            # socket; a writer waits only for what the socket cannot take.
+            current: Any = paho._sock  # reach: is this socket still paho's?
+            if current is not sock or sock is None:
+                return
+            write()
+            if paho.want_write():
+                register(sock)
 
         def on_socket_register_write(mqttc: Any, userdata: Any, sock: Any) -> None:
             # Instead of aiomqtt's: its add_writer, deferred to the loop, fails
             # with a logged traceback when the socket closed in between (a write
             # queued just as a connection dies, after a handler held the loop).
             loop = client._loop  # reach: the loop aiomqtt reads the socket on
-
-            def register() -> None:
-                current: Any = paho._sock  # reach: is this socket still paho's?
-                if current is sock:
-                    with contextlib.suppress(OSError, ValueError):
-                        loop.add_writer(sock.fileno(), write)
-
-            def write_now() -> None:
-                # Everything queued in this turn of the loop goes out in one go,
-                # straight to the socket; a writer waits only for what it cannot take.
-                current: Any = paho._sock  # reach: is this socket still paho's?
-                if current is not sock:
-                    return
-                write()
-                if paho.want_write() and paho._sock is sock:  # reach: (as above)
-                    register()
-
             try:
                 running = asyncio.get_running_loop()
             except RuntimeError:  # aiomqtt's connect thread
                 running = None
-            if running is loop:
+            if running is not loop:
+                loop.call_soon_threadsafe(register, sock)
+            elif connection._reading:
+                # Queued by a handler of what is being read: written when the
+                # whole burst is handled (read_burst), in one go.
+                connection._write_due = True
+            else:
                 # On the loop (a publish or an acknowledgement): written at the end
                 # of this turn, without a wake-up through the loop's self-pipe and
                 # a writer registered and removed for every packet.
-                loop.call_soon(write_now)
-            else:
-                loop.call_soon_threadsafe(register)
+                loop.call_soon(write_now, sock)
 
         paho.on_socket_register_write = on_socket_register_write
 
@@ -299,8 +371,16 @@ class Connection:
         if paho.want_write():  # the socket took only part: the loop writes the rest
             paho._call_socket_register_write()
 
+    def deliver_to(self, sink: Callable[[str, bytes | bytearray, int, int], None] | None) -> None:
+        """Hand each received message to ``sink(topic, payload, qos, mid)`` in the
+        turn it is read, instead of to ``messages()``; None: back to
+        ``messages()``.  Set it once a session is ready for messages and clear
+        it when the session ends (what arrives before goes to ``messages()``)."""
+        self._sink = sink
+
     def forget_arrived(self) -> None:
         """Drop the received messages not taken yet (as the connection dies:
         the broker redelivers what was never acknowledged)."""
+        self._arrived.clear()
         while not self._queue.empty():
             self._queue.get_nowait()

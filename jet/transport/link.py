@@ -170,6 +170,7 @@ class Outbox:
         self._acks_due: collections.deque[tuple[int, int, int]] = collections.deque()
         self._ready = asyncio.Event()
         self._window_free = asyncio.Event()
+        self._window_full = False  # run() waits for room: put() leaves it to run()
         self._idle = asyncio.Event()
         self._idle.set()
         connection.on_published(self._on_publish)
@@ -189,7 +190,10 @@ class Outbox:
         self._seq += 1
         self._waiting.append(Outgoing(self._seq, topic, payload, qos, retain))
         self._idle.clear()
-        self._ready.set()
+        # Handed to paho at once while the window has room (written at the end
+        # of this turn: see Connection); the task takes over when it is full.
+        if self._window_full or not self._pump():
+            self._ready.set()
         return True
 
     async def flush(self) -> None:
@@ -243,39 +247,46 @@ class Outbox:
     async def run(self) -> None:
         # paho's on_publish callback tells when each message is written
         # (QoS 0) or acknowledged (QoS 1): see _on_publish.
-        publish = self._connection.publish_nowait
         while True:
             await self._ready.wait()
             self._ready.clear()
-            while (self._waiting or self._retry) and self._connected.is_set():
-                if len(self._awaiting) >= PUBLISH_WINDOW:
-                    self._window_free.clear()
-                    await self._window_free.wait()
-                    continue
-                message = self._next()
-                if message is None:
-                    break
-                try:
-                    info = publish(message.topic, message.payload, message.qos, message.retain)
-                except ValueError as exc:
-                    # A topic or QoS paho refuses: that message cannot ever be
-                    # sent; count it, and keep the others flowing.
-                    self._stats.refused += 1
-                    log.error("publish to %r refused: %s", message.topic[:200], exc)
-                    self._confirm(message.seq)
-                    self._check_idle()
-                    continue
-                if info.rc == PUBLISH_OK or (info.rc == PUBLISH_NO_CONN and message.qos > 0):
-                    # (A QoS>0 message refused for want of a connection stays
-                    # with paho, which sends it after the reconnect; asking
-                    # paho whether it is published would raise.)
-                    if info.rc == PUBLISH_OK and info.is_published():
-                        self._published(message)
-                    else:
-                        self._awaiting[info.mid] = message
+            while not self._pump():
+                self._window_full = True
+                self._window_free.clear()
+                await self._window_free.wait()
+                self._window_full = False
+
+    def _pump(self) -> bool:
+        """Hand paho what may go now, in order; False when the window is full."""
+        publish = self._connection.publish_nowait
+        while (self._waiting or self._retry) and self._connected.is_set():
+            if len(self._awaiting) >= PUBLISH_WINDOW:
+                return False
+            message = self._next()
+            if message is None:
+                break
+            try:
+                info = publish(message.topic, message.payload, message.qos, message.retain)
+            except ValueError as exc:
+                # A topic or QoS paho refuses: that message cannot ever be
+                # sent; count it, and keep the others flowing.
+                self._stats.refused += 1
+                log.error("publish to %r refused: %s", message.topic[:200], exc)
+                self._confirm(message.seq)
+                self._check_idle()
+                continue
+            if info.rc == PUBLISH_OK or (info.rc == PUBLISH_NO_CONN and message.qos > 0):
+                # (A QoS>0 message refused for want of a connection stays
+                # with paho, which sends it after the reconnect; asking
+                # paho whether it is published would raise.)
+                if info.rc == PUBLISH_OK and info.is_published():
+                    self._published(message)
                 else:
-                    heapq.heappush(self._retry, message)
-                    break
+                    self._awaiting[info.mid] = message
+            else:
+                heapq.heappush(self._retry, message)
+                break
+        return True
 
     def _on_publish(self, mid: int) -> None:
         message = self._awaiting.pop(mid, None)
@@ -417,6 +428,13 @@ class Link:
         """Connect, (re)subscribe, dispatch; on loss, back off and do it again."""
         connection = self._connection
         dispatch = self._dispatch
+
+        def dispatch_queued(message: aiomqtt.Message) -> None:
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                payload = b"" if payload is None else str(payload).encode()
+            dispatch(message.topic.value, payload, message.qos, message.mid)
+
         none_arrived = connection.none_arrived
         take_arrived = connection.take_arrived
         backoff = BACKOFF_START
@@ -437,12 +455,17 @@ class Link:
                         await self._on_connect()
                     self._connected.set()
                     self._outbox.wake()
-                    async for message in connection.messages():
-                        dispatch(message)
-                        # Take what has already arrived without aiomqtt's
-                        # per-message task and wait: bursts are the common case.
-                        while not none_arrived():
-                            dispatch(take_arrived())
+                    # What arrived while (re)subscribing, then the rest handed
+                    # over in the turn it is read; the iterator only waits for
+                    # the end of the connection (it raises then).
+                    while not none_arrived():
+                        dispatch_queued(take_arrived())
+                    connection.deliver_to(dispatch)
+                    try:
+                        async for message in connection.messages():
+                            dispatch_queued(message)
+                    finally:
+                        connection.deliver_to(None)
             except aiomqtt.MqttError as exc:
                 self._live = False
                 self._outbox.connection_lost()
@@ -510,23 +533,21 @@ class Link:
     def _all_subscriptions(self) -> list[Subscription]:
         return [s for subs in (*self._exact.values(), *self._filters.values()) for s in subs]
 
-    def _dispatch(self, message: aiomqtt.Message) -> None:
+    def _dispatch(self, topic: str, payload: bytes | bytearray, qos: int, mid: int) -> None:
         # Never waits: a handler that cannot take a message holds back only its
         # own subscription (_hold), so commands and other wires keep flowing.
         self.stats.received += 1
-        topic = message.topic.value
-        payload = message.payload
-        if not isinstance(payload, bytes | bytearray):
-            payload = b"" if payload is None else str(payload).encode()
         subs = list(self._exact.get(topic, ()))
-        for pattern, filtered in self._filters.items():
-            if message.topic.matches(pattern):
-                subs.extend(filtered)
-        data = bytes(payload)
-        ack = self._manual_ack and message.qos > 0
+        if self._filters:
+            matches = aiomqtt.Topic(topic).matches
+            for pattern, filtered in self._filters.items():
+                if matches(pattern):
+                    subs.extend(filtered)
+        data = payload if type(payload) is bytes else bytes(payload)
+        ack = self._manual_ack and qos > 0
         if self._outlasted and self._refuse_poison(topic, data):
             if ack:
-                self._outbox.ack_when_sent(message.mid, message.qos)
+                self._outbox.ack_when_sent(mid, qos)
             return
         started = time.monotonic()
         for sub in subs:
@@ -551,7 +572,7 @@ class Link:
         # few unacknowledged messages at a time (mosquitto: 20), so holding
         # them unacknowledged would stop every other message of this link.
         if ack:
-            self._outbox.ack_when_sent(message.mid, message.qos)
+            self._outbox.ack_when_sent(mid, qos)
 
     def _handler_failed(self, topic: str, exc: BaseException) -> None:
         self.stats.handler_errors += 1

@@ -55,12 +55,21 @@ RENAME_EVERY = 60.0
 
 #: Code that a ping must not interrupt: it may be in the middle of a write or
 #: of changing the structures the ping uses.  (Link's own frames that merely
-#: call handlers are allowed: see _SAFE_LINK_FRAMES.)
+#: call handlers are allowed: see _SAFE_FRAMES.)
 _UNSAFE_MODULES = (
     "paho.", "aiomqtt", "selectors", "asyncio.selector_events", "ssl", "socket",
     "jet.transport.", "logging",
 )
-_SAFE_LINK_FRAMES = frozenset({"_maintain", "_dispatch", "_release"})
+#: Transport frames that call handlers between, never during, paho's work:
+#: the link's dispatch and the connection's reader, which hands messages over
+#: after paho's loop_read() has returned.
+_SAFE_FRAMES = frozenset({
+    ("jet.transport.link", "_maintain"),
+    ("jet.transport.link", "_dispatch"),
+    ("jet.transport.link", "_release"),
+    ("jet.transport.connection", "read_burst"),
+    ("jet.transport.connection", "hand_over"),
+})
 
 
 @attrs.define(eq=False)
@@ -114,8 +123,8 @@ def _interrupted_safely(frame: FrameType | None) -> bool:
     """True when the interrupted code (and what called it) may be interrupted by a ping."""
     while frame is not None:
         module = str(frame.f_globals.get("__name__", ""))
-        if module.startswith(_UNSAFE_MODULES) and not (
-            module == "jet.transport.link" and frame.f_code.co_name in _SAFE_LINK_FRAMES
+        if module.startswith(_UNSAFE_MODULES) and (
+            (module, frame.f_code.co_name) not in _SAFE_FRAMES
         ):
             return False
         frame = frame.f_back

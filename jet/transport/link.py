@@ -69,6 +69,7 @@ Handler = Callable[[str, bytes], Awaitable[None] | None]
 
 OUTBOX_LIMIT = 100_000
 PUBLISH_WINDOW = 256  # publishes handed to paho and not yet completed, at most
+ROUTES_LIMIT = 4096  # topics whose handlers are remembered (Link._route)
 BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
 #: Messages one subscription holds while its handler cannot take them, at most;
@@ -358,6 +359,9 @@ class Link:
         self.publish_nowait = self._outbox.put
         self._exact: dict[str, list[Subscription]] = {}
         self._filters: dict[str, list[Subscription]] = {}
+        # Who gets a topic's messages, worked out once per topic (filters are
+        # matched then, not per message); emptied whenever a subscription changes.
+        self._routes: dict[str, tuple[Subscription, ...]] = {}
         self._closing = False
         self._live = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -509,6 +513,7 @@ class Link:
         existing = table.setdefault(topic, [])
         raise_qos = not existing or qos > max(s.qos for s in existing)
         existing.append(sub)
+        self._routes.clear()
         if raise_qos and self._live:
             with contextlib.suppress(aiomqtt.MqttError):
                 await self._connection.subscribe(topic, qos)
@@ -521,6 +526,7 @@ class Link:
         subs = table.get(sub.topic, [])
         if sub in subs:
             subs.remove(sub)
+            self._routes.clear()
         if not subs and sub.topic in table:
             del table[sub.topic]
             if self._live:
@@ -537,12 +543,9 @@ class Link:
         # Never waits: a handler that cannot take a message holds back only its
         # own subscription (_hold), so commands and other wires keep flowing.
         self.stats.received += 1
-        subs = list(self._exact.get(topic, ()))
-        if self._filters:
-            matches = aiomqtt.Topic(topic).matches
-            for pattern, filtered in self._filters.items():
-                if matches(pattern):
-                    subs.extend(filtered)
+        subs = self._routes.get(topic)
+        if subs is None:
+            subs = self._route(topic)
         data = payload if type(payload) is bytes else bytes(payload)
         ack = self._manual_ack and qos > 0
         if self._outlasted and self._refuse_poison(topic, data):
@@ -573,6 +576,18 @@ class Link:
         # them unacknowledged would stop every other message of this link.
         if ack:
             self._outbox.ack_when_sent(mid, qos)
+
+    def _route(self, topic: str) -> tuple[Subscription, ...]:
+        found = list(self._exact.get(topic, ()))
+        if self._filters:
+            matches = aiomqtt.Topic(topic).matches
+            for pattern, filtered in self._filters.items():
+                if matches(pattern):
+                    found.extend(filtered)
+        if len(self._routes) >= ROUTES_LIMIT:  # (wildcards can name endless topics)
+            self._routes.clear()
+        route = self._routes[topic] = tuple(found)
+        return route
 
     def _handler_failed(self, topic: str, exc: BaseException) -> None:
         self.stats.handler_errors += 1

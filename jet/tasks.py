@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -118,18 +117,4 @@ def run_until_signalled(main: Coroutine[Any, Any, T]) -> T:
             raise Signalled(received[0])
         return result
 
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        return runner.run(guarded())
-
-
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop long-running commands use: uvloop's (a third less CPU
-    per wake-up than asyncio's own: docs/performance.md), unless
-    ``JET_EVENT_LOOP=asyncio`` asks for the standard one or uvloop is missing."""
-    if os.environ.get("JET_EVENT_LOOP", "uvloop") == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:  # (not on this platform: the standard loop does the same work)
-        return None
-    return uvloop.new_event_loop
+    return asyncio.run(guarded())

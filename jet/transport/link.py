@@ -69,7 +69,7 @@ Handler = Callable[[str, bytes], Awaitable[None] | None]
 
 OUTBOX_LIMIT = 100_000
 PUBLISH_WINDOW = 256  # publishes handed to paho and not yet completed, at most
-ROUTES_LIMIT = 4096  # topics whose handlers are remembered (Link._route)
+ROUTES_LIMIT = 1024  # topics whose handlers are remembered (Link._route): ~300 KB at most
 BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
 #: Messages one subscription holds while its handler cannot take them, at most;

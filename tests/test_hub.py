@@ -21,7 +21,7 @@ from conftest import Mosquitto
 from jet.transport.codec import encode
 from jet_rf12 import BoilerNode, DeclaredNode, DongleSpec, Hub, NodeSim, parse_port
 from jet_rf12.payload import PortCodec
-from jet_rf12.rf12demo import HDR_CTL
+from jet_rf12.rf12demo import HDR_ACK, HDR_CTL, HDR_DST
 from jet_rf12.sim_nodes import SimGadget
 from jet_rf12.tags import encode_tag
 
@@ -127,13 +127,14 @@ class Probe:
 
 @asynccontextmanager
 async def rig(mosquitto: Mosquitto, tmp_path: Path, *nodes: Any, speed: float = 1.0,
+              sim_args: dict[str, Any] | None = None,
               **hub_args: Any) -> AsyncIterator[tuple[NodeSim, Hub, Probe]]:
     """Simulator on a pty behind a symlink, a hub reading it, and a probe client."""
     sim_nodes = nodes or (BoilerNode(5, interval=0.05),)
     hub_args.setdefault("status_interval", 0.1)
     async with (
         Probe(mosquitto) as probe,
-        NodeSim(sim_nodes, link=tmp_path / "ttyJEE0", speed=speed) as sim,
+        NodeSim(sim_nodes, link=tmp_path / "ttyJEE0", speed=speed, **(sim_args or {})) as sim,
         Hub(mosquitto.url, ports=[sim.path], **hub_args) as hub,
     ):
         await asyncio.wait_for(sim.wait_opened(), WAIT)
@@ -195,6 +196,7 @@ def test_wire_command_becomes_a_send_command(mosquitto: Mosquitto, tmp_path: Pat
             await probe.publish("pack/control/thermostat/0", True)
             sent = await asyncio.wait_for(sim.commands.get(), WAIT)
             assert sent.text == "8,195,5s"  # tag 1.0, msgpack true, node 5, no ack
+            await asyncio.wait_for(sim.wait_delivered(1), WAIT)
             assert sim.node(5).inputs[1, 0] is True
 
             # Numeric ports name the same input; a second wire to another topic adds to it.
@@ -241,6 +243,7 @@ def test_node_commands_are_forwarded_and_stop_unloads(mosquitto: Mosquitto,
             assert reply["ok"] and reply["result"]["forwarded"] > 0
             sent = await asyncio.wait_for(sim.commands.get(), WAIT)
             assert sent.ack and sent.dest == 5 and sent.data[0] == 0x07  # gadget 0 input 7
+            await asyncio.wait_for(sim.wait_delivered(1), WAIT)
             assert node.commands[-1] == {"cmd": "blink", "times": 3}
 
             reply = await probe.command("node/21205/conf", {"cmd": "status"})
@@ -250,6 +253,7 @@ def test_node_commands_are_forwarded_and_stop_unloads(mosquitto: Mosquitto,
             reply = await probe.command("node/21205/conf", {"cmd": "stop"})
             assert reply["ok"] and reply["result"]["circuit_id"] == "21205"
             await asyncio.wait_for(sim.commands.get(), WAIT)
+            await asyncio.wait_for(sim.wait_delivered(2), WAIT)
             assert node.commands[-1] == {"cmd": "stop"} and not node.running
             # The retained status is cleared (an empty retained message).
             await probe.wait("node/21205/status", lambda _, v: v == b"", since=since)
@@ -557,6 +561,7 @@ def test_several_dongles_each_on_its_group(mosquitto: Mosquitto, tmp_path: Path)
             assert reply["ok"]
             await probe.publish("b/relay", True)
             sent = await asyncio.wait_for(b.commands.get(), WAIT)
+            await asyncio.wait_for(b.wait_delivered(1), WAIT)
             assert sent.text == "8,195,5s" and b.node(5).inputs[1, 0] is True
             assert a.commands.empty() and (1, 0) not in a.node(5).inputs
 
@@ -595,3 +600,184 @@ def test_broker_restart_is_survived(mosquitto: Mosquitto, tmp_path: Path) -> Non
                 assert sent.text == "8,195,5s"
 
     run(scenario())
+
+
+# -- the hub against what RF12demo 12 really prints (issue 11) ---------------------------
+
+
+async def read_lines(fd: int, count: int, timeout: float = WAIT) -> list[str]:
+    """``count`` lines from a pty opened by the test (no hub), without their \\r\\n."""
+    loop = asyncio.get_running_loop()
+    buf = b""
+    async with asyncio.timeout(timeout):
+        while buf.count(b"\n") < count:
+            ready = asyncio.Event()
+            loop.add_reader(fd, ready.set)
+            try:
+                await ready.wait()
+            finally:
+                loop.remove_reader(fd)
+            buf += os.read(fd, 4096)
+    return [line.rstrip("\r") for line in buf.decode().split("\n")[:count]]
+
+
+def test_the_simulator_prints_what_the_sketch_prints(tmp_path: Path) -> None:
+    """Banner, help, configuration; echo; value limits; confirmation after the air time;
+    ` -> ack`; the reset when the port is opened again."""
+
+    async def scenario() -> None:
+        async with NodeSim([BoilerNode(5, interval=60.0)], radio_delay=0.2) as sim:
+            fd = os.open(sim.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+            try:
+                tty.setraw(fd)
+                start = await read_lines(fd, 15)
+                assert start[0] == "" and start[1] == "[RF12demo.12] _ i31 g212 @ 868 MHz q1"
+                assert start[3] == "Available commands:"
+                assert start[-2:] == ["Current configuration:", " _ i31 g212 @ 868 MHz q1"]
+                # A word per number (70000 wraps to 4464), a byte per stack entry.
+                loop = asyncio.get_running_loop()
+                typed = loop.time()
+                os.write(fd, b"300,70000,5s\n")
+                echo, confirmed = await read_lines(fd, 2)
+                assert echo == "> 44,112,5s"
+                assert confirmed == " -> 2 b" and loop.time() - typed >= 0.2
+                await asyncio.wait_for(sim.wait_delivered(1), WAIT)
+                assert sim.sent[0].data == bytes([44, 112]) and sim.sent[0].dest == 5
+                assert sim.node(5).received_values[-1] == (5, 4, 112)  # tag 44: 5.4
+                # A packet asking for an ack: RF12demo acknowledges it.
+                sim.send_packet(7, b"\x08\x01", HDR_ACK)
+                assert await read_lines(fd, 2) == ["OK 39 8 1", " -> ack"]
+                os.write(fd, b"8,1")  # half a command when the port closes
+            finally:
+                os.close(fd)
+            await asyncio.sleep(3 * 0.05)  # the simulator sees the port closed
+            fd = os.open(sim.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+            try:
+                tty.setraw(fd)
+                await read_lines(fd, 15)  # it restarted: banner and help again
+                os.write(fd, b"5s\n")
+                assert await read_lines(fd, 1) == ["> 5s"]  # the typed half is gone
+            finally:
+                os.close(fd)
+
+    run(scenario())
+
+
+def test_two_sends_survive_an_ack_request_between_them(mosquitto: Mosquitto,
+                                                      tmp_path: Path) -> None:
+    """While the hub waits for its send to go on air, a node asks for an ack and
+    RF12demo says ` -> ack`: the hub must not type its next command then (it would
+    overwrite the pending send); both values reach the node, in order."""
+
+    async def scenario() -> None:
+        async with rig(mosquitto, tmp_path, BoilerNode(5, interval=60.0),
+                       sim_args={"radio_delay": 0.3}) as (sim, hub, probe):
+            await load_boiler(probe)
+            reply = await probe.command("node/21205/conf",
+                                        {"cmd": "wire", "input": "relay.on", "topic": "t/relay"})
+            assert reply["ok"]
+            await probe.publish("t/relay", True)
+            await probe.publish("t/relay", False)
+            first = await asyncio.wait_for(sim.commands.get(), WAIT)
+            # The node's packet arrives before the first send has gone on air.
+            sim.send_packet(5, encode_tag(0, 0) + encode(21.0), HDR_ACK)
+            second = await asyncio.wait_for(sim.commands.get(), WAIT)
+            await asyncio.wait_for(sim.wait_delivered(2), WAIT)
+            assert (first.text, second.text) == ("8,195,5s", "8,194,5s")
+            assert [p.data for p in sim.sent] == [bytes([8, 195]), bytes([8, 194])]
+            assert list(sim.node(5).received_values) == [(1, 0, True), (1, 0, False)]
+            assert hub.dongles[0].unconfirmed == 0
+            # The packet itself was published as the node's output.
+            await probe.wait("node/21205/0/0", lambda _, v: v == 21.0)
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("mode", [1, 2])
+def test_hex_and_rf69_output_is_read_and_rssi_kept(mosquitto: Mosquitto, tmp_path: Path,
+                                                   mode: int) -> None:
+    async def scenario() -> None:
+        async with rig(mosquitto, tmp_path,
+                       sim_args={"hex_output": mode, "rf69": True, "rssi": -71}) as (
+                           _sim, _hub, probe):
+            await load_boiler(probe)
+            await probe.wait("node/21205/0/0", lambda _, v: v == pytest.approx(20.0, abs=5))
+            _, status = await probe.wait("node/21205/status", lambda _, s: s["rssi"] is not None)
+            assert status["rssi"] == -71  # people place nodes by it
+            _, hub_status = await probe.wait("jet/node/hub/status", counters_at_least(published=2))
+            assert hub_status["counters"]["garbage"] == 0
+            assert hub_status["dongles"][0]["rf12demo"] == 12
+
+    run(scenario())
+
+
+def test_directed_packets_are_counted_not_published(mosquitto: Mosquitto,
+                                                    tmp_path: Path) -> None:
+    """DST set: the id is the destination (nodes 7 and 5 here) and the sender is not on
+    the air: counted as node-to-node traffic, never an output of the addressed node."""
+
+    async def scenario() -> None:
+        async with rig(mosquitto, tmp_path) as (sim, _hub, probe):
+            await load_boiler(probe)
+            since = probe.mark()
+            sim.send_packet(7, encode_tag(0, 0) + encode(99.0), HDR_DST)
+            sim.send_packet(5, encode_tag(0, 0) + encode(99.0), HDR_DST)
+            _, status = await probe.wait("jet/node/hub/status", counters_at_least(directed=2),
+                                         since=since)
+            await probe.wait("node/21205/0/0", since=since)  # node 5's own reports go on
+            assert not any(topic.startswith("node/21207/") for topic, _ in probe.messages)
+            assert all(unpack(p) != 99.0 for t, p in probe.messages[since:]
+                       if t == "node/21205/0/0")
+            assert all(entry["node"] != 7 for entry in status["unknown"])  # not a sender
+
+    run(scenario())
+
+
+def test_the_hub_waits_for_the_banner_before_sending(mosquitto: Mosquitto,
+                                                     tmp_path: Path) -> None:
+    """A JeeLink resets when the port opens: what is typed before the sketch runs is lost."""
+
+    async def scenario() -> None:
+        async with (
+            Probe(mosquitto) as probe,
+            NodeSim([BoilerNode(5, interval=0.05)], link=tmp_path / "ttyJEE0",
+                    boot_delay=2.0) as sim,
+            Hub(mosquitto.url, ports=[sim.path], status_interval=0.1),
+        ):
+            await load_boiler(probe)
+            reply = await probe.command("node/21205/conf",
+                                        {"cmd": "wire", "input": "relay.on", "topic": "t/relay"})
+            assert reply["ok"] and not sim.opened.is_set()  # still booting
+            await probe.publish("t/relay", True)
+            await asyncio.wait_for(sim.wait_delivered(1), WAIT)
+            assert sim.node(5).received_values[-1] == (1, 0, True)
+            assert sim.input_lost == 0
+
+    run(scenario())
+
+
+def test_no_banner_is_logged_once_and_sending_goes_on(mosquitto: Mosquitto,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        try:
+            async with (
+                Probe(mosquitto) as probe,
+                Hub(mosquitto.url, ports=[os.ttyname(slave)], status_interval=0.1),
+            ):
+                reply = await probe.command("node/21205/conf",
+                                            {"cmd": "wire", "input": "1.0", "topic": "in/r"})
+                assert reply["ok"]
+                await probe.publish("in/r", 1)
+                # Silent line: the command goes out after the banner timeout (3 s).
+                assert await read_lines(master, 1, timeout=6.0) == ["8,1,5s"]
+        finally:
+            os.close(master)
+            os.close(slave)
+
+    with caplog.at_level(logging.WARNING, logger="jet.rf12.dongle"):
+        run(scenario())
+    warnings = [r.getMessage() for r in caplog.records if "no RF12demo banner" in r.getMessage()]
+    assert len(warnings) == 1 and "sending anyway" in warnings[0]

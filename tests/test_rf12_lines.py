@@ -18,6 +18,7 @@ from jet_rf12.rf12demo import (
     SendError,
     format_send,
     is_send_confirmation,
+    parse_banner,
     parse_config,
     parse_line,
 )
@@ -58,9 +59,42 @@ def test_bad_packets_and_text_lines() -> None:
     assert not is_send_confirmation("> 8,195,5s")
 
 
+def test_only_the_sketchs_send_line_confirms_a_send() -> None:
+    # RF12demo prints " -> <n> b" when the host's packet goes on air, and " -> ack"
+    # when it acknowledges a packet it received: only the first confirms a send.
+    assert is_send_confirmation(" -> 2 b") and is_send_confirmation(" -> 0 b\r")
+    assert not is_send_confirmation(" -> ack")
+    assert not is_send_confirmation("->") and not is_send_confirmation(" -> 2 bytes")
+    assert parse_banner("[RF12demo.12] _ i31 g212 @ 868 MHz q1") == 12
+    assert parse_banner("Current configuration:") is None
+
+
+def test_every_rf12demo_output_mode_is_read() -> None:
+    """Decimal, hex (1x), hex + ASCII (2x), RF69 RSSI, group 0 old and new."""
+    decimal = parse_line(b"OK 5 202 65 172 0 0\r")
+    hex_line = parse_line(b"OKX 05CA41AC0000\r")
+    assert isinstance(decimal, Packet) and isinstance(hex_line, Packet)
+    assert hex_line.hdr == decimal.hdr == 5 and hex_line.data == decimal.data
+    assert isinstance(parse_line(b"ASC <E . A . . ."), Other)
+    rf69 = parse_line(b"OK 5 202 65 (-61) \r")
+    assert isinstance(rf69, Packet) and rf69.rssi == -61 and rf69.data == bytes([202, 65])
+    rf69_hex = parse_line(b"OKX 05CA41 (7A) ")  # the raw register: 0x7A = 122 -> -61 dBm
+    assert isinstance(rf69_hex, Packet) and rf69_hex.rssi == -61
+    for line in (b"OK G212 5 1 2", b"OKG 212 5 1 2", b"OKX GD4 050102"):
+        event = parse_line(line)
+        assert isinstance(event, Packet), line
+        assert (event.group, event.hdr, event.data) == (212, 5, b"\x01\x02"), line
+    assert isinstance(parse_line(b" ?X 05CA41"), BadPacket)
+    directed = parse_line(b"OK 71 8 1")  # DST | 7: to node 7, sender unknown
+    assert isinstance(directed, Packet) and directed.directed and directed.node_id == 7
+    asks = parse_line(b"OK 37 8 1")
+    assert isinstance(asks, Packet) and asks.wants_ack and not asks.directed
+
+
 @pytest.mark.parametrize(
     "line",
-    [b"OK", b"OK 5 300 1", b"OK 5 x 1", b"OKX 0508", b"OK G999 5 1", b"OK 5 1 2\x00",
+    [b"OK", b"OK 5 300 1", b"OK 5 x 1", b"OKX 05G8", b"OKX 050", b"OK G999 5 1",
+     b"OK 5 1 2\x00", b"OK 5 1 (-61", b"OKX 05 08",
      b"\x00\xff\xfe\x80", b"OK\t5 1", b"OK 5 -1", b"OK 5 1_0", b"OK 1234 5"],
 )
 def test_malformed_lines_are_garbage(line: bytes) -> None:

@@ -90,6 +90,16 @@ def add_node_sim_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
                    f"else {DEFAULT_GROUP})")
     p.add_argument("--interval", type=_positive, default=None, metavar="SECONDS",
                    help="report interval of every node (default: per node, 1 s)")
+    p.add_argument("--hex", type=int, choices=(0, 1, 2), default=0,
+                   help="RF12demo's output format, as set by its `x` command: 0 decimal "
+                   "(default), 1 hex, 2 hex and characters")
+    p.add_argument("--rf69", action="store_true",
+                   help="print what an RF69 build prints: the RSSI after every packet")
+    p.add_argument("--rssi", type=int, default=-60, metavar="DBM",
+                   help="the RSSI an --rf69 dongle reports (default -60)")
+    p.add_argument("--radio-delay", type=_positive, default=None, metavar="SECONDS",
+                   help="time a send takes on air before RF12demo confirms it (default: "
+                   "the packet's bytes at the RF12's 49.2 kbit/s, a few ms)")
     p.set_defaults(func=run_node_sim)
     return p
 
@@ -150,7 +160,8 @@ def run_node_sim(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         async with NodeSim(nodes, link=args.link, group=group or DEFAULT_GROUP,
-                           speed=args.speed) as sim:
+                           speed=args.speed, hex_output=args.hex, rf69=args.rf69,
+                           rssi=args.rssi, radio_delay=args.radio_delay) as sim:
             where = sim.slave_path + (f" (link {sim.link})" if sim.link else "")
             print(f"RF12demo simulator on {where}: nodes "
                   + ", ".join(f"{n.node_id} ({type(n).__name__})" for n in nodes), flush=True)

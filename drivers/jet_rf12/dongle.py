@@ -4,11 +4,17 @@ A dongle listens to one RF12 group.  Lines it reads become packets for the
 hub; banner lines update the group it really listens to; bad packets,
 garbage and partial lines are counted and logged here, naming the port.
 
-Sends are queued and written one at a time: RF12demo keeps a single send
-buffer, so a second command arriving before the first went on air would
-overwrite it.  After each command the writer waits for RF12demo's
-`` -> <n> b`` (packet handed to the radio) before writing the next one, or
-a short timeout for dongles (and test ptys) that never say it.
+Sends are queued and written one at a time: RF12demo keeps a single pending
+send, and sends from the buffer its input parser fills, so anything typed
+before that send went on air overwrites it (the value is lost).  After each
+command the writer waits for RF12demo's `` -> <n> b`` (the packet handed to
+the radio; `` -> ack``, printed when RF12demo acknowledges a packet it
+received, is not it) before writing the next one, or :data:`CONFIRM_TIMEOUT`
+for dongles (and test ptys) that never say it.
+
+A JeeLink resets when its port is opened: nothing is written before the
+sketch has started, shown by its banner (or its configuration line, or a
+packet line), or :data:`BANNER_TIMEOUT` after opening, logged.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from jet_rf12.rf12demo import (
     Packet,
     format_send,
     is_send_confirmation,
+    parse_banner,
     parse_config,
 )
 from jet_rf12.serial_port import SerialLine, SerialLineError, State
@@ -39,7 +46,11 @@ from jet_rf12.serial_port import SerialLine, SerialLineError, State
 log = logging.getLogger("jet.rf12.dongle")
 
 SEND_QUEUE = 64
-CONFIRM_TIMEOUT = 0.25
+#: Seconds to wait for `` -> <n> b``: RF12demo sends when the channel is quiet,
+#: after any packet it is receiving and any ack it owes (a few ms each).
+CONFIRM_TIMEOUT = 1.0
+#: Seconds from opening the port to the first command when no banner comes.
+BANNER_TIMEOUT = 3.0
 DEFAULT_GROUP = 212
 
 
@@ -74,12 +85,15 @@ class Dongle:
         limiter: RateLimitedLog | None = None,
         send_queue: int = SEND_QUEUE,
         confirm_timeout: float = CONFIRM_TIMEOUT,
+        banner_timeout: float = BANNER_TIMEOUT,
         backoff_max: float = 5.0,
     ) -> None:
         self.device = device
         self.configured_group = group
         self.group = group
         self.config: DongleConfig | None = None
+        self.version: int | None = None  # RF12demo's, from its banner
+        self.no_banner = 0  # opens after which the sketch never showed itself
         self.parser = LineParser()
         self.line = SerialLine(device, self._on_data, on_state=self._line_state,
                                backoff_max=backoff_max)
@@ -96,8 +110,10 @@ class Dongle:
         self._idle = asyncio.Event()
         self._idle.set()
         self._opened = asyncio.Event()
+        self._started = asyncio.Event()  # the sketch runs: banner, config or packet seen
         self._confirmed = asyncio.Event()
         self._confirm_timeout = confirm_timeout
+        self._banner_timeout = banner_timeout
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------
@@ -119,9 +135,11 @@ class Dongle:
 
     def _line_state(self, state: State) -> None:
         if state == "open":
+            self._started.clear()  # a JeeLink resets when its port opens
             self._opened.set()
         else:
             self._opened.clear()
+            self._started.clear()
             fragment = self.parser.reset()
             if fragment is not None:
                 self._log.warning(f"{self.device}:partial", "%s: dropped partial line %r (%s)",
@@ -134,6 +152,7 @@ class Dongle:
     def _on_data(self, data: bytes) -> None:
         for event in self.parser.feed(data):
             if isinstance(event, Packet):
+                self._started.set()
                 self._on_packet(self, event)
             elif isinstance(event, Other):
                 self._on_text(event.line)
@@ -150,10 +169,17 @@ class Dongle:
         if is_send_confirmation(line):
             self._confirmed.set()
             return
+        version = parse_banner(line)
+        if version is not None:
+            self.version = version
+            self._started.set()
         config = parse_config(line)
         if config is None:
             log.debug("%s: %s", self.device, line)
             return
+        self._started.set()
+        if config == self.config:
+            return  # (the banner and the help text's "Current configuration:" repeat it)
         self.config = config
         if config.group not in (self.group, 0):
             log.warning("%s: dongle reports group %d (configured %d): using %d",
@@ -187,6 +213,8 @@ class Dongle:
             self._queued.clear()
             while self._queue:
                 await self._opened.wait()
+                if not await self._wait_started():
+                    continue  # closed meanwhile: wait for the next open
                 if not self._queue:
                     break
                 command = self._queue.popleft()
@@ -197,6 +225,23 @@ class Dongle:
                 finally:
                     self.line.eager = False
             self._idle.set()
+
+    async def _wait_started(self) -> bool:
+        """Until the sketch has started (or the banner timeout); False if the
+        port closed meanwhile."""
+        if self._started.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._started.wait(), self._banner_timeout)
+        except TimeoutError:
+            if not self._opened.is_set():
+                return False
+            self.no_banner += 1
+            log.warning("%s: no RF12demo banner within %gs of opening the port "
+                        "(is it a JeeLink running RF12demo at 57600 baud?); sending anyway",
+                        self.device, self._banner_timeout)
+            self._started.set()
+        return self._opened.is_set()
 
     async def _send_one(self, command: bytes) -> None:
         try:
@@ -212,6 +257,9 @@ class Dongle:
             await asyncio.wait_for(self._confirmed.wait(), self._confirm_timeout)
         except TimeoutError:
             self.unconfirmed += 1
+            self._log.warning(f"{self.device}:unconfirmed",
+                              "%s: RF12demo did not confirm %r within %gs (sending the next)",
+                              self.device, command.decode().strip(), self._confirm_timeout)
 
     # -- status ------------------------------------------------------------------
 
@@ -224,6 +272,8 @@ class Dongle:
             "reopens": self.line.reopens,
             "open_failures": self.line.open_failures,
             "last_error": self.line.last_error,
+            "rf12demo": self.version,
+            "no_banner": self.no_banner,
             "radio": None if self.config is None else {
                 "node_id": self.config.node_id, "group": self.config.group,
                 "band": self.config.band,

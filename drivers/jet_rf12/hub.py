@@ -35,6 +35,7 @@ from jet.containers import conf
 from jet.containers.base import Container, NotOurs
 from jet.containers.boundary import CircuitBoundary, CommandError
 from jet.definition.model import CircuitDef
+from jet.tasks import worth_logging
 from jet.transport.broker import Broker, parse
 from jet.transport.codec import PayloadError, encode
 from jet_rf12.dongle import DEFAULT_GROUP, Dongle, DongleSpec, parse_port
@@ -76,6 +77,7 @@ class HubCounters:
     oversized: int = 0
     decode_errors: int = 0
     acks: int = 0
+    directed: int = 0  # DST packets: node-to-node traffic overheard (docs/nodes.md)
     undeclared: int = 0
     send_errors: int = 0
     wire_messages: int = 0
@@ -183,11 +185,13 @@ class Hub(Container):
             "partial": total("partial"),
             "decode_errors": c.decode_errors,
             "acks": c.acks,
+            "directed": c.directed,
             "undeclared": c.undeclared,
             "reopens": total("reopens"),
             "sent": total("sent"),
             "send_errors": c.send_errors + total("send_errors"),
             "send_dropped": total("send_dropped"),
+            "unconfirmed": total("unconfirmed"),
             "wire_messages": c.wire_messages,
             "bad_commands": self.conf_errors,
         }
@@ -227,6 +231,15 @@ class Hub(Container):
         if packet.is_ack:
             counters.acks += 1
             return
+        if packet.directed:
+            # The id field names the destination and the sender is not on the
+            # air: the packet cannot be an output of any node circuit.
+            counters.directed += 1
+            if worth_logging(counters.directed):
+                log.info("%s: packet addressed to node %d (DST flag): node-to-node "
+                         "traffic, counted, not published (%d so far): %s",
+                         dongle.device, packet.node_id, counters.directed, packet.line)
+            return
         data = packet.data
         if len(data) > MAX_PAYLOAD:
             counters.oversized += 1
@@ -252,7 +265,7 @@ class Hub(Container):
             codec = MSGPACK
         else:
             body = _node_body(circuit)
-            body.seen()
+            body.seen(packet.rssi)
             found = body.circuit.output_codec(gadget, port)
             if found is None:
                 self._undeclared(body, gadget, port, dongle)

@@ -51,6 +51,7 @@ class NodeBody:
         self.sent = 0  # messages from wires and injects sent to the node
         self.errors = 0  # undecodable packets from it, messages that could not be sent
         self.last_seen: float | None = None
+        self.rssi: int | None = None  # dBm of the last packet, when the dongle says it
         self.undeclared_ports: set[tuple[int, int]] = set()
 
     @property
@@ -138,9 +139,11 @@ class NodeBody:
 
     # -- status ------------------------------------------------------------------------
 
-    def seen(self) -> None:
+    def seen(self, rssi: int | None = None) -> None:
         self.packets += 1
         self.last_seen = time.time()
+        if rssi is not None:
+            self.rssi = rssi
 
     def counters(self) -> dict[str, int]:
         return {
@@ -167,6 +170,8 @@ class NodeBody:
             "declared": c.declared,
             "gadgets": c.gadget_list(),
             "last_seen": self.last_seen,
+            # dBm of its last packet (RF69 dongles say it): where to place a node.
+            "rssi": self.rssi,
         }
 
     def definition_map(self) -> dict[str, Any]:

@@ -1,13 +1,27 @@
 """The JeeLink RF12demo serial protocol (jeelib, 57600 baud, ASCII lines).
 
-Received from the dongle, one per line (``\\r\\n``):
+What RF12demo (version 12; ``RF12demo.ino`` in jeelabs/jeelib) prints, one line
+per ``\\r\\n``, and how it is read here:
 
-- ``OK <hdr> <b1> ... <bn>``: a good packet, bytes in decimal; the sender's
-  node id is ``hdr & 0x1F``.  A dongle listening to every group (``0g``)
-  writes ``OK G<group> <hdr> ...``.
-- `` ? <b1> ...``: a packet with a bad CRC: counted, never published.
-- anything else: the banner (``[RF12demo.12] A i31* g212 @ 868 MHz``),
-  echoes of commands (``> 8,195,5s``, `` -> 2 b``), help text.
+- ``OK <hdr> <b1> ... <bn>``: a good packet, bytes in decimal.  ``hdr & 0x1F``
+  is the sender's node id, unless the DST flag (0x40) is set: then it is the
+  destination (the sender is not on the air).  A dongle listening to every
+  group (``0g``) writes ``OK G<group> <hdr> ...``; sketches before version 10
+  wrote ``OKG <group> <hdr> ...``, also read.
+- RF69 builds (``RF69_COMPAT``) end every packet line with the signal
+  strength: ``OK 5 1 2 (-61) ``; kept as :attr:`Packet.rssi` (dBm).
+- Hex output (``1x``): ``OKX 05CA41AC0000``: header then data, two hex digits
+  per byte, no spaces (``OKX G<gg> ...`` on group 0; RF69: `` (<hh>) ``, the
+  raw RSSI register, reported as -hh/2 dBm).  ``2x`` adds an ``ASC ...`` line
+  per packet (the data as characters): read as text.
+- `` ? <b1> ...``: a packet with a bad CRC (`` ?X ...`` in hex): counted,
+  never published.
+- `` -> <n> b``: a host's send was handed to the radio (:func:`is_send_confirmation`);
+  `` -> ack``: RF12demo is acknowledging a packet it received, *not* a send
+  confirmation.
+- anything else: the banner (``[RF12demo.12] A i31 g212 @ 868 MHz q1``), the
+  help text, the ``Current configuration:`` block, echoes of commands
+  (``> 8,195,5s``).
 
 Sent to the dongle: ``<b1>,<b2>,...,<bn>,<node>s`` (no ack) or ``...a``
 (ack requested).  RF12demo ignores the line feed the driver appends; it is
@@ -35,7 +49,17 @@ HDR_DST: Final = 0x40  # the id field names the destination, not the sender
 HDR_ACK: Final = 0x20  # the sender wants an ack
 NODE_MASK: Final = 0x1F
 
-_OK = re.compile(rb"OK(?: +G(\d{1,3}))?((?: +\d{1,3})+) *")
+#: Decimal: ``OK[ G<grp>| G <grp>] <hdr> <b>... [(<rssi>)]``; ``OKG <grp>`` is the
+#: group-0 form of sketches before version 10.
+_OK = re.compile(
+    rb"OK(?: +G(\d{1,3})|G +(\d{1,3}))?((?: +\d{1,3})+)(?: +\((-?\d{1,3})\))? *"
+)
+#: Hex (``1x``/``2x``): ``OKX[ G<gg>] <hh><hh>... [(<hh>)]``.
+_OKX = re.compile(
+    rb"OKX(?: +G([0-9A-Fa-f]{2}))? +((?:[0-9A-Fa-f]{2})+)(?: +\(([0-9A-Fa-f]{2})\))? *"
+)
+_SENT = re.compile(r"\s*-> +(\d+) +b\s*")
+_BANNER = re.compile(r"\[RF12demo\.(\d+)\]")
 _NOT_TEXT = re.compile(rb"[^\x20-\x7e\t]")
 _CONFIG = re.compile(r"\bi(\d+)\*?\s+g(\d+)\s+@\s+(\d+)\s*MHz")
 
@@ -52,6 +76,16 @@ class Packet:
     data: bytes
     group: int | None = None  # only when the dongle listens to all groups
     line: str = ""
+    rssi: int | None = None  # dBm, from an RF69 build
+
+    @property
+    def directed(self) -> bool:
+        """DST set: ``hdr & 0x1F`` is the destination, not the sender."""
+        return bool(self.hdr & HDR_DST)
+
+    @property
+    def wants_ack(self) -> bool:
+        return bool(self.hdr & HDR_ACK) and not self.hdr & HDR_CTL
 
     @property
     def node_id(self) -> int:
@@ -127,18 +161,28 @@ def parse_line(raw: bytes) -> Event:
         return BadPacket(_show(raw))
     if len(raw) > MAX_LINE:
         return Garbage(_show(raw), f"line of {len(raw)} bytes is too long")
+    if raw.startswith(b"OKX"):
+        match = _OKX.fullmatch(raw)
+        if match is None:
+            return Garbage(_show(raw), "OKX line is not hex bytes")
+        numbers = bytes.fromhex(match[2].decode())
+        group = None if match[1] is None else int(match[1], 16)
+        rssi = None if match[3] is None else -(int(match[3], 16) >> 1)
+        return Packet(numbers[0], numbers[1:], group, _show(raw), rssi)
     if raw.startswith(b"OK"):
         match = _OK.fullmatch(raw)
         if match is None:
             return Garbage(_show(raw), "OK line is not decimal bytes")
-        group = None if match[1] is None else int(match[1])
+        found = match[1] or match[2]
+        group = None if found is None else int(found)
         try:
-            numbers = bytes(int(n) for n in match[2].split())
+            numbers = bytes(int(n) for n in match[3].split())
         except ValueError:
             return Garbage(_show(raw), "OK line has a number above 255")
         if group is not None and group > 255:
             return Garbage(_show(raw), f"group {group} above 255")
-        return Packet(numbers[0], numbers[1:], group, _show(raw))
+        rssi = None if match[4] is None else int(match[4])
+        return Packet(numbers[0], numbers[1:], group, _show(raw), rssi)
     if _NOT_TEXT.search(raw):
         return Garbage(_show(raw), "binary bytes")
     return Other(_show(raw))
@@ -146,7 +190,7 @@ def parse_line(raw: bytes) -> Event:
 
 #: How a line from RF12demo can start; used to tell whether the first bytes
 #: read after opening the port are the tail of a line that was cut.
-_LINE_STARTS = (b"OK", b" ?", b"[", b"\r", b"\n", b">", b" ->")
+_LINE_STARTS = (b"OK", b" ?", b"[", b"\r", b"\n", b">", b" ->", b"ASC ")
 
 
 class LineParser:
@@ -241,5 +285,12 @@ def parse_config(line: str) -> DongleConfig | None:
 
 
 def is_send_confirmation(line: str) -> bool:
-    """RF12demo writes `` -> <n> b`` when it hands a packet to the radio."""
-    return line.lstrip().startswith("->")
+    """RF12demo writes `` -> <n> b`` when it hands the host's packet to the radio
+    (and `` -> ack`` when it acknowledges one it received: not this)."""
+    return _SENT.fullmatch(line) is not None
+
+
+def parse_banner(line: str) -> int | None:
+    """RF12demo's version, if ``line`` is its start-up banner."""
+    match = _BANNER.search(line)
+    return None if match is None else int(match[1])

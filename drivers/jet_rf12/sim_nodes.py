@@ -29,6 +29,7 @@ declared in YAML (see :func:`nodes_from_yaml`):
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import random
@@ -49,6 +50,7 @@ log = logging.getLogger("jet.rf12.sim")
 
 #: (gadget number, output number, value)
 Output = tuple[int, int, Any]
+RECEIVED_KEPT = 1000
 
 
 class SimConfigError(ValueError):
@@ -96,6 +98,9 @@ class SimNode:
         self.interval = interval
         self.running = True
         self.inputs: dict[tuple[int, int], Any] = {}  # last value on each input
+        # Every value received, in order (the latest RECEIVED_KEPT): what a test checks.
+        self.received_values: collections.deque[tuple[int, int, Any]] = collections.deque(
+            maxlen=RECEIVED_KEPT)
         self.received = 0
         self.bad_packets = 0
         self.commands: list[dict[str, Any]] = []
@@ -146,6 +151,7 @@ class SimNode:
             log.warning("node %d: bad packet %s: %s", self.node_id, list(packet), exc)
             return []
         self.inputs[gadget, port] = value
+        self.received_values.append((gadget, port, value))
         log.debug("node %d: input %d.%d = %r", self.node_id, gadget, port, value)
         return self.on_input(gadget, port, value)
 

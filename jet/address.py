@@ -142,6 +142,35 @@ ALL_CIRCUIT_DEFINITIONS = "+/+/definition"
 ALL_CONTAINER_STATUS = "jet/+/+/status"
 
 
+# -- levels (docs/levels.md): a broker per level, children connect upward only -----------------
+
+#: Machine messages: published at any level, carried down to the levels they concern.
+MACHINE_FUNCTIONS = "machine/functions"
+#: Events: carried through the whole tree, every level's broker once.
+MACHINE_EVENTS = "machine/events"
+EVENTS_INTERNAL = f"{MACHINE_EVENTS}/internal"
+EVENTS_EXTERNAL = f"{MACHINE_EVENTS}/external"
+#: Level messages: stay on their level's broker.
+LEVEL_FUNCTIONS = "level/functions"
+
+
+def level_presence(level: str) -> str:
+    """A level's presence (retained), on its own broker and on its parent's."""
+    return f"levels/{level}/presence"
+
+
+def level_uplink(level: str) -> str:
+    """Whether a level reaches its parent (retained, on its own broker)."""
+    return f"levels/{level}/uplink"
+
+
+ALL_LEVEL_PRESENCE = "levels/+/presence"
+
+
+def event(name: str, *, external: bool = False) -> str:
+    return f"{EVENTS_EXTERNAL if external else EVENTS_INTERNAL}/{name}"
+
+
 # -- taking apart ---------------------------------------------------------------------------
 
 Role = Literal[

@@ -26,12 +26,16 @@ from typing import Any, Self
 import aiomqtt
 import attrs
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from jet.transport.broker import Broker
 
 READ_BURST = 64  # packets read per socket wake-up, at most
 COMMAND_TIMEOUT = 30.0  # s: aiomqtt waits this long on a subscribe or unsubscribe
 TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)  # Linux
+SESSION_EXPIRY = 7 * 24 * 3600  # s: an MQTT 5 persistent session outlives a week's outage
 DISCONNECT_TIMEOUT = 2.0  # s: a clean DISCONNECT written by then, or the socket just closes
 
 #: ``publish_nowait(...).rc`` values: handed to paho; refused for want of a
@@ -83,12 +87,24 @@ class Connection:
         will: Will | None,
         clean_session: bool,
         keepalive: int,
+        echo: bool = True,
     ) -> None:
         self.last_error = ""
+        # echo=False: MQTT 5, and every subscription "no local": the broker does
+        # not send this client its own publishes (a relay between brokers that
+        # both publishes and subscribes the same topics would loop otherwise).
+        self._no_local = not echo
+        session: dict[str, Any] = {"clean_session": clean_session}
+        if not echo:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            if not clean_session:  # MQTT 5 ends a session at disconnect unless told
+                properties.SessionExpiryInterval = SESSION_EXPIRY
+            session = {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": clean_session,
+                       "properties": properties}
         self._client = client = aiomqtt.Client(
             **broker.client_kwargs(),
+            **session,
             identifier=client_id,
-            clean_session=clean_session,
             keepalive=keepalive,
             will=aiomqtt.Will(will.topic, will.payload, will.qos, will.retain) if will else None,
             timeout=COMMAND_TIMEOUT,
@@ -320,7 +336,10 @@ class Connection:
         return self._client.messages
 
     async def subscribe(self, topic: str, qos: int) -> None:
-        await self._client.subscribe(topic, qos=qos)
+        if self._no_local:
+            await self._client.subscribe(topic, options=SubscribeOptions(qos=qos, noLocal=True))
+        else:
+            await self._client.subscribe(topic, qos=qos)
 
     async def unsubscribe(self, topic: str) -> None:
         await self._client.unsubscribe(topic)

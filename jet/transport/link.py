@@ -322,12 +322,20 @@ class Link:
         clean_session: bool = False,
         keepalive: int = 10,
         on_connect: Callable[[], Awaitable[None]] | None = None,
+        on_lost: Callable[[str], None] | None = None,
         connect_timeout: float | None = 10.0,
         ack_after_handling: bool = False,
         blocked_by: Callable[[FrameType | None], str | None] | None = None,
         stuck_limit: float = STUCK_LIMIT,
+        echo: bool = True,
     ) -> None:
-        """``ack_after_handling``: acknowledge a QoS>0 message only once every
+        """``on_connect`` runs after each (re)connection and resubscription;
+        ``on_lost(reason)`` when a live connection drops.
+
+        ``echo=False``: the link speaks MQTT 5 and the broker never sends it
+        its own publishes (no-local subscriptions): for relays between brokers.
+
+        ``ack_after_handling``: acknowledge a QoS>0 message only once every
         handler has taken it, so a crash leaves it with the broker
         (redelivered on the persistent session) instead of losing it.
 
@@ -344,9 +352,11 @@ class Link:
         self.stats = LinkStats()
         self.keepalive = keepalive
         self._on_connect = on_connect
+        self._on_lost = on_lost  # called with the reason when a live connection drops
         self._connect_timeout = connect_timeout
         self._connection = Connection(
-            broker, client_id, will=will, clean_session=clean_session, keepalive=keepalive
+            broker, client_id, will=will, clean_session=clean_session, keepalive=keepalive,
+            echo=echo,
         )
         if ack_after_handling:
             self._connection.manual_ack(True)
@@ -485,6 +495,8 @@ class Link:
                 self._last_error = str(exc)
                 if self._connected.is_set():
                     log.warning("lost MQTT broker %s: %s%s", self.broker.url, exc, held_by)
+                    if self._on_lost is not None:
+                        self._on_lost(str(exc))
                 elif backoff == BACKOFF_START and self._connect_timeout is None:
                     # (a command-line client reports the failure itself, once)
                     log.warning("cannot reach MQTT broker %s: %s (retrying)", self.broker.url, exc)

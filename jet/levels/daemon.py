@@ -1,0 +1,183 @@
+"""A level's daemon: its presence, and the messages it carries between its
+broker and its parent's.
+
+    async with LevelDaemon("fog-north", own_broker, parent=cloud_broker, rules=rules):
+        ...                          # the level runs until the block is left
+
+Two connections, both MQTT 5 with no-local subscriptions (``Link(echo=False)``),
+so the broker never hands the daemon back what it published itself; that is
+what keeps every copy moving away from where it came from:
+
+- ``own`` (this level's broker): events published here go **up**;
+- ``up`` (the parent's broker, opened by the child: the only cross-broker
+  connection): events published there come **down**, and machine messages
+  come down when this level's :class:`~jet.levels.rules.Rules` say they
+  concern it.  Level messages (``level/functions/...``) are never carried.
+
+An event raised at any level therefore reaches the root by the chain of
+``up`` forwards and every other branch by their ``down`` forwards: each
+broker of the tree gets it once, in any tree shape, with nothing added to the
+payload (a plain MQTT client subscribing sees what the publisher sent).
+
+Presence: the ``up`` connection's will marks the level ``offline`` on the
+parent's broker (``levels/<name>/presence``, retained), so a parent sees a
+dead child within 1.5 keepalives; ``levels/<name>/uplink`` on the level's own
+broker says ``online`` or ``lost`` (retained), so local circuits and devices
+can react to a cut uplink.  While the uplink is down, events for the parent
+wait in the ``up`` link's outbox (bounded, every drop counted) and the
+parent's broker keeps this level's session (QoS 1, persistent), so a healed
+partition delivers what was published meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from types import TracebackType
+from typing import Any, Self
+
+import attrs
+
+from jet import address
+from jet.levels.rules import Rules
+from jet.tasks import cancel_all, worth_logging
+from jet.transport import Link, Will
+from jet.transport.broker import Broker
+from jet.transport.codec import encode
+
+log = logging.getLogger("jet.levels")
+
+QOS = 1
+
+
+@attrs.define
+class LevelCounters:
+    events_up: int = 0
+    events_down: int = 0
+    machine_down: int = 0
+    machine_irrelevant: int = 0
+    uplink_losses: int = 0
+
+
+class LevelDaemon:
+    """One level: ``async with`` connects to its own broker (``ConnectionError``
+    if it cannot) and starts reaching for its parent in the background (a site
+    keeps running without its uplink); leaving says ``offline`` and
+    disconnects both."""
+
+    def __init__(
+        self,
+        name: str,
+        broker: Broker,
+        *,
+        parent: Broker | None = None,
+        rules: Rules | None = None,
+        keepalive: int = 10,
+    ) -> None:
+        if not address.NAME_RE.match(name):
+            raise ValueError(f"level name {name!r}: lower-case letters, digits, '_' and '-' only")
+        self.name = name
+        self.broker = broker
+        self.parent = parent
+        self.rules = rules or Rules()
+        self.counters = LevelCounters()
+        self.since = time.time()
+        self.own = Link(broker, f"jet-level-{name}", echo=False, keepalive=keepalive,
+                        connect_timeout=10.0)
+        self.up: Link | None = None
+        if parent is not None:
+            self.up = Link(
+                parent, f"jet-level-{name}-up", echo=False, keepalive=keepalive,
+                will=Will(address.level_presence(name), encode(self._presence("offline"))),
+                on_connect=self._uplink_up, on_lost=self._uplink_lost, connect_timeout=None,
+            )
+        self._entering: list[asyncio.Task[Link]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.own.__aenter__()
+        self.own.publish_nowait(address.level_presence(self.name),
+                                encode(self._presence("online")), qos=QOS, retain=True)
+        if self.up is not None:
+            up = self.up
+            await self.own.subscribe(f"{address.MACHINE_EVENTS}/#", QOS, self._event_up)
+            await up.subscribe(f"{address.MACHINE_EVENTS}/#", QOS, self._event_down)
+            await up.subscribe(f"{address.MACHINE_FUNCTIONS}/#", QOS, self._machine_down)
+            self._say_uplink("connecting")
+            # Reaching the parent may take forever (it is down, or cut off):
+            # the level serves its own broker meanwhile.
+            self._entering = [asyncio.create_task(up.__aenter__(), name=f"uplink-{self.name}")]
+        log.info("level %s on %s%s; %s", self.name, self.broker.url,
+                 f", parent {self.parent.url}" if self.parent else " (the root)",
+                 self.rules.source)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await cancel_all(self._entering, ConnectionError)
+        self._entering = []
+        if self.up is not None:
+            if self.up.connected:  # said at once, not left to the will
+                self.up.publish_nowait(address.level_presence(self.name),
+                                       encode(self._presence("offline")), qos=QOS, retain=True)
+            await self.up.close()
+        self.own.publish_nowait(address.level_presence(self.name),
+                                encode(self._presence("offline")), qos=QOS, retain=True)
+        await self.own.close()
+
+    # -- carrying ----------------------------------------------------------------------
+
+    def _event_up(self, topic: str, payload: bytes) -> None:
+        assert self.up is not None
+        self.counters.events_up += 1
+        self.up.publish_nowait(topic, payload, qos=QOS)
+
+    def _event_down(self, topic: str, payload: bytes) -> None:
+        self.counters.events_down += 1
+        self.own.publish_nowait(topic, payload, qos=QOS)
+
+    def _machine_down(self, topic: str, payload: bytes) -> None:
+        if not self.rules.relevant(topic, payload):
+            self.counters.machine_irrelevant += 1
+            if worth_logging(self.counters.machine_irrelevant):
+                log.debug("level %s: %s does not concern this level (%d so far)",
+                          self.name, topic, self.counters.machine_irrelevant)
+            return
+        self.counters.machine_down += 1
+        self.own.publish_nowait(topic, payload, qos=QOS)
+
+    # -- presence ----------------------------------------------------------------------
+
+    def _presence(self, state: str) -> dict[str, Any]:
+        return {"state": state, "level": self.name, "host": socket.gethostname(),
+                "pid": os.getpid(), "since": self.since,
+                "parent": self.parent.url if self.parent else None}
+
+    async def _uplink_up(self) -> None:
+        assert self.up is not None
+        self.up.publish_nowait(address.level_presence(self.name),
+                               encode(self._presence("online")), qos=QOS, retain=True)
+        self._say_uplink("online")
+        log.info("level %s: parent %s reached", self.name, self.up.broker.url)
+
+    def _uplink_lost(self, reason: str) -> None:
+        self.counters.uplink_losses += 1
+        self._say_uplink("lost", reason)
+
+    def _say_uplink(self, state: str, reason: str = "") -> None:
+        assert self.parent is not None
+        body = {"state": state, "level": self.name, "parent": self.parent.url,
+                "since": time.time(), "reason": reason}
+        self.own.publish_nowait(address.level_uplink(self.name), encode(body), qos=QOS,
+                                retain=True)

@@ -1,0 +1,267 @@
+"""Levels: a real tree of mosquitto brokers (cloud, two fogs, a device level under one fog)
+joined by level daemons; plain MQTT clients publish and watch on every broker."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import signal
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from cli_helpers import JetProcess
+from conftest import Mosquitto
+
+from jet.levels import LevelDaemon, Rules, RulesError, load_rules
+from jet.transport import broker
+from jet.transport.codec import decode, encode
+
+TIMEOUT = 30.0
+WAIT = 8.0
+#: The tree: level -> parent (None: the root).
+TREE = {"cloud": None, "fog-north": "cloud", "fog-south": "cloud", "dev-1": "fog-north"}
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    async def bounded() -> None:
+        async with asyncio.timeout(TIMEOUT):
+            await coro
+
+    asyncio.run(bounded())
+
+
+class Watcher:
+    """A plain MQTT 3.1.1 client on one broker, recording what arrives."""
+
+    _ids = itertools.count()
+
+    def __init__(self, port: int, topic: str = "#", *, identifier: str | None = None,
+                 persistent: bool = False) -> None:
+        self.client = aiomqtt.Client("127.0.0.1", port,
+                                     identifier=identifier or f"w-{next(self._ids)}",
+                                     clean_session=not persistent)
+        self.topic = topic
+        self.seen: list[tuple[str, bytes]] = []
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Watcher:
+        await self.client.__aenter__()
+        self._task = asyncio.create_task(self._read())
+        await self.client.subscribe(self.topic, qos=1)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await self.client.__aexit__(None, None, None)
+
+    async def _read(self) -> None:
+        async for message in self.client.messages:
+            payload = message.payload
+            assert isinstance(payload, bytes)
+            self.seen.append((message.topic.value, payload))
+            self._arrived.set()
+
+    def count(self, topic: str) -> int:
+        return sum(1 for t, _ in self.seen if t == topic)
+
+    def mark(self) -> int:
+        return len(self.seen)
+
+    async def wait_for(self, topic: str, check: Any = None, timeout: float = WAIT,
+                       since: int = 0) -> bytes:
+        async with asyncio.timeout(timeout):
+            while True:
+                for t, payload in self.seen[since:]:
+                    if t == topic and (check is None or check(payload)):
+                        return payload
+                self._arrived.clear()
+                await self._arrived.wait()
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        await self.client.publish(topic, payload, qos=1)
+
+
+@pytest.fixture
+def brokers(tmp_path: Path) -> Any:
+    made = {}
+    for name in TREE:
+        (tmp_path / name).mkdir()
+        made[name] = Mosquitto(tmp_path / name)
+    yield made
+    for b in made.values():
+        b.stop()
+
+
+@asynccontextmanager
+async def tree(brokers: dict[str, Mosquitto], rules: dict[str, Rules] | None = None,
+               ) -> AsyncIterator[tuple[dict[str, LevelDaemon], dict[str, Watcher]]]:
+    """Every level's daemon (in-process) and a watcher on every broker, all uplinks up."""
+    rules = rules or {}
+    async with AsyncExitStack() as stack:
+        watchers = {name: await stack.enter_async_context(Watcher(b.port))
+                    for name, b in brokers.items()}
+        daemons = {}
+        for name, parent in TREE.items():
+            daemons[name] = await stack.enter_async_context(LevelDaemon(
+                name, broker.parse(brokers[name].url),
+                parent=broker.parse(brokers[parent].url) if parent else None,
+                rules=rules.get(name), keepalive=2))
+        for name, parent in TREE.items():
+            if parent is not None:  # the parent sees the child: its uplink is up
+                await watchers[parent].wait_for(
+                    f"levels/{name}/presence", lambda p: decode(p)["state"] == "online")
+                await watchers[name].wait_for(
+                    f"levels/{name}/uplink", lambda p: decode(p)["state"] == "online")
+        yield daemons, watchers
+
+
+async def everywhere(watchers: dict[str, Watcher], topic: str) -> None:
+    await asyncio.gather(*(w.wait_for(topic) for w in watchers.values()))
+
+
+def test_events_reach_every_broker_exactly_once(brokers: dict[str, Mosquitto]) -> None:
+    """From a leaf, the root and a middle level: once on each of the four brokers, with
+    the publisher's bytes unchanged (a JSON payload from a foreign client too)."""
+
+    async def scenario() -> None:
+        async with tree(brokers) as (_daemons, watchers):
+            origins = {"dev-1": encode({"t": 21.5}), "cloud": encode("reboot"),
+                       "fog-north": b'{"door": "open"}'}
+            for origin, payload in origins.items():
+                await watchers[origin].publish(f"machine/events/internal/from-{origin}", payload)
+            await watchers["fog-south"].publish("machine/events/external/bell", encode(1))
+            # A last event from each origin: anything looping would have come back by then.
+            for origin in [*origins, "fog-south"]:
+                await watchers[origin].publish(f"machine/events/internal/last-{origin}", b"")
+            for origin in [*origins, "fog-south"]:
+                await everywhere(watchers, f"machine/events/internal/last-{origin}")
+            for name, watcher in watchers.items():
+                for origin, payload in origins.items():
+                    topic = f"machine/events/internal/from-{origin}"
+                    assert watcher.count(topic) == 1, (name, topic)
+                    assert watcher.seen[[t for t, _ in watcher.seen].index(topic)][1] == payload
+                assert watcher.count("machine/events/external/bell") == 1, name
+
+    run(scenario())
+
+
+def test_machine_messages_flow_down_where_relevant(brokers: dict[str, Mosquitto],
+                                                   tmp_path: Path) -> None:
+    rules_file = tmp_path / "north.yaml"
+    rules_file.write_text("machine:\n"
+                          "  - topic: machine/functions/heating/#\n"
+                          "    where: {site: north}\n"
+                          "  - topic: machine/functions/all/#\n")
+
+    async def scenario() -> None:
+        north = load_rules(rules_file)
+        async with tree(brokers, {"fog-north": north}) as (daemons, watchers):
+            cloud = watchers["cloud"]
+            await cloud.publish("machine/functions/heating/on", encode({"site": "south"}))
+            await cloud.publish("machine/functions/heating/on", encode({"site": "north"}))
+            await cloud.publish("machine/functions/heating/on", b'{"site": "north", "json": 1}')
+            await cloud.publish("machine/functions/all/ping", b"plain text")
+            await cloud.publish("level/functions/cloud-only", encode(1))
+            await watchers["fog-north"].publish("machine/functions/all/from-fog", encode(2))
+            await watchers["dev-1"].publish("machine/functions/all/from-dev", encode(3))
+            await watchers["fog-north"].publish("level/functions/fog-only", encode(4))
+            # The last one reaches every level below the cloud: the rest has arrived by then.
+            await watchers["cloud"].publish("machine/functions/all/last", b"")
+            for name in ("fog-north", "fog-south", "dev-1"):
+                await watchers[name].wait_for("machine/functions/all/last")
+            await watchers["fog-north"].wait_for("machine/functions/all/last")
+
+            def heating(name: str) -> list[Any]:
+                found = []
+                for t, p in watchers[name].seen:
+                    if t == "machine/functions/heating/on":
+                        try:
+                            found.append(decode(p))
+                        except Exception:
+                            found.append(json.loads(p))
+                return found
+
+            north_only = [{"site": "north"}, {"site": "north", "json": 1}]
+            assert heating("fog-north") == north_only
+            assert heating("dev-1") == north_only  # no rules: all its parent has
+            assert len(heating("fog-south")) == 3  # no rules: everything
+            assert watchers["dev-1"].count("machine/functions/all/ping") == 1
+            # Down only: never up, never sideways; level messages stay.
+            assert watchers["cloud"].count("machine/functions/all/from-fog") == 0
+            assert watchers["fog-south"].count("machine/functions/all/from-fog") == 0
+            assert watchers["dev-1"].count("machine/functions/all/from-fog") == 1
+            assert watchers["fog-north"].count("machine/functions/all/from-dev") == 0
+            for name in ("fog-north", "fog-south", "dev-1"):
+                assert watchers[name].count("level/functions/cloud-only") == 0
+            assert watchers["dev-1"].count("level/functions/fog-only") == 0
+            assert daemons["fog-north"].counters.machine_irrelevant == 1
+
+    run(scenario())
+
+
+def test_a_rule_file_mistake_names_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("machine:\n  - topic: machine/functions/a/#\n  - topic: other/#\n")
+    with pytest.raises(RulesError, match=r"rules\.yaml:3: 'other/#' can never match"):
+        load_rules(bad)
+    bad.write_text("machine:\n  - topic: machine/functions/#\n    where: {x: {near: 1}}\n")
+    with pytest.raises(RulesError, match=r"rules\.yaml:2: condition on 'x'"):
+        load_rules(bad)
+    bad.write_text("machine: [\n")
+    with pytest.raises(RulesError, match=r"rules\.yaml:2: not YAML"):
+        load_rules(bad)
+
+
+def test_lost_parent_is_said_below_and_a_dead_level_is_seen_above(tmp_path: Path) -> None:
+    """`jet level` as a process: the fog's broker is killed (the device level says its
+    uplink is lost and keeps its events); it comes back (the uplink heals and the event
+    published meanwhile arrives); the device level's daemon is killed (its parent sees it
+    offline by its will)."""
+    (tmp_path / "fog").mkdir()
+    (tmp_path / "dev").mkdir()
+    fog = Mosquitto(tmp_path / "fog", persistent=True)  # a watcher's session survives it
+    dev = Mosquitto(tmp_path / "dev")
+
+    async def scenario() -> None:
+        daemon = JetProcess("level", "dev-1", "--broker", dev.url, "--parent", fog.url,
+                            "--keepalive", "1")
+        try:
+            await daemon.line("level dev-1 on ", WAIT)
+            async with Watcher(dev.port) as below:
+                async with Watcher(fog.port, identifier="fog-watch", persistent=True) as above:
+                    await above.wait_for("levels/dev-1/presence",
+                                         lambda p: decode(p)["state"] == "online")
+                    await below.wait_for("levels/dev-1/uplink",
+                                         lambda p: decode(p)["state"] == "online")
+                    fog.kill()
+                    await below.wait_for("levels/dev-1/uplink",
+                                         lambda p: decode(p)["state"] == "lost")
+                cut = below.mark()
+                await below.publish("machine/events/internal/while-cut", encode(7))
+                fog.start()
+                async with Watcher(fog.port, identifier="fog-watch", persistent=True) as above:
+                    payload = await above.wait_for("machine/events/internal/while-cut",
+                                                   timeout=15.0)
+                    assert decode(payload) == 7
+                    await below.wait_for("levels/dev-1/uplink",
+                                         lambda p: decode(p)["state"] == "online", since=cut)
+                    daemon.proc.send_signal(signal.SIGKILL)
+                    # Its will: offline within 1.5 keepalives (1 s) of the connection dying.
+                    await above.wait_for("levels/dev-1/presence",
+                                         lambda p: decode(p)["state"] == "offline", timeout=5.0)
+        finally:
+            daemon.proc.kill()
+            daemon.proc.wait(5)
+
+    try:
+        run(scenario())
+    finally:
+        fog.stop()
+        dev.stop()

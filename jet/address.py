@@ -165,6 +165,20 @@ def level_uplink(level: str) -> str:
 
 
 ALL_LEVEL_PRESENCE = "levels/+/presence"
+#: Each level's broker: which level it is and the levels above it (retained).
+LEVEL_HERE = "levels/here"
+ALL_LEVEL_CALLS = "levels/call/#"
+ALL_LEVEL_REPLIES = "levels/reply/#"
+
+
+def level_call(level: str, function: str) -> str:
+    """A call of ``function`` on ``level``, published on the caller's own broker."""
+    return f"levels/call/{level}/{function}"
+
+
+def level_reply(request_id: str) -> str:
+    """Where the answer to call ``request_id`` (``<caller>/<n>``) comes back down."""
+    return f"levels/reply/{request_id}"
 
 
 def event(name: str, *, external: bool = False) -> str:

@@ -7,17 +7,19 @@ import asyncio
 import itertools
 import json
 import signal
+import subprocess
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import levelfuncs
 import pytest
-from cli_helpers import JetProcess
+from cli_helpers import JetProcess, assert_no_traceback, jet_argv
 from conftest import Mosquitto
 
-from jet.levels import LevelDaemon, Rules, RulesError, load_rules
+from jet.levels import CallError, LevelDaemon, Rules, RulesError, call, calls, load_rules
 from jet.transport import broker
 from jet.transport.codec import decode, encode
 
@@ -101,9 +103,11 @@ def brokers(tmp_path: Path) -> Any:
 
 @asynccontextmanager
 async def tree(brokers: dict[str, Mosquitto], rules: dict[str, Rules] | None = None,
+               functions: dict[str, dict[str, Any]] | None = None,
                ) -> AsyncIterator[tuple[dict[str, LevelDaemon], dict[str, Watcher]]]:
     """Every level's daemon (in-process) and a watcher on every broker, all uplinks up."""
     rules = rules or {}
+    functions = functions or {}
     async with AsyncExitStack() as stack:
         watchers = {name: await stack.enter_async_context(Watcher(b.port))
                     for name, b in brokers.items()}
@@ -112,13 +116,15 @@ async def tree(brokers: dict[str, Mosquitto], rules: dict[str, Rules] | None = N
             daemons[name] = await stack.enter_async_context(LevelDaemon(
                 name, broker.parse(brokers[name].url),
                 parent=broker.parse(brokers[parent].url) if parent else None,
-                rules=rules.get(name), keepalive=2))
+                rules=rules.get(name), functions=functions.get(name), keepalive=2))
         for name, parent in TREE.items():
             if parent is not None:  # the parent sees the child: its uplink is up
                 await watchers[parent].wait_for(
                     f"levels/{name}/presence", lambda p: decode(p)["state"] == "online")
                 await watchers[name].wait_for(
                     f"levels/{name}/uplink", lambda p: decode(p)["state"] == "online")
+        await watchers["dev-1"].wait_for(  # the device level knows the way up
+            "levels/here", lambda p: decode(p)["path"] == ["dev-1", "fog-north", "cloud"])
         yield daemons, watchers
 
 
@@ -265,3 +271,71 @@ def test_lost_parent_is_said_below_and_a_dead_level_is_seen_above(tmp_path: Path
     finally:
         fog.stop()
         dev.stop()
+
+
+OFFERED = {"average": levelfuncs.average, "nap": levelfuncs.sleep_then_answer,
+           "refuse": levelfuncs.refuse}
+
+
+def test_level_functions_concurrent_and_sequential_with_a_dead_level(
+        brokers: dict[str, Mosquitto]) -> None:
+    """A device calls, connected only to its own broker: each level answers for itself;
+    a dead level (the cloud's daemon is gone) is a timeout while the others answer."""
+
+    async def scenario() -> None:
+        functions = {"dev-1": {"average": levelfuncs.average}, "fog-north": OFFERED,
+                     "cloud": OFFERED}
+        async with tree(brokers, functions=functions) as (daemons, _watchers):
+            dev = broker.parse(brokers["dev-1"].url)
+            results = await call(dev, "average", [[1, 2, 3, 6]], timeout=3.0)
+            assert sorted(r["level"] for r in results) == ["cloud", "dev-1", "fog-north"]
+            assert all(r["ok"] and r["result"] == 3.0 for r in results)
+            # Errors are the function's own, in one line, per level.
+            refused = await call(dev, "refuse", ["too cold"], levels=["fog-north", "dev-1"])
+            by_level = {r["level"]: r for r in refused}
+            assert "ValueError: too cold" in by_level["fog-north"]["error"]
+            assert "has no function 'refuse'" in by_level["dev-1"]["error"]
+            # Concurrent: the slow level does not hold the fast ones back.
+            order = [r["level"] async for r in calls(dev, "nap", {"seconds": 0.5},
+                                                       levels=["cloud", "dev-1"])]
+            assert order == ["dev-1", "cloud"]  # dev-1 has no nap: its error comes first
+
+            await daemons["cloud"].close()  # the cloud's daemon dies
+            results = await call(dev, "average", [[2, 4]], timeout=1.0)
+            by_level = {r["level"]: r for r in results}
+            assert by_level["fog-north"]["ok"] and by_level["dev-1"]["ok"]
+            assert not by_level["cloud"]["ok"] and "no answer within 1s" in by_level[
+                "cloud"]["error"]
+            # Sequential: in the order asked, stopping at the first success...
+            seq = await call(dev, "average", [[2, 4]], mode="sequential",
+                             levels=["cloud", "fog-north", "dev-1"], timeout=1.0)
+            assert [(r["level"], r["ok"]) for r in seq] == [("cloud", False), ("fog-north", True)]
+            # ... or through all of them.
+            seq = await call(dev, "average", [[2, 4]], mode="sequential", all_levels=True,
+                             levels=["fog-north", "dev-1"], timeout=1.0)
+            assert [(r["level"], r["ok"]) for r in seq] == [("fog-north", True), ("dev-1", True)]
+            with pytest.raises(CallError, match="no level 'fog-south' on the way up"):
+                await call(dev, "average", [[1]], levels=["fog-south"])
+
+    run(scenario())
+
+
+def test_jet_call_prints_one_json_list(brokers: dict[str, Mosquitto]) -> None:
+    async def scenario() -> None:
+        async with tree(brokers, functions={"fog-north": OFFERED, "cloud": OFFERED}):
+            out = await asyncio.to_thread(
+                jet_run, "call", "average", "[[1, 2]]", "--levels", "fog-north,cloud",
+                "--json", "--broker", brokers["dev-1"].url)
+            results = json.loads(out)
+            assert {r["level"]: r["result"] for r in results} == {"fog-north": 1.5,
+                                                                   "cloud": 1.5}
+            assert all(set(r) == {"level", "ok", "result", "ms"} for r in results)
+
+    run(scenario())
+
+
+def jet_run(*args: str) -> str:
+    done = subprocess.run(jet_argv(*args), capture_output=True, text=True, timeout=30)
+    assert_no_traceback(done.stderr)
+    assert done.returncode == 0, done.stderr
+    return done.stdout

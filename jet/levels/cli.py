@@ -1,22 +1,25 @@
-"""`jet level` (a level's daemon) and `jet event` (raise an event on a level's broker)."""
+"""`jet level` (a level's daemon), `jet call` (a level function) and `jet event`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from typing import Any
 
 from jet import address
 from jet.definition.files import CircuitFileError, load_value
+from jet.levels.call import MODES, CallError, calls
 from jet.levels.daemon import LevelDaemon
+from jet.levels.functions import FunctionsError, import_functions
 from jet.levels.rules import Rules, RulesError, load_rules
 from jet.tasks import run_until_signalled
 from jet.transport import broker
 from jet.transport.client import Session
 from jet.transport.codec import PayloadError, encode
 
-__all__ = ["add_level_parsers", "cmd_event", "cmd_level"]
+__all__ = ["add_level_parsers", "cmd_call", "cmd_event", "cmd_level"]
 
 
 def cmd_level(args: argparse.Namespace) -> int:
@@ -28,13 +31,14 @@ def cmd_level(args: argparse.Namespace) -> int:
     parent = broker.parse(args.parent) if args.parent else None
     try:
         rules = load_rules(args.rules) if args.rules else Rules()
-    except RulesError as exc:
+        functions = import_functions(args.functions or [])
+    except (RulesError, FunctionsError) as exc:
         print(f"jet level: error: {exc}", file=sys.stderr)
         return 2
 
     async def serve() -> int:
         async with LevelDaemon(args.name, own, parent=parent, rules=rules,
-                               keepalive=args.keepalive):
+                               functions=functions, keepalive=args.keepalive):
             up = f", parent {parent.url}" if parent else " (the root)"
             print(f"level {args.name} on {own.url}{up}", flush=True)
             await asyncio.Event().wait()
@@ -63,6 +67,38 @@ def cmd_event(args: argparse.Namespace) -> int:
     return asyncio.run(send())
 
 
+def cmd_call(args: argparse.Namespace) -> int:
+    """Call a level function on the levels above this broker; one line per level
+    (or one JSON list); exit 1 when no level succeeded."""
+    try:
+        call_args = json.loads(args.args) if args.args is not None else None
+    except ValueError as exc:
+        print(f"jet call: error: ARGS_JSON is not JSON: {exc}", file=sys.stderr)
+        return 2
+    levels = [level for level in args.levels.split(",") if level] if args.levels else None
+
+    async def run() -> list[dict[str, Any]]:
+        found = []
+        async for result in calls(broker.parse(args.broker), args.name, call_args,
+                                  mode=args.mode, levels=levels, all_levels=args.all,
+                                  timeout=args.timeout):
+            found.append(result)
+            if not args.json:
+                shown = (json.dumps(result["result"], default=repr) if result["ok"]
+                         else f"error: {result['error']}")
+                print(f"{result['level']}: {shown} ({result['ms']:g} ms)", flush=True)
+        return found
+
+    try:
+        results = asyncio.run(run())
+    except (CallError, address.TopicError, PayloadError) as exc:
+        print(f"jet call: error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(results, default=repr))
+    return 0 if any(r["ok"] for r in results) else 1
+
+
 def add_level_parsers(subparsers: Any) -> None:
     """Add ``level`` and ``event`` to an argparse subparsers object."""
     help_ = "run a level's daemon: its presence, and messages between its broker and its parent's"
@@ -75,9 +111,29 @@ def add_level_parsers(subparsers: Any) -> None:
     p.add_argument("--rules", metavar="FILE",
                    help="which machine messages concern this level (default: all); "
                    "see docs/levels.md")
+    p.add_argument("--functions", action="append", metavar="MODULE",
+                   help="import MODULE and offer its @level_function functions (repeatable)")
     p.add_argument("--keepalive", type=int, default=10,
                    help="MQTT keepalive to the parent, seconds: a dead level is seen offline "
                    "within 1.5 times this")
+    help_ = "call a level function on the levels above this broker"
+    p = subparsers.add_parser("call", help=help_, description=help_)
+    p.set_defaults(func=cmd_call)
+    p.add_argument("name", help="the function's name")
+    p.add_argument("args", nargs="?", metavar="ARGS_JSON",
+                   help="its arguments: a JSON list (positional) or object (keywords)")
+    p.add_argument("--mode", choices=MODES, default="concurrent",
+                   help="concurrent: ask every level at once (default); sequential: one after "
+                   "the other, stopping at the first success")
+    p.add_argument("--levels", metavar="A,B,C",
+                   help="which levels, in this order (default: this one and every one above)")
+    p.add_argument("--all", action="store_true",
+                   help="sequential: go through every level, not only to the first success")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per level (default 5)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON list of {level, ok, result | error, ms}")
+    p.add_argument("--broker", help=f"this level's broker URL (default ${broker.ENV_VAR} or "
+                   f"{broker.DEFAULT_URL})")
     help_ = "raise an event: it reaches every level's broker once"
     p = subparsers.add_parser("event", help=help_, description=help_)
     p.set_defaults(func=cmd_event)

@@ -36,21 +36,36 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
 import attrs
 
 from jet import address
+from jet.levels.functions import invoke
 from jet.levels.rules import Rules
 from jet.tasks import cancel_all, worth_logging
 from jet.transport import Link, Will
 from jet.transport.broker import Broker
-from jet.transport.codec import encode
+from jet.transport.codec import PayloadError, decode, encode
 
 log = logging.getLogger("jet.levels")
 
 QOS = 1
+
+
+#: Seconds a call may take when its request names no deadline.
+DEFAULT_CALL_TIMEOUT = 10.0
+#: Calls carried up are forgotten at their deadline (looked at once this many wait).
+PENDING_CHECK = 1000
+
+
+def decode_or_none(payload: bytes) -> Any:
+    try:
+        return decode(payload)
+    except PayloadError:
+        return None
 
 
 @attrs.define
@@ -60,6 +75,9 @@ class LevelCounters:
     machine_down: int = 0
     machine_irrelevant: int = 0
     uplink_losses: int = 0
+    calls: int = 0
+    call_errors: int = 0
+    bad_calls: int = 0
 
 
 class LevelDaemon:
@@ -75,6 +93,7 @@ class LevelDaemon:
         *,
         parent: Broker | None = None,
         rules: Rules | None = None,
+        functions: Mapping[str, Callable[..., Any]] | None = None,
         keepalive: int = 10,
     ) -> None:
         if not address.NAME_RE.match(name):
@@ -83,7 +102,11 @@ class LevelDaemon:
         self.broker = broker
         self.parent = parent
         self.rules = rules or Rules()
+        self.functions = dict(functions or {})
         self.counters = LevelCounters()
+        self.path: list[str] = [name]  # this level and the ones above it, up to the root
+        self._pending: dict[str, float] = {}  # calls carried up: id -> deadline
+        self._running: set[asyncio.Task[None]] = set()
         self.since = time.time()
         self.own = Link(broker, f"jet-level-{name}", echo=False, keepalive=keepalive,
                         connect_timeout=10.0)
@@ -102,11 +125,15 @@ class LevelDaemon:
         await self.own.__aenter__()
         self.own.publish_nowait(address.level_presence(self.name),
                                 encode(self._presence("online")), qos=QOS, retain=True)
+        self._say_here()
+        await self.own.subscribe(address.ALL_LEVEL_CALLS, QOS, self._on_call)
         if self.up is not None:
             up = self.up
             await self.own.subscribe(f"{address.MACHINE_EVENTS}/#", QOS, self._event_up)
             await up.subscribe(f"{address.MACHINE_EVENTS}/#", QOS, self._event_down)
             await up.subscribe(f"{address.MACHINE_FUNCTIONS}/#", QOS, self._machine_down)
+            await up.subscribe(address.ALL_LEVEL_REPLIES, QOS, self._reply_down)
+            await up.subscribe(address.LEVEL_HERE, QOS, self._parent_here)
             self._say_uplink("connecting")
             # Reaching the parent may take forever (it is down, or cut off):
             # the level serves its own broker meanwhile.
@@ -127,6 +154,7 @@ class LevelDaemon:
     async def close(self) -> None:
         await cancel_all(self._entering, ConnectionError)
         self._entering = []
+        await cancel_all(self._running, Exception)
         if self.up is not None:
             if self.up.connected:  # said at once, not left to the will
                 self.up.publish_nowait(address.level_presence(self.name),
@@ -156,6 +184,100 @@ class LevelDaemon:
             return
         self.counters.machine_down += 1
         self.own.publish_nowait(topic, payload, qos=QOS)
+
+    # -- level functions ---------------------------------------------------------------
+
+    def _on_call(self, topic: str, payload: bytes) -> None:
+        """A call published on this broker (by a caller here, or carried up by a child):
+        run it if it is for this level, else carry it up."""
+        parts = topic.split("/", 3)
+        request = decode_or_none(payload)
+        if len(parts) != 4 or not isinstance(request, dict) or not isinstance(
+                request.get("id"), str) or "/" not in request["id"]:
+            self.counters.bad_calls += 1
+            if worth_logging(self.counters.bad_calls):
+                log.warning("level %s: malformed call on %s (%d so far)", self.name,
+                            topic[:200], self.counters.bad_calls)
+            return
+        target, name = parts[2], parts[3]
+        request_id: str = request["id"]
+        deadline = float(request.get("deadline") or time.time() + DEFAULT_CALL_TIMEOUT)
+        if target == self.name:
+            task = asyncio.create_task(self._run_call(name, request, deadline),
+                                       name=f"call-{request_id}")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        elif self.up is None:
+            self._reply(request_id, target, error=f"no level {target!r} above {self.name!r} "
+                        f"(the levels here: {', '.join(self.path)})")
+        elif not self.up.connected:
+            self._reply(request_id, target, error=f"level {target!r} unreachable: "
+                        f"{self.name!r} has lost its parent {self.up.broker.url}")
+        else:
+            self._forget_expired()
+            self._pending[request_id] = deadline
+            self.up.publish_nowait(topic, payload, qos=QOS)
+
+    async def _run_call(self, name: str, request: dict[str, Any], deadline: float) -> None:
+        request_id = request["id"]
+        fn = self.functions.get(name)
+        if fn is None:
+            offered = ", ".join(sorted(self.functions)) or "none"
+            self._reply(request_id, self.name, error=f"level {self.name!r} has no function "
+                        f"{name!r} (it offers: {offered})")
+            return
+        left = deadline - time.time()
+        if left <= 0:
+            return  # the caller has given up already
+        try:
+            result = await invoke(fn, request.get("args"), left)
+            self.counters.calls += 1
+            self._reply(request_id, self.name, result=result)
+        except TimeoutError:
+            self._reply(request_id, self.name,
+                        error=f"{name} on {self.name!r}: still running at the deadline")
+        except Exception as exc:  # the function's own error, for its caller
+            self.counters.call_errors += 1
+            self._reply(request_id, self.name, error=f"{name} on {self.name!r}: "
+                        f"{type(exc).__name__}: {str(exc)[:300]}")
+
+    def _reply(self, request_id: str, level: str, *, result: Any = None,
+               error: str | None = None) -> None:
+        body: dict[str, Any] = {"id": request_id, "level": level, "ok": error is None}
+        if error is None:
+            body["result"] = result
+        else:
+            body["error"] = error
+        try:
+            payload = encode(body)
+        except PayloadError as exc:
+            payload = encode({"id": request_id, "level": level, "ok": False,
+                              "error": f"the result cannot be sent: {exc}"})
+        self.own.publish_nowait(address.level_reply(request_id), payload, qos=QOS)
+
+    def _reply_down(self, topic: str, payload: bytes) -> None:
+        request_id = topic[len(address.level_reply("")):]
+        if self._pending.pop(request_id, None) is not None:
+            self.own.publish_nowait(topic, payload, qos=QOS)
+
+    def _forget_expired(self) -> None:
+        if len(self._pending) < PENDING_CHECK:
+            return
+        now = time.time()
+        for request_id, deadline in list(self._pending.items()):
+            if deadline < now:
+                del self._pending[request_id]
+
+    def _parent_here(self, topic: str, payload: bytes) -> None:
+        here = decode_or_none(payload)
+        if isinstance(here, dict) and isinstance(here.get("path"), list):
+            self.path = [self.name, *[str(level) for level in here["path"]]]
+            self._say_here()
+
+    def _say_here(self) -> None:
+        self.own.publish_nowait(address.LEVEL_HERE, encode(
+            {"level": self.name, "path": self.path, "functions": sorted(self.functions)}),
+            qos=QOS, retain=True)
 
     # -- presence ----------------------------------------------------------------------
 

@@ -781,3 +781,32 @@ def test_no_banner_is_logged_once_and_sending_goes_on(mosquitto: Mosquitto,
         run(scenario())
     warnings = [r.getMessage() for r in caplog.records if "no RF12demo banner" in r.getMessage()]
     assert len(warnings) == 1 and "sending anyway" in warnings[0]
+
+
+def test_old_okg_group_zero_lines_are_read(mosquitto: Mosquitto) -> None:
+    """Sketches before version 10 on group 0 print `OKG <group> <hdr> ...` (newer: `OK G212`)."""
+
+    async def scenario() -> None:
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        try:
+            async with (
+                Probe(mosquitto) as probe,
+                Hub(mosquitto.url, ports=[f"{os.ttyname(slave)}@0"], status_interval=0.1),
+            ):
+                await probe.wait("jet/node/hub/status",
+                                 lambda _, s: s["dongles"][0]["state"] == "open")
+                os.write(master, b"[RF12demo.8] _ i31 g0 @ 868 MHz\r\n"
+                         b"OKG 212 5 0 203 64 53 128 0 0 0 0 0\r\n"
+                         b"OK G100 5 0 203 64 54 0 0 0 0 0 0\r\n")
+                await probe.wait("node/21205/0/0", lambda _, v: v == 21.5)
+                await probe.wait("node/10005/0/0", lambda _, v: v == 22.0)
+                _, status = await probe.wait("jet/node/hub/status",
+                                             counters_at_least(published=2))
+                assert status["counters"]["garbage"] == 0
+        finally:
+            os.close(master)
+            os.close(slave)
+
+    run(scenario())

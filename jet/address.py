@@ -165,6 +165,12 @@ def level_uplink(level: str) -> str:
 
 
 ALL_LEVEL_PRESENCE = "levels/+/presence"
+ALL_LEVEL_SUBTREES = "levels/+/subtree"
+
+
+def level_subtree(level: str) -> str:
+    """A level's report of its subtree (retained), on its own broker and its parent's."""
+    return f"levels/{level}/subtree"
 #: Each level's broker: which level it is and the levels above it (retained).
 LEVEL_HERE = "levels/here"
 ALL_LEVEL_CALLS = "levels/call/#"

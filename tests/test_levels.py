@@ -339,3 +339,94 @@ def jet_run(*args: str) -> str:
     assert_no_traceback(done.stderr)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def find(tree: dict[str, Any], level: str) -> dict[str, Any]:
+    if tree.get("level") == level:
+        return tree
+    for child in tree.get("children", []):
+        found = find(child, level)
+        if found:
+            return found
+    return {}
+
+
+def states(tree: dict[str, Any]) -> dict[str, str]:
+    found = {tree["level"]: tree["state"]}
+    for child in tree.get("children", []):
+        found.update(states(child))
+    return found
+
+
+def test_the_partition_view_at_the_root_and_at_the_leaf(brokers: dict[str, Mosquitto]) -> None:
+    """`jet level` processes on the 4-broker tree: kill -9 of the fog's daemon, then of
+    the fog's broker; the root and the leaf each say what they see, and everything
+    converges again when they come back, with nobody doing anything."""
+
+    def start(name: str) -> JetProcess:
+        parent = TREE[name]
+        extra = ["--parent", brokers[parent].url] if parent else []
+        return JetProcess("level", name, "--broker", brokers[name].url, *extra,
+                          "--keepalive", "1")
+
+    async def scenario() -> None:
+        daemons = {name: start(name) for name in TREE}
+        try:
+            for name, daemon in daemons.items():
+                await daemon.line(f"level {name} on ", WAIT)
+            async with Watcher(brokers["cloud"].port) as root, \
+                    Watcher(brokers["dev-1"].port) as leaf:
+
+                async def root_sees(expected: dict[str, str], since: int = 0) -> None:
+                    await root.wait_for("levels/cloud/subtree",
+                                        lambda p: states(decode(p)) == expected,
+                                        timeout=10.0, since=since)
+
+                all_online = dict.fromkeys(TREE, "online")
+                await root_sees(all_online)
+                out = await asyncio.to_thread(jet_run, "levels", "--json", "--broker",
+                                              brokers["cloud"].url)
+                seen = json.loads(out)
+                assert seen["level"] == "cloud" and states(seen["tree"]) == all_online
+                picture = await asyncio.to_thread(jet_run, "levels", "--broker",
+                                                  brokers["cloud"].url)
+                assert "├─ fog-north  online" in picture and "│  └─ dev-1  online" in picture
+
+                # 1. The fog's daemon dies: the root sees it offline by its will, and what is
+                # below it cut off; the leaf sees its parent level gone.
+                mark, leaf_mark = root.mark(), leaf.mark()
+                daemons["fog-north"].proc.send_signal(signal.SIGKILL)
+                await root_sees({**all_online, "fog-north": "offline", "dev-1": "unreachable"},
+                                mark)
+                await leaf.wait_for("levels/dev-1/uplink", lambda p: (decode(p).get(
+                    "parent_level") or {}).get("state") == "offline", since=leaf_mark)
+                picture = await asyncio.to_thread(jet_run, "levels", "--broker",
+                                                  brokers["dev-1"].url)
+                assert "its level daemon is offline" in picture
+                assert "this side of the cut: dev-1" in picture
+
+                # It comes back: the view converges by itself.
+                mark = root.mark()
+                daemons["fog-north"] = start("fog-north")
+                await root_sees(all_online, mark)
+
+                # 2. The fog's broker dies: the leaf's uplink is lost; the root sees the fog
+                # level up but its broker lost, and the device level cut off.
+                mark, leaf_mark = root.mark(), leaf.mark()
+                brokers["fog-north"].kill()
+                await leaf.wait_for("levels/dev-1/uplink",
+                                    lambda p: decode(p)["state"] == "lost", since=leaf_mark)
+                await root_sees({**all_online, "fog-north": "broker lost",
+                                 "dev-1": "unreachable"}, mark)
+                picture = await asyncio.to_thread(jet_run, "levels", "--broker",
+                                                  brokers["dev-1"].url)
+                assert "uplink to fog-north: lost" in picture
+                mark = root.mark()
+                brokers["fog-north"].start()
+                await root_sees(all_online, mark)
+        finally:
+            for daemon in daemons.values():
+                daemon.proc.kill()
+                daemon.proc.wait(5)
+
+    run(scenario())

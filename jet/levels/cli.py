@@ -10,6 +10,7 @@ from typing import Any
 
 from jet import address
 from jet.definition.files import CircuitFileError, load_value
+from jet.levels import view
 from jet.levels.call import MODES, CallError, calls
 from jet.levels.daemon import LevelDaemon
 from jet.levels.functions import FunctionsError, import_functions
@@ -19,7 +20,7 @@ from jet.transport import broker
 from jet.transport.client import Session
 from jet.transport.codec import PayloadError, encode
 
-__all__ = ["add_level_parsers", "cmd_call", "cmd_event", "cmd_level"]
+__all__ = ["add_level_parsers", "cmd_call", "cmd_event", "cmd_level", "cmd_levels"]
 
 
 def cmd_level(args: argparse.Namespace) -> int:
@@ -99,6 +100,34 @@ def cmd_call(args: argparse.Namespace) -> int:
     return 0 if any(r["ok"] for r in results) else 1
 
 
+def cmd_levels(args: argparse.Namespace) -> int:
+    """The tree as the level of this broker sees it (picture, or --json)."""
+
+    async def read() -> dict[str, Any]:
+        async with Session(broker.parse(args.broker), name="levels") as session:
+            return await session.retained(address.LEVEL_HERE, address.ALL_LEVEL_SUBTREES,
+                                          "levels/+/uplink", quiet=0.3, limit=3.0)
+
+    found = asyncio.run(read())
+    here = found.get(address.LEVEL_HERE)
+    if not isinstance(here, dict) or not isinstance(here.get("level"), str):
+        print(f"jet levels: error: no level daemon on {broker.parse(args.broker).url} "
+              f"({address.LEVEL_HERE} is not set)", file=sys.stderr)
+        return 1
+    name = here["level"]
+    tree = found.get(address.level_subtree(name))
+    if not isinstance(tree, dict):
+        tree = {"level": name, "state": "online", "children": []}
+    uplink = found.get(address.level_uplink(name))
+    uplink = uplink if isinstance(uplink, dict) else None
+    if args.json:
+        print(json.dumps({"level": name, "path": here.get("path"), "uplink": uplink,
+                          "tree": tree}, default=repr))
+    else:
+        print(view.render(tree, here, uplink))
+    return 0
+
+
 def add_level_parsers(subparsers: Any) -> None:
     """Add ``level`` and ``event`` to an argparse subparsers object."""
     help_ = "run a level's daemon: its presence, and messages between its broker and its parent's"
@@ -116,6 +145,13 @@ def add_level_parsers(subparsers: Any) -> None:
     p.add_argument("--keepalive", type=int, default=10,
                    help="MQTT keepalive to the parent, seconds: a dead level is seen offline "
                    "within 1.5 times this")
+    help_ = "show the tree of levels as the level of this broker sees it"
+    p = subparsers.add_parser("levels", help=help_, description=help_)
+    p.set_defaults(func=cmd_levels)
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object: level, path, uplink, tree")
+    p.add_argument("--broker", help=f"a level's broker URL (default ${broker.ENV_VAR} or "
+                   f"{broker.DEFAULT_URL})")
     help_ = "call a level function on the levels above this broker"
     p = subparsers.add_parser("call", help=help_, description=help_)
     p.set_defaults(func=cmd_call)

@@ -43,6 +43,7 @@ from typing import Any, Self
 import attrs
 
 from jet import address
+from jet.levels import view
 from jet.levels.functions import invoke
 from jet.levels.rules import Rules
 from jet.tasks import cancel_all, worth_logging
@@ -106,9 +107,20 @@ class LevelDaemon:
         self.counters = LevelCounters()
         self.path: list[str] = [name]  # this level and the ones above it, up to the root
         self._pending: dict[str, float] = {}  # calls carried up: id -> deadline
+        # Children as this level knows them: their presence, their own report of
+        # their subtree, and when this level saw their presence change.
+        self._child_presence: dict[str, dict[str, Any]] = {}
+        self._child_reports: dict[str, view.Report] = {}
+        self._child_changed: dict[str, float] = {}
+        self._last_report: bytes = b""
         self._running: set[asyncio.Task[None]] = set()
         self.since = time.time()
+        self._own_lost: float | None = None  # since when this level's broker is gone
+        self._parent_level: dict[str, Any] = {}  # the parent level's presence, as its broker says
+        self._uplink: dict[str, Any] = {}
         self.own = Link(broker, f"jet-level-{name}", echo=False, keepalive=keepalive,
+                        will=Will(address.level_presence(name), encode(self._presence("offline"))),
+                        on_connect=self._own_up, on_lost=self._own_broker_lost,
                         connect_timeout=10.0)
         self.up: Link | None = None
         if parent is not None:
@@ -122,11 +134,10 @@ class LevelDaemon:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        await self.own.__aenter__()
-        self.own.publish_nowait(address.level_presence(self.name),
-                                encode(self._presence("online")), qos=QOS, retain=True)
-        self._say_here()
+        await self.own.__aenter__()  # (_own_up says who is here)
         await self.own.subscribe(address.ALL_LEVEL_CALLS, QOS, self._on_call)
+        await self.own.subscribe(address.ALL_LEVEL_PRESENCE, QOS, self._on_child_presence)
+        await self.own.subscribe(address.ALL_LEVEL_SUBTREES, QOS, self._on_child_report)
         if self.up is not None:
             up = self.up
             await self.own.subscribe(f"{address.MACHINE_EVENTS}/#", QOS, self._event_up)
@@ -134,6 +145,7 @@ class LevelDaemon:
             await up.subscribe(f"{address.MACHINE_FUNCTIONS}/#", QOS, self._machine_down)
             await up.subscribe(address.ALL_LEVEL_REPLIES, QOS, self._reply_down)
             await up.subscribe(address.LEVEL_HERE, QOS, self._parent_here)
+            await up.subscribe(address.ALL_LEVEL_PRESENCE, QOS, self._on_parent_presence)
             self._say_uplink("connecting")
             # Reaching the parent may take forever (it is down, or cut off):
             # the level serves its own broker meanwhile.
@@ -279,7 +291,79 @@ class LevelDaemon:
             {"level": self.name, "path": self.path, "functions": sorted(self.functions)}),
             qos=QOS, retain=True)
 
+    # -- the tree as this level sees it (jet levels) ------------------------------------
+
+    def _on_child_presence(self, topic: str, payload: bytes) -> None:
+        # On this broker: children's presence (their uplinks publish it, their
+        # wills end it); this level's own is never handed back (no-local).
+        child = topic.split("/")[1]
+        presence = decode_or_none(payload)
+        if child == self.name or not isinstance(presence, dict):
+            return
+        before = self._child_presence.get(child, {}).get("state")
+        self._child_presence[child] = presence
+        if presence.get("state") != before:
+            self._child_changed[child] = time.time()
+        self._report()
+
+    def _on_child_report(self, topic: str, payload: bytes) -> None:
+        child = topic.split("/")[1]
+        report = decode_or_none(payload)
+        if child == self.name or not isinstance(report, dict):
+            return
+        self._child_reports[child] = report
+        self._child_changed.setdefault(child, time.time())
+        self._report()
+
+    def _report(self) -> None:
+        """Publish this level's subtree where it changed: here, and to the parent."""
+        children = {
+            child: view.child_report(child, self._child_presence.get(child),
+                                     self._child_reports.get(child),
+                                     self._child_changed.get(child, time.time()))
+            for child in set(self._child_presence) | set(self._child_reports)
+        }
+        report = view.subtree(self.name, self.since, children)
+        if self._own_lost is not None:  # what is below this level is out of reach
+            report = view.broker_lost(report, self._own_lost)
+        payload = encode(report)
+        if payload == self._last_report:
+            return
+        self._last_report = payload
+        topic = address.level_subtree(self.name)
+        self.own.publish_nowait(topic, payload, qos=QOS, retain=True)
+        if self.up is not None and self.up.connected:
+            self.up.publish_nowait(topic, payload, qos=QOS, retain=True)
+
     # -- presence ----------------------------------------------------------------------
+
+    async def _own_up(self) -> None:
+        # (Again after a reconnect: a broker that restarted lost its retained messages.)
+        self._own_lost = None
+        self.own.publish_nowait(address.level_presence(self.name),
+                                encode(self._presence("online")), qos=QOS, retain=True)
+        self._say_here()
+        self._last_report = b""
+        self._report()
+        if self._uplink:
+            self.own.publish_nowait(address.level_uplink(self.name), encode(self._uplink),
+                                    qos=QOS, retain=True)
+
+    def _own_broker_lost(self, reason: str) -> None:
+        self._own_lost = time.time()
+        log.warning("level %s: its own broker %s is gone (%s): the levels below are cut off",
+                    self.name, self.broker.url, reason)
+        self._report()
+
+    def _on_parent_presence(self, topic: str, payload: bytes) -> None:
+        level = topic.split("/")[1]
+        presence = decode_or_none(payload)
+        if len(self.path) < 2 or level != self.path[1] or not isinstance(presence, dict):
+            return
+        if presence.get("state") != self._parent_level.get("state"):
+            self._parent_level = {"state": presence.get("state"), "since": time.time()}
+            self._say_uplink(self._uplink.get("state", "online"), self._uplink.get("reason", ""),
+                             keep_since=True)
 
     def _presence(self, state: str) -> dict[str, Any]:
         return {"state": state, "level": self.name, "host": socket.gethostname(),
@@ -291,15 +375,20 @@ class LevelDaemon:
         self.up.publish_nowait(address.level_presence(self.name),
                                encode(self._presence("online")), qos=QOS, retain=True)
         self._say_uplink("online")
+        if self._last_report:  # the parent may have missed changes while cut off
+            self.up.publish_nowait(address.level_subtree(self.name), self._last_report,
+                                   qos=QOS, retain=True)
         log.info("level %s: parent %s reached", self.name, self.up.broker.url)
 
     def _uplink_lost(self, reason: str) -> None:
         self.counters.uplink_losses += 1
         self._say_uplink("lost", reason)
 
-    def _say_uplink(self, state: str, reason: str = "") -> None:
+    def _say_uplink(self, state: str, reason: str = "", *, keep_since: bool = False) -> None:
         assert self.parent is not None
-        body = {"state": state, "level": self.name, "parent": self.parent.url,
-                "since": time.time(), "reason": reason}
-        self.own.publish_nowait(address.level_uplink(self.name), encode(body), qos=QOS,
+        since = self._uplink.get("since") if keep_since else None
+        self._uplink = {"state": state, "level": self.name, "parent": self.parent.url,
+                        "since": since or time.time(), "reason": reason,
+                        "parent_level": self._parent_level or None}
+        self.own.publish_nowait(address.level_uplink(self.name), encode(self._uplink), qos=QOS,
                                 retain=True)

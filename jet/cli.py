@@ -271,8 +271,11 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from jet.levels.cli import is_levels_file, run_tree
     from jet.runner import run
 
+    if is_levels_file(args.file):  # a tree of levels, not an app
+        return run_tree(args)
     app = _app(args)
     problems = check_app(app, _registry(args))
     if problems:

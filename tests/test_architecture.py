@@ -24,7 +24,10 @@ ALLOWED = {
         "jet.tasks",
     },
     # Levels carry messages between brokers: the transport, and a CLI value reader.
-    "jet.levels": {"jet.levels", "jet.transport", "jet.definition", "jet.address", "jet.tasks"},
+    "jet.levels": {
+        "jet.levels", "jet.transport", "jet.definition", "jet.address", "jet.tasks",
+        "jet.embedded",
+    },
 }
 
 

@@ -20,10 +20,12 @@ from cli_helpers import JetProcess, assert_no_traceback, jet_argv
 from conftest import Mosquitto
 
 from jet.levels import CallError, LevelDaemon, Rules, RulesError, call, calls, load_rules
+from jet.levels.tree import TreeError, load_tree
 from jet.transport import broker
 from jet.transport.codec import decode, encode
 
 TIMEOUT = 30.0
+REPO = Path(__file__).resolve().parent.parent
 WAIT = 8.0
 #: The tree: level -> parent (None: the root).
 TREE = {"cloud": None, "fog-north": "cloud", "fog-south": "cloud", "dev-1": "fog-north"}
@@ -430,3 +432,36 @@ def test_the_partition_view_at_the_root_and_at_the_leaf(brokers: dict[str, Mosqu
                 daemon.proc.wait(5)
 
     run(scenario())
+
+
+def test_jet_run_of_a_levels_file_shows_an_event_reaching_every_level() -> None:
+    """The demo a new user starts with one command: embedded brokers, a daemon per level."""
+    done = subprocess.run(jet_argv("run", "circuits/levels-demo.yaml", "--for", "3"),
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert_no_traceback(done.stdout + done.stderr)
+    assert done.returncode == 0, done.stderr
+    for level in TREE:
+        assert f"level {level} on mqtt://127.0.0.1:" in done.stdout
+    assert ("raised at dev-1: reached cloud, dev-1, fog-north, fog-south (every level)"
+            in done.stdout)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("levels:\n  a: {}\n  b: {parent: c}\n", r"levels\.yaml:3: level b: parent 'c' is not"),
+    ("levels:\n  a: {parent: b}\n  b: {parent: a}\n", r"levels\.yaml:2: the levels must form "
+     r"one tree with one root \(roots: none\): a -> b|b -> a"),
+    ("levels:\n  a: {}\n  b: {}\n", r"levels\.yaml:2: .*\(roots: a, b\)"),
+    ("levels:\n  a: {colour: red}\n", r"levels\.yaml:2: level a: unknown key"),
+    ("levels:\n  A: {}\n", r"levels\.yaml:2: level name 'A'"),
+])
+def test_a_levels_file_mistake_is_one_line_naming_file_and_line(
+        tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "levels.yaml"
+    path.write_text(text)
+    with pytest.raises(TreeError, match=message):
+        load_tree(path)
+    done = subprocess.run(jet_argv("run", str(path)), capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 2 and done.stdout == ""
+    assert_no_traceback(done.stderr)
+    assert done.stderr.startswith(f"jet run: error: {path}:") and done.stderr.count("\n") == 1

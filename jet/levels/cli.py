@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from typing import Any
@@ -15,12 +16,16 @@ from jet.levels.call import MODES, CallError, calls
 from jet.levels.daemon import LevelDaemon
 from jet.levels.functions import FunctionsError, import_functions
 from jet.levels.rules import Rules, RulesError, load_rules
+from jet.levels.tree import TreeError, demo, is_levels_file, load_tree, running_tree
 from jet.tasks import run_until_signalled
 from jet.transport import broker
 from jet.transport.client import Session
 from jet.transport.codec import PayloadError, encode
 
-__all__ = ["add_level_parsers", "cmd_call", "cmd_event", "cmd_level", "cmd_levels"]
+__all__ = [
+    "add_level_parsers", "cmd_call", "cmd_event", "cmd_level", "cmd_levels", "is_levels_file",
+    "run_tree",
+]
 
 
 def cmd_level(args: argparse.Namespace) -> int:
@@ -66,6 +71,35 @@ def cmd_event(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(send())
+
+
+def run_tree(args: argparse.Namespace) -> int:
+    """`jet run LEVELS-FILE`: every level on an embedded broker of its own, and an
+    event raised at a leaf every second, shown arriving at every level."""
+    try:
+        tree = load_tree(args.file)
+    except (TreeError, RulesError, FunctionsError) as exc:
+        print(f"jet run: error: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> int:
+        async with running_tree(tree, progress=lambda line: print(line, flush=True)) as daemons:
+            print(f"levels of {tree.source} running; try `jet levels --broker "
+                  f"{daemons[tree.levels[0].name].broker.url}`", flush=True)
+            shown = demo(tree, daemons, progress=lambda line: print(line, flush=True))
+            if args.duration is None:
+                await shown
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(args.duration):
+                        await shown
+        return 0
+
+    try:
+        return run_until_signalled(main())
+    except RuntimeError as exc:  # no mosquitto for the embedded brokers
+        print(f"jet run: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_call(args: argparse.Namespace) -> int:

@@ -1,0 +1,213 @@
+"""Several levels from one file: demos, tests, and ``jet run`` of a small tree.
+
+    # circuits/levels-demo.yaml
+    levels:
+      cloud: {}
+      fog-north: {parent: cloud, rules: north-rules.yaml}
+      fog-south: {parent: cloud}
+      dev-1: {parent: fog-north, functions: [mymodule]}
+
+Each level may name its ``broker`` (a URL); ``jet run FILE`` starts an embedded
+mosquitto for every level that names none (MQTT 5 is needed: amqtt will not
+do).  ``rules`` paths are relative to the file.  The parents must form a tree
+with one root (networkx checks it); every mistake is ``file:line: ...``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+
+import attrs
+import networkx as nx
+import yaml
+
+from jet import address
+from jet.embedded import embedded_broker, mosquitto_path
+from jet.levels.daemon import LevelDaemon
+from jet.levels.functions import import_functions
+from jet.levels.rules import Rules, load_rules
+from jet.transport import Link, broker
+from jet.transport.codec import decode, encode
+
+#: Seconds between two demo events in ``jet run`` of a tree.
+DEMO_EVERY = 1.0
+
+
+class TreeError(ValueError):
+    """A levels file that cannot be used: ``file:line: what``."""
+
+
+@attrs.frozen
+class LevelDef:
+    name: str
+    parent: str | None = None
+    broker: str | None = None
+    rules: Path | None = None
+    functions: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class TreeDef:
+    source: str
+    levels: tuple[LevelDef, ...]  # parents before their children
+
+    def depth(self, name: str) -> int:
+        parents = {level.name: level.parent for level in self.levels}
+        depth, at = 0, parents[name]
+        while at is not None:
+            depth, at = depth + 1, parents[at]
+        return depth
+
+    @property
+    def leaves(self) -> list[str]:
+        """The levels with no children, deepest first."""
+        parents = {level.parent for level in self.levels}
+        found = [level.name for level in self.levels if level.name not in parents]
+        return sorted(found, key=lambda name: -self.depth(name))
+
+
+def is_levels_file(path: str | Path) -> bool:
+    """Whether a YAML file describes levels (a top-level ``levels:`` and no ``circuits:``)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "levels" in data and "circuits" not in data
+
+
+def load_tree(path: str | Path) -> TreeDef:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TreeError(f"{path}: cannot read: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise TreeError(f"{path}{line}: not YAML: {getattr(exc, 'problem', exc)}") from None
+
+    def where(node: yaml.Node | None) -> str:
+        return f"{path}:{node.start_mark.line + 1}" if node is not None else str(path)
+
+    if not isinstance(root, yaml.MappingNode) or not isinstance(data, dict):
+        raise TreeError(f"{where(root)}: expected a map with a 'levels:' map")
+    nodes = {k.value: v for k, v in root.value if isinstance(k, yaml.ScalarNode)}
+    levels_node = nodes.get("levels")
+    specs = data.get("levels")
+    if not isinstance(specs, dict) or not isinstance(levels_node, yaml.MappingNode) or not specs:
+        raise TreeError(f"{where(levels_node or root)}: 'levels' is a map of level names")
+    marks = {k.value: k for k, _ in levels_node.value if isinstance(k, yaml.ScalarNode)}
+    graph: nx.DiGraph = nx.DiGraph()
+    defs: dict[str, LevelDef] = {}
+    for name, spec in specs.items():
+        at = where(marks.get(str(name)))
+        if not isinstance(name, str) or not address.NAME_RE.match(name):
+            raise TreeError(f"{at}: level name {name!r}: lower-case letters, digits, '_', '-'")
+        spec = spec or {}
+        if not isinstance(spec, dict):
+            raise TreeError(f"{at}: level {name}: expected a map (parent, broker, rules, ...)")
+        unknown = set(spec) - {"parent", "broker", "rules", "functions"}
+        if unknown:
+            raise TreeError(f"{at}: level {name}: unknown key(s) {sorted(unknown)}")
+        parent = spec.get("parent")
+        if parent is not None and parent not in specs:
+            raise TreeError(f"{at}: level {name}: parent {parent!r} is not a level of this file")
+        url = spec.get("broker")
+        if url is not None:
+            try:
+                broker.parse(str(url))
+            except broker.BrokerUrlError as exc:
+                raise TreeError(f"{at}: level {name}: {exc}") from None
+        functions = spec.get("functions") or []
+        if not isinstance(functions, list) or not all(isinstance(f, str) for f in functions):
+            raise TreeError(f"{at}: level {name}: 'functions' is a list of module names")
+        rules = spec.get("rules")
+        defs[name] = LevelDef(name, parent, url, path.parent / rules if rules else None,
+                              tuple(functions))
+        graph.add_node(name)
+        if parent is not None:
+            graph.add_edge(parent, name)
+    roots = [n for n in graph if graph.in_degree(n) == 0]
+    if not nx.is_directed_acyclic_graph(graph) or len(roots) != 1:
+        cycle = "" if nx.is_directed_acyclic_graph(graph) else (
+            ": " + " -> ".join(str(e[0]) for e in nx.find_cycle(graph)))
+        raise TreeError(f"{where(levels_node)}: the levels must form one tree with one root "
+                        f"(roots: {', '.join(roots) or 'none'}){cycle}")
+    return TreeDef(str(path), tuple(defs[n] for n in nx.topological_sort(graph)))
+
+
+@contextlib.asynccontextmanager
+async def running_tree(tree: TreeDef, *, progress: Callable[[str], None] = print,
+                       keepalive: int = 10) -> AsyncIterator[dict[str, LevelDaemon]]:
+    """Every level of ``tree`` (embedded brokers where none is named), parents first."""
+    if any(level.broker is None for level in tree.levels) and mosquitto_path() is None:
+        raise RuntimeError("levels need MQTT 5 brokers: install mosquitto "
+                           "(apt-get install mosquitto), or name each level's broker")
+    rules = {level.name: load_rules(level.rules) if level.rules else Rules()
+             for level in tree.levels}
+    functions = {level.name: import_functions(list(level.functions)) for level in tree.levels}
+    async with contextlib.AsyncExitStack() as stack:
+        urls: dict[str, str] = {}
+        daemons: dict[str, LevelDaemon] = {}
+        for level in tree.levels:
+            url = level.broker
+            if url is None:
+                url = await stack.enter_async_context(embedded_broker(flavour="mosquitto"))
+            urls[level.name] = url
+            parent = broker.parse(urls[level.parent]) if level.parent else None
+            daemons[level.name] = await stack.enter_async_context(LevelDaemon(
+                level.name, broker.parse(urls[level.name]), parent=parent,
+                rules=rules[level.name], functions=functions[level.name], keepalive=keepalive))
+            up = f", parent {level.parent}" if level.parent else " (the root)"
+            progress(f"level {level.name} on {urls[level.name]}{up}")
+        yield daemons
+
+
+async def demo(tree: TreeDef, daemons: Mapping[str, LevelDaemon],
+               progress: Callable[[str], None] = print) -> None:
+    """What ``jet run`` shows of a tree: an event raised at a leaf every second, and
+    which levels' brokers it reached (each of them, once)."""
+    origin = tree.leaves[0]
+    seen: dict[int, list[str]] = {}
+    arrived = asyncio.Event()
+
+    def watcher(level: str) -> Callable[[str, bytes], None]:
+        def on_event(_topic: str, payload: bytes) -> None:
+            number = decode(payload).get("n") if payload else None
+            if isinstance(number, int):
+                seen.setdefault(number, []).append(level)
+                arrived.set()
+
+        return on_event
+
+    async with contextlib.AsyncExitStack() as stack:
+        links = {}
+        for name, daemon in daemons.items():
+            link = await stack.enter_async_context(
+                Link(daemon.broker, f"jet-run-watch-{name}", clean_session=True))
+            await link.subscribe(address.event("demo/tick"), 1, watcher(name))
+            links[name] = link
+        for number in range(1, 1 << 30):
+            links[origin].publish_nowait(address.event("demo/tick"),
+                                         encode({"n": number, "at": time.time()}), qos=1)
+            deadline = asyncio.get_running_loop().time() + DEMO_EVERY
+            while len(seen.get(number, [])) < len(daemons):
+                arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, deadline -
+                                                   asyncio.get_running_loop().time())):
+                        await arrived.wait()
+                if asyncio.get_running_loop().time() >= deadline:
+                    break
+            reached = seen.pop(number, [])
+            missing = sorted(set(daemons) - set(reached))
+            progress(f"event demo/tick {number} raised at {origin}: reached "
+                     f"{', '.join(sorted(reached))}"
+                     + (f"; not (yet) {', '.join(missing)}" if missing else " (every level)"))
+            await asyncio.sleep(max(0.0, deadline - asyncio.get_running_loop().time()))

@@ -18,6 +18,7 @@ back down ``levels/reply/<caller>/<n>`` (:mod:`jet.levels.daemon`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import time
@@ -34,16 +35,31 @@ Mode = Literal["concurrent", "sequential"]
 MODES = ("concurrent", "sequential")
 
 _numbers = itertools.count(1)
+_callers = itertools.count(1)
 
 
 class CallError(Exception):
     """A call that cannot be made at all (no level daemon on the broker, unknown level)."""
 
 
-async def levels_here(session: Session) -> list[str]:
-    """This broker's level and the levels above it, as its daemon says."""
-    found = await session.retained(address.LEVEL_HERE, quiet=0.2, limit=2.0)
-    here = found.get(address.LEVEL_HERE)
+async def levels_here(session: Session, limit: float = 2.0) -> list[str]:
+    """This broker's level and the levels above it, as its daemon says (retained:
+    it comes right after subscribing, so the first copy is the answer)."""
+    got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def first(_topic: str, payload: bytes) -> None:
+        if not got.done():
+            got.set_result(payload)
+
+    subscription = await session.link.subscribe(address.LEVEL_HERE, 1, first)
+    try:
+        async with asyncio.timeout(limit):
+            payload = await got
+        here = decode(payload)
+    except (TimeoutError, PayloadError):
+        here = None
+    finally:
+        await session.link.unsubscribe(subscription)
     if not isinstance(here, dict) or not isinstance(here.get("path"), list):
         raise CallError(f"no level daemon on {session.link.broker.url} "
                         f"({address.LEVEL_HERE} is not set): start `jet level` for it")
@@ -59,20 +75,24 @@ async def calls(
     levels: Sequence[str] | None = None,
     all_levels: bool = False,
     timeout: float = 5.0,
+    session: Session | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
-    """Each level's outcome as it comes (see the module doc)."""
+    """Each level's outcome as it comes (see the module doc).  With ``session``
+    (connected to ``broker``) the call uses it instead of a connection of its own."""
     if mode not in MODES:
         raise CallError(f"mode {mode!r}: one of {', '.join(MODES)}")
     address.check(address.level_call("x", function))
     encode(args)  # fails here, before anything is sent, if it cannot be carried
-    async with Session(broker, name="call") as session:
+    async with contextlib.AsyncExitStack() as stack:
+        if session is None:
+            session = await stack.enter_async_context(Session(broker, name="call"))
         known = await levels_here(session)
         chosen = list(levels) if levels else known
         unknown = [level for level in chosen if level not in known]
         if unknown:
             raise CallError(f"no level {', '.join(map(repr, unknown))} on the way up from "
                             f"{known[0]!r} (the levels: {', '.join(known)})")
-        caller = f"{os.getpid()}-{id(session) & 0xFFFF:x}"
+        caller = f"{os.getpid()}-{next(_callers)}"
         answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
         def on_reply(topic: str, payload: bytes) -> None:
@@ -87,13 +107,16 @@ async def calls(
             waiter.set_result(body if isinstance(body, dict) else
                               {"ok": False, "error": f"unreadable reply: {body!r}"})
 
-        await session.link.subscribe(address.level_reply(f"{caller}/+"), 1, on_reply)
+        subscription = await session.link.subscribe(address.level_reply(f"{caller}/+"), 1,
+                                                    on_reply)
+        stack.push_async_callback(session.link.unsubscribe, subscription)
         loop = asyncio.get_running_loop()
+        link = session.link
 
         def ask(level: str) -> tuple[asyncio.Future[dict[str, Any]], float]:
             request_id = f"{caller}/{next(_numbers)}"
             answers[request_id] = loop.create_future()
-            session.link.publish_nowait(address.level_call(level, function), encode(
+            link.publish_nowait(address.level_call(level, function), encode(
                 {"id": request_id, "args": args, "deadline": time.time() + timeout}), qos=1)
             return answers[request_id], time.monotonic()
 

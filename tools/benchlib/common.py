@@ -210,7 +210,7 @@ class Mosquitto:
     configuration rather than JET or the relay (docs/performance.md).
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra: str = "") -> None:
         exe = mosquitto_path()
         if exe is None:
             raise BenchError("mosquitto is not installed (apt-get install mosquitto)")
@@ -222,6 +222,7 @@ class Mosquitto:
             "persistence false\n"
             "max_queued_messages 1000000\n"
             "set_tcp_nodelay true\n"
+            f"{extra}"
         )
         self.proc = subprocess.Popen(
             [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -21,6 +21,8 @@ from conftest import Mosquitto
 
 from jet.levels import CallError, LevelDaemon, Rules, RulesError, call, calls, load_rules
 from jet.levels.tree import TreeError, load_tree
+from jet.lib import LevelCall
+from jet.testing import Harness
 from jet.transport import broker
 from jet.transport.codec import decode, encode
 
@@ -465,3 +467,28 @@ def test_a_levels_file_mistake_is_one_line_naming_file_and_line(
     assert done.returncode == 2 and done.stdout == ""
     assert_no_traceback(done.stderr)
     assert done.stderr.startswith(f"jet run: error: {path}:") and done.stderr.count("\n") == 1
+
+
+def test_a_gadget_calls_a_level_function_for_each_value(brokers: dict[str, Mosquitto]) -> None:
+    """jet.lib.LevelCall in a circuit at the device level: sequential by default, so the
+    device level (which has no `average`) fails and the fog answers."""
+
+    async def scenario() -> None:
+        async with tree(brokers, functions={"fog-north": OFFERED, "cloud": OFFERED}):
+            h = Harness(LevelCall, function="average", broker=brokers["dev-1"].url)
+            async with h.running():
+                await h.asend("args", [[1, 2, 3]])
+                await h.asend("args", [[10, 20]])
+                assert h.outputs["result"] == [2.0, 15.0]
+                first = h.outputs["outcomes"][0]
+                assert [(o["level"], o["ok"]) for o in first] == [("dev-1", False),
+                                                                  ("fog-north", True)]
+            both = Harness(LevelCall, function="average", broker=brokers["dev-1"].url,
+                           mode="concurrent", levels=["cloud", "fog-north"])
+            async with both.running():
+                await both.asend("args", {"values": [4, 8]})
+                assert sorted(o["level"] for o in both.outputs["outcomes"][0]) == [
+                    "cloud", "fog-north"]
+                assert both.outputs["result"] == [6.0]
+
+    run(scenario())

@@ -9,6 +9,7 @@ from __future__ import annotations
 from jet.lib.arith import Clamp, Offset, Scale
 from jet.lib.control import Thermostat, Threshold
 from jet.lib.flow import ChangeOnly, Counter, Delay, RateLimit
+from jet.lib.levels import LevelCall
 from jet.lib.sinks import Logger
 from jet.lib.sources import Constant, Ticker
 from jet.lib.stats import MovingAverage, TimeSeries
@@ -19,6 +20,7 @@ __all__ = [
     "Constant",
     "Counter",
     "Delay",
+    "LevelCall",
     "Logger",
     "MovingAverage",
     "Offset",

@@ -17,7 +17,7 @@ import aiomqtt
 import levelfuncs
 import pytest
 from cli_helpers import JetProcess, assert_no_traceback, jet_argv
-from conftest import Mosquitto
+from conftest import FAULT_REPORT, Mosquitto
 
 from jet.levels import CallError, LevelDaemon, Rules, RulesError, call, calls, load_rules
 from jet.levels.tree import TreeError, load_tree
@@ -492,3 +492,55 @@ def test_a_gadget_calls_a_level_function_for_each_value(brokers: dict[str, Mosqu
                 assert both.outputs["result"] == [6.0]
 
     run(scenario())
+
+
+def test_a_healed_partition_loses_nothing_at_qos_1(tmp_path: Path) -> None:
+    """The device level's daemon is cut off (frozen with SIGSTOP until both brokers have
+    dropped it) while machine messages are published above and events below; once it
+    runs again, every one of them arrives on the other side, and presence converges."""
+    (tmp_path / "fog").mkdir()
+    (tmp_path / "dev").mkdir()
+    fog, dev = Mosquitto(tmp_path / "fog"), Mosquitto(tmp_path / "dev")
+    count = 50
+
+    async def scenario() -> None:
+        daemon = JetProcess("level", "dev-1", "--broker", dev.url, "--parent", fog.url,
+                            "--keepalive", "1")
+        try:
+            await daemon.line("level dev-1 on ", WAIT)
+            async with Watcher(dev.port) as below, Watcher(fog.port) as above:
+                await above.wait_for("levels/dev-1/presence",
+                                     lambda p: decode(p)["state"] == "online")
+                daemon.proc.send_signal(signal.SIGSTOP)
+                # Both brokers drop the silent daemon after 1.5 keepalives: its will says so.
+                mark = above.mark()
+                await above.wait_for("levels/dev-1/presence",
+                                     lambda p: decode(p)["state"] == "offline", since=mark)
+                for n in range(count):
+                    await above.publish(f"machine/functions/set/{n}", encode(n))
+                    await below.publish(f"machine/events/internal/seen/{n}", encode(n))
+                mark = above.mark()
+                daemon.proc.send_signal(signal.SIGCONT)
+                await above.wait_for("levels/dev-1/presence",
+                                     lambda p: decode(p)["state"] == "online", since=mark)
+                await below.wait_for(f"machine/functions/set/{count - 1}", timeout=15.0)
+                await above.wait_for(f"machine/events/internal/seen/{count - 1}", timeout=15.0)
+                down = [t for t, _ in below.seen if t.startswith("machine/functions/set/")]
+                up = [t for t, _ in above.seen if t.startswith("machine/events/internal/seen/")]
+                assert sorted(set(down)) == sorted(f"machine/functions/set/{n}"
+                                                   for n in range(count))
+                assert sorted(set(up)) == sorted(f"machine/events/internal/seen/{n}"
+                                                 for n in range(count))
+                # At QoS 1 a message in flight at the cut may come twice: counted, not hidden.
+                FAULT_REPORT["level partition healed (down / up)"] = {
+                    "sent": 2 * count, "delivered": len(set(down)) + len(set(up)), "lost": 0,
+                    "duplicated": len(down) - len(set(down)) + len(up) - len(set(up))}
+        finally:
+            daemon.proc.kill()
+            daemon.proc.wait(5)
+
+    try:
+        run(scenario())
+    finally:
+        fog.stop()
+        dev.stop()

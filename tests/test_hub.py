@@ -8,8 +8,8 @@ import logging
 import os
 import sys
 import tty
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,20 @@ async def load_boiler(probe: Probe, definition: dict[str, Any] | None = None) ->
                                 {"cmd": "load", "definition": definition or BOILER,
                                  "app": "heater"})
     assert reply == {"id": reply["id"], "ok": True, "result": {"circuit_id": "21205"}}
+
+
+@contextmanager
+def raw_pty() -> Iterator[tuple[int, str]]:
+    """A pty written by the test as a dongle would (no simulator): its master end (non-
+    blocking) and the path the hub opens."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.set_blocking(master, False)
+    try:
+        yield master, os.ttyname(slave)
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def counters_at_least(**expected: int) -> Check:
@@ -440,11 +454,7 @@ def test_own_pty_acceptance(mosquitto: Mosquitto) -> None:
     """A pty written by hand (no simulator): the issue's acceptance test."""
 
     async def scenario() -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        path = os.ttyname(slave)
-        try:
+        with raw_pty() as (master, path):
             async with (
                 Probe(mosquitto) as probe,
                 Hub(mosquitto.url, ports=[path], status_interval=0.1),
@@ -459,22 +469,8 @@ def test_own_pty_acceptance(mosquitto: Mosquitto) -> None:
                                             {"cmd": "wire", "input": "1.0", "topic": "in/relay"})
                 assert reply["ok"]
                 await probe.publish("in/relay", 55.0)
-                loop = asyncio.get_running_loop()
-                received = b""
-                async with asyncio.timeout(WAIT):
-                    while not received.endswith(b"\n"):
-                        ready = asyncio.Event()
-                        loop.add_reader(master, ready.set)
-                        try:
-                            await ready.wait()
-                        finally:
-                            loop.remove_reader(master)
-                        received += os.read(master, 1024)
                 data = bytes([8]) + encode(55.0)
-                assert received == ",".join(map(str, [*data, 5])).encode() + b"s\n"
-        finally:
-            os.close(master)
-            os.close(slave)
+                assert await read_lines(master, 1) == [",".join(map(str, [*data, 5])) + "s"]
 
     run(scenario())
 
@@ -759,13 +755,10 @@ def test_the_hub_waits_for_the_banner_before_sending(mosquitto: Mosquitto,
 def test_no_banner_is_logged_once_and_sending_goes_on(mosquitto: Mosquitto,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        try:
+        with raw_pty() as (master, path):
             async with (
                 Probe(mosquitto) as probe,
-                Hub(mosquitto.url, ports=[os.ttyname(slave)], status_interval=0.1),
+                Hub(mosquitto.url, ports=[path], status_interval=0.1),
             ):
                 reply = await probe.command("node/21205/conf",
                                             {"cmd": "wire", "input": "1.0", "topic": "in/r"})
@@ -773,9 +766,6 @@ def test_no_banner_is_logged_once_and_sending_goes_on(mosquitto: Mosquitto,
                 await probe.publish("in/r", 1)
                 # Silent line: the command goes out after the banner timeout (3 s).
                 assert await read_lines(master, 1, timeout=6.0) == ["8,1,5s"]
-        finally:
-            os.close(master)
-            os.close(slave)
 
     with caplog.at_level(logging.WARNING, logger="jet.rf12.dongle"):
         run(scenario())
@@ -787,13 +777,10 @@ def test_old_okg_group_zero_lines_are_read(mosquitto: Mosquitto) -> None:
     """Sketches before version 10 on group 0 print `OKG <group> <hdr> ...` (newer: `OK G212`)."""
 
     async def scenario() -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        try:
+        with raw_pty() as (master, path):
             async with (
                 Probe(mosquitto) as probe,
-                Hub(mosquitto.url, ports=[f"{os.ttyname(slave)}@0"], status_interval=0.1),
+                Hub(mosquitto.url, ports=[f"{path}@0"], status_interval=0.1),
             ):
                 await probe.wait("jet/node/hub/status",
                                  lambda _, s: s["dongles"][0]["state"] == "open")
@@ -805,8 +792,5 @@ def test_old_okg_group_zero_lines_are_read(mosquitto: Mosquitto) -> None:
                 _, status = await probe.wait("jet/node/hub/status",
                                              counters_at_least(published=2))
                 assert status["counters"]["garbage"] == 0
-        finally:
-            os.close(master)
-            os.close(slave)
 
     run(scenario())

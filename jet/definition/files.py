@@ -591,17 +591,27 @@ def loads_app(text: str, source: str = "<string>") -> AppDef:
 
 def load_app(path: str | Path) -> AppDef:
     """Load a circuit file; raises :class:`CircuitFileError` naming file:line."""
+    return loads_app(_read_text(path), str(path))
+
+
+def _read_text(path: str | Path) -> str:
     source = str(path)
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise CircuitFileError(source, 1, f"cannot read file: {exc.strerror or exc}") from None
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise CircuitFileError(source, line, "file is not valid UTF-8") from None
-    return loads_app(text, source)
+
+
+def load_yaml(path: str | Path) -> tuple[Any, dict[tuple[str | int, ...], int]]:
+    """Any other YAML file of JET's (levels, rules), read as circuit files are: YAML 1.2
+    core scalars, bounded depth; with the line of every value by its path (``("machine",
+    2)`` is the third rule).  :class:`CircuitFileError` names file:line."""
+    return _parse(str(path), _read_text(path))
 
 
 def load_value(text: str, source: str = "value") -> Any:

@@ -162,14 +162,20 @@ def cmd_levels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(subparsers: Any, name: str, func: Any, help_: str, broker_is: str
+             ) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(name, help=help_, description=help_)
+    p.set_defaults(func=func)
+    p.add_argument("--broker", help=f"{broker_is} (default ${broker.ENV_VAR} or "
+                   f"{broker.DEFAULT_URL})")
+    return p
+
+
 def add_level_parsers(subparsers: Any) -> None:
-    """Add ``level`` and ``event`` to an argparse subparsers object."""
-    help_ = "run a level's daemon: its presence, and messages between its broker and its parent's"
-    p: argparse.ArgumentParser = subparsers.add_parser("level", help=help_, description=help_)
-    p.set_defaults(func=cmd_level)
+    """Add ``level``, ``levels``, ``call`` and ``event`` to an argparse subparsers object."""
+    p = _command(subparsers, "level", cmd_level, "run a level's daemon: its presence, and "
+                 "messages between its broker and its parent's", "this level's broker URL")
     p.add_argument("name", help="the level's name, unique in the tree (e.g. fog-north)")
-    p.add_argument("--broker", help="this level's broker URL "
-                   f"(default ${broker.ENV_VAR} or {broker.DEFAULT_URL})")
     p.add_argument("--parent", metavar="URL", help="the parent level's broker (none: the root)")
     p.add_argument("--rules", metavar="FILE",
                    help="which machine messages concern this level (default: all); "
@@ -179,16 +185,12 @@ def add_level_parsers(subparsers: Any) -> None:
     p.add_argument("--keepalive", type=int, default=10,
                    help="MQTT keepalive to the parent, seconds: a dead level is seen offline "
                    "within 1.5 times this")
-    help_ = "show the tree of levels as the level of this broker sees it"
-    p = subparsers.add_parser("levels", help=help_, description=help_)
-    p.set_defaults(func=cmd_levels)
+    p = _command(subparsers, "levels", cmd_levels, "show the tree of levels as the level of "
+                 "this broker sees it", "a level's broker URL")
     p.add_argument("--json", action="store_true",
                    help="one JSON object: level, path, uplink, tree")
-    p.add_argument("--broker", help=f"a level's broker URL (default ${broker.ENV_VAR} or "
-                   f"{broker.DEFAULT_URL})")
-    help_ = "call a level function on the levels above this broker"
-    p = subparsers.add_parser("call", help=help_, description=help_)
-    p.set_defaults(func=cmd_call)
+    p = _command(subparsers, "call", cmd_call, "call a level function on the levels above "
+                 "this broker", "this level's broker URL")
     p.add_argument("name", help="the function's name")
     p.add_argument("args", nargs="?", metavar="ARGS_JSON",
                    help="its arguments: a JSON list (positional) or object (keywords)")
@@ -202,14 +204,9 @@ def add_level_parsers(subparsers: Any) -> None:
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per level (default 5)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON list of {level, ok, result | error, ms}")
-    p.add_argument("--broker", help=f"this level's broker URL (default ${broker.ENV_VAR} or "
-                   f"{broker.DEFAULT_URL})")
-    help_ = "raise an event: it reaches every level's broker once"
-    p = subparsers.add_parser("event", help=help_, description=help_)
-    p.set_defaults(func=cmd_event)
+    p = _command(subparsers, "event", cmd_event, "raise an event: it reaches every level's "
+                 "broker once", "a level's broker URL")
     p.add_argument("name", help="event name, a topic below machine/events/internal/")
     p.add_argument("value", help="a YAML/JSON value: 42, true, '\"text\"', {a: 1}")
     p.add_argument("--external", action="store_true",
                    help="injected from outside the machine: machine/events/external/NAME")
-    p.add_argument("--broker", help=f"a level's broker URL (default ${broker.ENV_VAR} or "
-                   f"{broker.DEFAULT_URL})")

@@ -30,9 +30,9 @@ from typing import Any
 
 import aiomqtt
 import attrs
-import yaml
 
 from jet import address
+from jet.definition.files import CircuitFileError, load_yaml
 from jet.transport import codec
 
 OPS = ("equals", "in", "min", "max")
@@ -101,67 +101,57 @@ def decode_map(payload: bytes) -> Any:
 
 def load_rules(path: str | Path) -> Rules:
     """Read a rule file; :class:`RulesError` names the file and line of a mistake."""
-    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RulesError(f"{path}: cannot read: {exc}") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise RulesError(f"{path}{line}: not YAML: {getattr(exc, 'problem', exc)}") from None
+        data, lines = load_yaml(path)
+    except CircuitFileError as exc:
+        raise RulesError(str(exc)) from None
 
-    def where(node: yaml.Node | None) -> str:
-        return f"{path}:{node.start_mark.line + 1}" if node is not None else str(path)
+    def where(*at: str | int) -> str:
+        return f"{path}:{lines.get(at, lines.get(at[:1], 1))}"
 
-    if root is None or not isinstance(root, yaml.MappingNode):
-        raise RulesError(f"{where(root)}: expected a map with a 'machine:' list")
-    data = yaml.safe_load(text)
-    keys = {k.value: v for k, v in root.value if isinstance(k, yaml.ScalarNode)}
+    if not isinstance(data, dict):
+        raise RulesError(f"{where()}: expected a map with a 'machine:' list")
     unknown = set(data) - {"machine"}
     if unknown:
-        raise RulesError(f"{where(root)}: unknown key(s) {sorted(unknown)}; expected 'machine'")
+        raise RulesError(f"{where()}: unknown key(s) {sorted(unknown)}; expected 'machine'")
     items = data.get("machine")
-    node = keys.get("machine")
     if items is None:
         return Rules((), str(path))
-    if not isinstance(items, list) or not isinstance(node, yaml.SequenceNode):
-        raise RulesError(f"{where(node)}: 'machine' must be a list of rules")
-    return Rules(tuple(_rule(item, n, where) for item, n in zip(items, node.value, strict=True)),
+    if not isinstance(items, list):
+        raise RulesError(f"{where('machine')}: 'machine' must be a list of rules")
+    return Rules(tuple(_rule(item, where("machine", i)) for i, item in enumerate(items)),
                  str(path))
 
 
-def _rule(item: Any, node: yaml.Node, where: Any) -> Rule:
+def _rule(item: Any, where: str) -> Rule:
     if not isinstance(item, dict) or not isinstance(item.get("topic"), str):
-        raise RulesError(f"{where(node)}: a rule is a map with a 'topic' filter")
+        raise RulesError(f"{where}: a rule is a map with a 'topic' filter")
     extra = set(item) - {"topic", "where"}
     if extra:
-        raise RulesError(f"{where(node)}: unknown key(s) {sorted(extra)} in a rule")
+        raise RulesError(f"{where}: unknown key(s) {sorted(extra)} in a rule")
     topic = item["topic"]
     try:
         address.check(topic, filter_ok=True)
     except address.TopicError as exc:
-        raise RulesError(f"{where(node)}: {exc}") from None
+        raise RulesError(f"{where}: {exc}") from None
     if not (topic == "#" or topic.startswith((address.MACHINE_FUNCTIONS, "+", "#"))):
-        raise RulesError(f"{where(node)}: {topic!r} can never match a machine message "
+        raise RulesError(f"{where}: {topic!r} can never match a machine message "
                          f"(they are under {address.MACHINE_FUNCTIONS}/)")
     conditions = item.get("where") or {}
     if not isinstance(conditions, dict):
-        raise RulesError(f"{where(node)}: 'where' is a map of payload fields")
-    return Rule(topic, tuple(_condition(str(k), v, node, where) for k, v in conditions.items()))
+        raise RulesError(f"{where}: 'where' is a map of payload fields")
+    return Rule(topic, tuple(_condition(str(k), v, where) for k, v in conditions.items()))
 
 
-def _condition(field: str, spec: Any, node: yaml.Node, where: Any) -> Condition:
+def _condition(field: str, spec: Any, where: str) -> Condition:
     path = tuple(field.split("."))
     if not isinstance(spec, dict):
         return Condition(path, "equals", spec)
     if len(spec) != 1 or next(iter(spec)) not in OPS:
-        raise RulesError(f"{where(node)}: condition on {field!r}: one of {list(OPS)}")
+        raise RulesError(f"{where}: condition on {field!r}: one of {list(OPS)}")
     op, value = next(iter(spec.items()))
     if op == "in" and not isinstance(value, Sequence | set):
-        raise RulesError(f"{where(node)}: condition on {field!r}: 'in' takes a list")
+        raise RulesError(f"{where}: condition on {field!r}: 'in' takes a list")
     if op in ("min", "max") and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise RulesError(f"{where(node)}: condition on {field!r}: {op!r} takes a number")
+        raise RulesError(f"{where}: condition on {field!r}: {op!r} takes a number")
     return Condition(path, op, value)

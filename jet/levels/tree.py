@@ -26,6 +26,7 @@ import networkx as nx
 import yaml
 
 from jet import address
+from jet.definition.files import CircuitFileError, load_yaml
 from jet.embedded import embedded_broker, mosquitto_path
 from jet.levels.daemon import LevelDaemon
 from jet.levels.functions import import_functions
@@ -82,31 +83,20 @@ def is_levels_file(path: str | Path) -> bool:
 def load_tree(path: str | Path) -> TreeDef:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TreeError(f"{path}: cannot read: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise TreeError(f"{path}{line}: not YAML: {getattr(exc, 'problem', exc)}") from None
+        data, lines = load_yaml(path)
+    except CircuitFileError as exc:
+        raise TreeError(str(exc)) from None
 
-    def where(node: yaml.Node | None) -> str:
-        return f"{path}:{node.start_mark.line + 1}" if node is not None else str(path)
+    def where(*at: str) -> str:
+        return f"{path}:{lines.get(at, lines.get(at[:1], 1))}"
 
-    if not isinstance(root, yaml.MappingNode) or not isinstance(data, dict):
-        raise TreeError(f"{where(root)}: expected a map with a 'levels:' map")
-    nodes = {k.value: v for k, v in root.value if isinstance(k, yaml.ScalarNode)}
-    levels_node = nodes.get("levels")
-    specs = data.get("levels")
-    if not isinstance(specs, dict) or not isinstance(levels_node, yaml.MappingNode) or not specs:
-        raise TreeError(f"{where(levels_node or root)}: 'levels' is a map of level names")
-    marks = {k.value: k for k, _ in levels_node.value if isinstance(k, yaml.ScalarNode)}
+    specs = data.get("levels") if isinstance(data, dict) else None
+    if not isinstance(specs, dict) or not specs:
+        raise TreeError(f"{where('levels')}: 'levels' is a map of level names")
     graph: nx.DiGraph = nx.DiGraph()
     defs: dict[str, LevelDef] = {}
     for name, spec in specs.items():
-        at = where(marks.get(str(name)))
+        at = where("levels", str(name))
         if not isinstance(name, str) or not address.NAME_RE.match(name):
             raise TreeError(f"{at}: level name {name!r}: lower-case letters, digits, '_', '-'")
         spec = spec or {}
@@ -137,7 +127,7 @@ def load_tree(path: str | Path) -> TreeDef:
     if not nx.is_directed_acyclic_graph(graph) or len(roots) != 1:
         cycle = "" if nx.is_directed_acyclic_graph(graph) else (
             ": " + " -> ".join(str(e[0]) for e in nx.find_cycle(graph)))
-        raise TreeError(f"{where(levels_node)}: the levels must form one tree with one root "
+        raise TreeError(f"{where('levels')}: the levels must form one tree with one root "
                         f"(roots: {', '.join(roots) or 'none'}){cycle}")
     return TreeDef(str(path), tuple(defs[n] for n in nx.topological_sort(graph)))
 

@@ -166,6 +166,18 @@ def level_uplink(level: str) -> str:
 
 ALL_LEVEL_PRESENCE = "levels/+/presence"
 ALL_LEVEL_SUBTREES = "levels/+/subtree"
+#: Data pumped up: a level's own topic T appears above it as ``levels/<level>/data/T``
+#: (two fog sites' circuits never collide), and keeps that name up to the root.
+ALL_LEVEL_DATA = "levels/+/data/#"
+
+
+def level_data(level: str, topic: str) -> str:
+    return f"levels/{level}/data/{topic}"
+
+
+def level_pump(level: str) -> str:
+    """Which topics of a level are carried up (retained list of filters, on its broker)."""
+    return f"levels/{level}/pump"
 
 
 def level_subtree(level: str) -> str:

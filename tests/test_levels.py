@@ -547,3 +547,37 @@ def test_a_healed_partition_loses_nothing_at_qos_1(tmp_path: Path) -> None:
 
     with fog_and_dev(tmp_path) as (fog, dev):
         run(scenario())
+
+
+def test_data_pumped_up_keeps_its_level_in_its_name(brokers: dict[str, Mosquitto]) -> None:
+    """A device level's sensor output goes up to every ancestor, named by its level, so
+    the same circuit topic at two sites never collides; the pump table can change live."""
+
+    async def scenario() -> None:
+        async with tree(brokers) as (_daemons, watchers):
+            dev, fog = watchers["dev-1"], watchers["fog-north"]
+            await dev.publish("levels/dev-1/pump", encode(["pack/sensor/#"]))
+            await fog.publish("levels/fog-north/pump", encode(["pack/sensor/#", "#"]))
+            # The same topic at two levels: each arrives above under its own level's name.
+            for _ in range(50):  # until the new pump tables are in force (bounded)
+                await dev.publish("pack/sensor/t/0", encode(21.5))
+                await fog.publish("pack/sensor/t/0", encode(19.0))
+                try:
+                    await watchers["cloud"].wait_for("levels/fog-north/data/pack/sensor/t/0",
+                                                     timeout=0.2)
+                    await watchers["cloud"].wait_for("levels/dev-1/data/pack/sensor/t/0",
+                                                     timeout=0.2)
+                    break
+                except TimeoutError:
+                    continue
+            cloud = watchers["cloud"]
+            assert decode(await cloud.wait_for("levels/dev-1/data/pack/sensor/t/0")) == 21.5
+            assert decode(await cloud.wait_for("levels/fog-north/data/pack/sensor/t/0")) == 19.0
+            assert decode(await fog.wait_for("levels/dev-1/data/pack/sensor/t/0")) == 21.5
+            # Down, sideways and doubled never: "#" at the fog does not re-wrap what
+            # came from below, nor its own level topics.
+            assert not any(t.startswith("levels/fog-north/data/levels/") for t, _ in cloud.seen)
+            assert not any("/data/" in t for t, _ in watchers["fog-south"].seen)
+            assert not any(t.startswith("levels/fog-north/data/") for t, _ in dev.seen)
+
+    run(scenario())

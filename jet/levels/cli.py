@@ -41,10 +41,17 @@ def cmd_level(args: argparse.Namespace) -> int:
     except (RulesError, FunctionsError) as exc:
         print(f"jet level: error: {exc}", file=sys.stderr)
         return 2
+    for topic_filter in args.pump or ():
+        try:
+            address.check(topic_filter, filter_ok=True)
+        except address.TopicError as exc:
+            print(f"jet level: error: --pump {topic_filter!r}: {exc}", file=sys.stderr)
+            return 2
 
     async def serve() -> int:
         async with LevelDaemon(args.name, own, parent=parent, rules=rules,
-                               functions=functions, keepalive=args.keepalive):
+                               functions=functions, pump=args.pump or (),
+                               keepalive=args.keepalive):
             up = f", parent {parent.url}" if parent else " (the root)"
             print(f"level {args.name} on {own.url}{up}", flush=True)
             await asyncio.Event().wait()
@@ -180,6 +187,9 @@ def add_level_parsers(subparsers: Any) -> None:
     p.add_argument("--rules", metavar="FILE",
                    help="which machine messages concern this level (default: all); "
                    "see docs/levels.md")
+    p.add_argument("--pump", action="append", metavar="FILTER",
+                   help="carry this level's messages on FILTER up, as levels/NAME/data/TOPIC "
+                   "(repeatable; levels/NAME/pump on its broker changes the list)")
     p.add_argument("--functions", action="append", metavar="MODULE",
                    help="import MODULE and offer its @level_function functions (repeatable)")
     p.add_argument("--keepalive", type=int, default=10,

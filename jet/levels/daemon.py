@@ -36,7 +36,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -47,7 +47,7 @@ from jet.levels import view
 from jet.levels.functions import invoke
 from jet.levels.rules import Rules
 from jet.tasks import cancel_all, worth_logging
-from jet.transport import Link, Will
+from jet.transport import Link, Subscription, Will
 from jet.transport.broker import Broker
 from jet.transport.codec import PayloadError, decode, encode
 
@@ -79,6 +79,7 @@ class LevelCounters:
     calls: int = 0
     call_errors: int = 0
     bad_calls: int = 0
+    data_up: int = 0
 
 
 class LevelDaemon:
@@ -95,8 +96,11 @@ class LevelDaemon:
         parent: Broker | None = None,
         rules: Rules | None = None,
         functions: Mapping[str, Callable[..., Any]] | None = None,
+        pump: Sequence[str] = (),
         keepalive: int = 10,
     ) -> None:
+        """``pump``: topic filters on this level's broker whose messages are carried up
+        (the first pump table; ``levels/<name>/pump`` on this broker changes it)."""
         if not address.NAME_RE.match(name):
             raise ValueError(f"level name {name!r}: lower-case letters, digits, '_' and '-' only")
         self.name = name
@@ -114,6 +118,8 @@ class LevelDaemon:
         self._child_changed: dict[str, float] = {}
         self._last_report: bytes = b""
         self._running: set[asyncio.Task[None]] = set()
+        self._pump_first = [address.check(f, filter_ok=True) for f in pump]
+        self._pumped: dict[str, Subscription] = {}
         self.since = time.time()
         self._own_lost: float | None = None  # since when this level's broker is gone
         self._parent_level: dict[str, Any] = {}  # the parent level's presence, as its broker says
@@ -146,6 +152,13 @@ class LevelDaemon:
             await up.subscribe(address.ALL_LEVEL_REPLIES, QOS, self._reply_down)
             await up.subscribe(address.LEVEL_HERE, QOS, self._parent_here)
             await up.subscribe(address.ALL_LEVEL_PRESENCE, QOS, self._on_parent_presence)
+            # Data pumped up by the levels below goes on up, to the root.
+            await self.own.subscribe(address.ALL_LEVEL_DATA, QOS, self._data_up)
+            await self.own.subscribe(address.level_pump(self.name), QOS, self._pump_table)
+            if self._pump_first:
+                self.own.publish_nowait(address.level_pump(self.name),
+                                        encode(self._pump_first), qos=QOS, retain=True)
+                await self._pump_topics(self._pump_first)
             self._say_uplink("connecting")
             # Reaching the parent may take forever (it is down, or cut off):
             # the level serves its own broker meanwhile.
@@ -186,6 +199,44 @@ class LevelDaemon:
     def _event_down(self, topic: str, payload: bytes) -> None:
         self.counters.events_down += 1
         self.own.publish_nowait(topic, payload, qos=QOS)
+
+    def _data_up(self, topic: str, payload: bytes) -> None:
+        """Data a child pumped up (already named by its level): on to the parent."""
+        assert self.up is not None
+        self.counters.data_up += 1
+        self.up.publish_nowait(topic, payload, qos=QOS)
+
+    def _pump_own(self, topic: str, payload: bytes) -> None:
+        """This level's own data, named for the levels above: ``levels/<name>/data/...``."""
+        assert self.up is not None
+        if topic.startswith(("levels/", f"{address.MACHINE_EVENTS}/", address.MACHINE_FUNCTIONS)):
+            return  # (a wide filter, "#": these travel by their own rules)
+        self.counters.data_up += 1
+        self.up.publish_nowait(address.level_data(self.name, topic), payload, qos=QOS)
+
+    def _pump_table(self, topic: str, payload: bytes) -> None:
+        filters = decode_or_none(payload) if payload else []
+        if not isinstance(filters, list) or not all(isinstance(f, str) for f in filters):
+            log.warning("level %s: %s is not a list of topic filters: ignored", self.name,
+                        topic)
+            return
+        task = asyncio.create_task(self._pump_topics(filters), name=f"pump-{self.name}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _pump_topics(self, filters: list[str]) -> None:
+        wanted = set()
+        for topic_filter in filters:
+            try:
+                wanted.add(address.check(topic_filter, filter_ok=True))
+            except address.TopicError as exc:
+                log.warning("level %s: pump %r refused: %s", self.name, topic_filter, exc)
+        for gone in set(self._pumped) - wanted:
+            await self.own.unsubscribe(self._pumped.pop(gone))
+        for new in sorted(wanted - set(self._pumped)):
+            self._pumped[new] = await self.own.subscribe(new, QOS, self._pump_own)
+        if wanted:
+            log.info("level %s: carrying up %s", self.name, ", ".join(sorted(wanted)))
 
     def _machine_down(self, topic: str, payload: bytes) -> None:
         if not self.rules.relevant(topic, payload):

@@ -66,6 +66,7 @@ PORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "Delay": (("in",), ("out",)),
     "Logger": (("in",), ()),
     "Counter": (("in",), ("out",)),
+    "LevelCall": (("args",), ("result", "outcomes")),
 }
 
 

@@ -175,6 +175,11 @@ def level_data(level: str, topic: str) -> str:
     return f"levels/{level}/data/{topic}"
 
 
+def level_candidates(level: str) -> str:
+    """Machine messages offered to a level's relevance circuit (``{id, topic, value}``)."""
+    return f"levels/{level}/candidates"
+
+
 def level_pump(level: str) -> str:
     """Which topics of a level are carried up (retained list of filters, on its broker)."""
     return f"levels/{level}/pump"

@@ -19,11 +19,13 @@ import pytest
 from cli_helpers import JetProcess, assert_no_traceback, jet_argv
 from conftest import FAULT_REPORT, Mosquitto
 
+from jet.definition.model import CircuitDef, GadgetDef, circuit_to_msgpack
 from jet.levels import CallError, LevelDaemon, Rules, RulesError, call, calls, load_rules
 from jet.levels.tree import TreeError, load_tree
 from jet.lib import LevelCall
 from jet.testing import Harness
 from jet.transport import broker
+from jet.transport.client import Session
 from jet.transport.codec import decode, encode
 
 TIMEOUT = 30.0
@@ -124,10 +126,12 @@ def fog_and_dev(tmp_path: Path, *, persistent_fog: bool = False
 @asynccontextmanager
 async def tree(brokers: dict[str, Mosquitto], rules: dict[str, Rules] | None = None,
                functions: dict[str, dict[str, Any]] | None = None,
+               relevance: dict[str, str] | None = None,
                ) -> AsyncIterator[tuple[dict[str, LevelDaemon], dict[str, Watcher]]]:
     """Every level's daemon (in-process) and a watcher on every broker, all uplinks up."""
     rules = rules or {}
     functions = functions or {}
+    relevance = relevance or {}
     async with AsyncExitStack() as stack:
         watchers = {name: await stack.enter_async_context(Watcher(b.port))
                     for name, b in brokers.items()}
@@ -136,7 +140,8 @@ async def tree(brokers: dict[str, Mosquitto], rules: dict[str, Rules] | None = N
             daemons[name] = await stack.enter_async_context(LevelDaemon(
                 name, broker.parse(brokers[name].url),
                 parent=broker.parse(brokers[parent].url) if parent else None,
-                rules=rules.get(name), functions=functions.get(name), keepalive=2))
+                rules=rules.get(name), functions=functions.get(name),
+                relevance=relevance.get(name), keepalive=2))
         for name, parent in TREE.items():
             if parent is not None:  # the parent sees the child: its uplink is up
                 await watchers[parent].wait_for(
@@ -581,3 +586,40 @@ def test_data_pumped_up_keeps_its_level_in_its_name(brokers: dict[str, Mosquitto
             assert not any(t.startswith("levels/fog-north/data/") for t, _ in dev.seen)
 
     run(scenario())
+
+
+def test_a_circuit_decides_which_machine_messages_concern_a_level(
+        brokers: dict[str, Mosquitto]) -> None:
+    """fog-north's relevance is a circuit in a `jet pack` on its broker: it reads the
+    candidates and sends back the ones to take (site: north)."""
+    fog = brokers["fog-north"]
+    pack = JetProcess("pack", "--broker", fog.url, "--allow", "levelfuncs",
+                      cwd=REPO / "tests")
+
+    async def scenario() -> None:
+        await pack.line("pack default on ", WAIT)
+        async with Session(broker.parse(fog.url), name="test") as session:
+            circuit = CircuitDef("relevance", gadgets=(GadgetDef("keep", "levelfuncs.NorthOnly"),))
+            await session.request("jet/pack/default/conf", {
+                "cmd": "load", "app": "relevance", "definition": circuit_to_msgpack(circuit),
+                "exports": {"keep.keep": {"levels.fog-north": 1}}})
+            await session.request("pack/relevance/conf", {
+                "cmd": "wire", "input": "keep.candidate",
+                "topic": "levels/fog-north/candidates", "qos": 1})
+        async with tree(brokers, relevance={"fog-north": "pack/relevance/keep/0"}) as (
+                daemons, watchers):
+            cloud = watchers["cloud"]
+            await cloud.publish("machine/functions/heating/on", encode({"site": "south"}))
+            await cloud.publish("machine/functions/heating/on", encode({"site": "north"}))
+            await cloud.publish("machine/functions/heating/on", b'{"site": "north", "t": 1}')
+            await cloud.publish("machine/functions/heating/last", encode({"site": "north"}))
+            for name in ("fog-north", "dev-1"):
+                await watchers[name].wait_for("machine/functions/heating/last")
+                taken = [p for t, p in watchers[name].seen if t == "machine/functions/heating/on"]
+                assert taken == [encode({"site": "north"}), b'{"site": "north", "t": 1}'], name
+            assert daemons["fog-north"].counters.machine_undecided == 0
+
+    try:
+        run(scenario())
+    finally:
+        pack.stop()

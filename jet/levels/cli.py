@@ -41,16 +41,18 @@ def cmd_level(args: argparse.Namespace) -> int:
     except (RulesError, FunctionsError) as exc:
         print(f"jet level: error: {exc}", file=sys.stderr)
         return 2
-    for topic_filter in args.pump or ():
+    for option, topic, filter_ok in [*(("--pump", f, True) for f in args.pump or ()),
+                                     *(("--relevance", t, False) for t in [args.relevance] if t)]:
         try:
-            address.check(topic_filter, filter_ok=True)
+            address.check(topic, filter_ok=filter_ok)
         except address.TopicError as exc:
-            print(f"jet level: error: --pump {topic_filter!r}: {exc}", file=sys.stderr)
+            print(f"jet level: error: {option} {topic!r}: {exc}", file=sys.stderr)
             return 2
 
     async def serve() -> int:
         async with LevelDaemon(args.name, own, parent=parent, rules=rules,
                                functions=functions, pump=args.pump or (),
+                               relevance=args.relevance,
                                keepalive=args.keepalive):
             up = f", parent {parent.url}" if parent else " (the root)"
             print(f"level {args.name} on {own.url}{up}", flush=True)
@@ -187,6 +189,9 @@ def add_level_parsers(subparsers: Any) -> None:
     p.add_argument("--rules", metavar="FILE",
                    help="which machine messages concern this level (default: all); "
                    "see docs/levels.md")
+    p.add_argument("--relevance", metavar="TOPIC",
+                   help="the output of a circuit that decides which machine messages concern "
+                   "this level: it reads levels/NAME/candidates and sends back those to take")
     p.add_argument("--pump", action="append", metavar="FILTER",
                    help="carry this level's messages on FILTER up, as levels/NAME/data/TOPIC "
                    "(repeatable; levels/NAME/pump on its broker changes the list)")

@@ -32,6 +32,7 @@ partition delivers what was published meanwhile.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import socket
@@ -45,7 +46,7 @@ import attrs
 from jet import address
 from jet.levels import view
 from jet.levels.functions import invoke
-from jet.levels.rules import Rules
+from jet.levels.rules import Rules, decode_map
 from jet.tasks import cancel_all, worth_logging
 from jet.transport import Link, Subscription, Will
 from jet.transport.broker import Broker
@@ -56,6 +57,9 @@ log = logging.getLogger("jet.levels")
 QOS = 1
 
 
+#: Seconds the relevance circuit has to send a candidate back, and how many may wait.
+CANDIDATE_TIMEOUT = 5.0
+CANDIDATES_KEPT = 10_000
 #: Seconds a call may take when its request names no deadline.
 DEFAULT_CALL_TIMEOUT = 10.0
 #: Calls carried up are forgotten at their deadline (looked at once this many wait).
@@ -75,6 +79,7 @@ class LevelCounters:
     events_down: int = 0
     machine_down: int = 0
     machine_irrelevant: int = 0
+    machine_undecided: int = 0  # candidates the relevance circuit gave no verdict on in time
     uplink_losses: int = 0
     calls: int = 0
     call_errors: int = 0
@@ -97,10 +102,16 @@ class LevelDaemon:
         rules: Rules | None = None,
         functions: Mapping[str, Callable[..., Any]] | None = None,
         pump: Sequence[str] = (),
+        relevance: str | None = None,
         keepalive: int = 10,
     ) -> None:
         """``pump``: topic filters on this level's broker whose messages are carried up
-        (the first pump table; ``levels/<name>/pump`` on this broker changes it)."""
+        (the first pump table; ``levels/<name>/pump`` on this broker changes it).
+
+        ``relevance``: the output topic of a circuit that decides which machine
+        messages concern this level (after the rules): each candidate goes to the
+        circuit on ``levels/<name>/candidates`` and is taken when the circuit sends
+        it back on ``relevance`` (docs/levels.md)."""
         if not address.NAME_RE.match(name):
             raise ValueError(f"level name {name!r}: lower-case letters, digits, '_' and '-' only")
         self.name = name
@@ -119,6 +130,10 @@ class LevelDaemon:
         self._last_report: bytes = b""
         self._running: set[asyncio.Task[None]] = set()
         self._pump_first = [address.check(f, filter_ok=True) for f in pump]
+        self.relevance = address.check(relevance) if relevance else None
+        # Candidates waiting for the circuit's verdict: id -> (deadline, topic, payload).
+        self._candidates: dict[int, tuple[float, str, bytes]] = {}
+        self._candidate_ids = itertools.count(1)
         self._pumped: dict[str, Subscription] = {}
         self.since = time.time()
         self._own_lost: float | None = None  # since when this level's broker is gone
@@ -149,6 +164,8 @@ class LevelDaemon:
             await self.own.subscribe(f"{address.MACHINE_EVENTS}/#", QOS, self._event_up)
             await up.subscribe(f"{address.MACHINE_EVENTS}/#", QOS, self._event_down)
             await up.subscribe(f"{address.MACHINE_FUNCTIONS}/#", QOS, self._machine_down)
+            if self.relevance is not None:
+                await self.own.subscribe(self.relevance, QOS, self._verdict)
             await up.subscribe(address.ALL_LEVEL_REPLIES, QOS, self._reply_down)
             await up.subscribe(address.LEVEL_HERE, QOS, self._parent_here)
             await up.subscribe(address.ALL_LEVEL_PRESENCE, QOS, self._on_parent_presence)
@@ -245,8 +262,43 @@ class LevelDaemon:
                 log.debug("level %s: %s does not concern this level (%d so far)",
                           self.name, topic, self.counters.machine_irrelevant)
             return
+        if self.relevance is not None:
+            self._ask_circuit(topic, payload)
+            return
         self.counters.machine_down += 1
         self.own.publish_nowait(topic, payload, qos=QOS)
+
+    def _ask_circuit(self, topic: str, payload: bytes) -> None:
+        now = time.monotonic()
+        while self._candidates:  # the oldest first: forget those past their time
+            oldest = next(iter(self._candidates))
+            if self._candidates[oldest][0] > now and len(self._candidates) < CANDIDATES_KEPT:
+                break
+            del self._candidates[oldest]
+            self.counters.machine_undecided += 1
+            if worth_logging(self.counters.machine_undecided):
+                log.warning("level %s: the relevance circuit (%s) gave no verdict within "
+                            "%gs: %d machine messages not taken so far", self.name,
+                            self.relevance, CANDIDATE_TIMEOUT, self.counters.machine_undecided)
+        number = next(self._candidate_ids)
+        self._candidates[number] = (now + CANDIDATE_TIMEOUT, topic, payload)
+        candidate = {"id": number, "topic": topic, "value": decode_map(payload)}
+        try:
+            encoded = encode(candidate)
+        except PayloadError:  # a value msgpack cannot carry (a huge JSON number): topic only
+            encoded = encode({"id": number, "topic": topic, "value": None})
+        self.own.publish_nowait(address.level_candidates(self.name), encoded, qos=QOS)
+
+    def _verdict(self, _topic: str, payload: bytes) -> None:
+        """The circuit sent a candidate back (or its id): it concerns this level."""
+        verdict = decode_or_none(payload)
+        number = verdict.get("id") if isinstance(verdict, dict) else verdict
+        found = self._candidates.pop(number, None) if isinstance(number, int) else None
+        if found is None:
+            return  # (a verdict on no candidate of ours, or too late: counted as undecided)
+        _deadline, topic, original = found
+        self.counters.machine_down += 1
+        self.own.publish_nowait(topic, original, qos=QOS)
 
     # -- level functions ---------------------------------------------------------------
 

@@ -154,6 +154,20 @@ EVENTS_EXTERNAL = f"{MACHINE_EVENTS}/external"
 LEVEL_FUNCTIONS = "level/functions"
 
 
+#: Words of the ``levels/...`` layout that cannot name a level.
+RESERVED_LEVEL_NAMES = frozenset({"call", "reply", "here", "data"})
+
+
+def check_level_name(name: str) -> str:
+    """A level's name as given (ValueError naming the rule otherwise)."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ValueError(f"level name {name!r}: lower-case letters, digits, '_' and '-' only")
+    if name in RESERVED_LEVEL_NAMES:
+        raise ValueError(f"level name {name!r} is reserved (levels/{name}/... means something "
+                         f"else): not one of {', '.join(sorted(RESERVED_LEVEL_NAMES))}")
+    return name
+
+
 def level_presence(level: str) -> str:
     """A level's presence (retained), on its own broker and on its parent's."""
     return f"levels/{level}/presence"

@@ -4,6 +4,7 @@ relevance circuit's gadget (`jet pack --allow levelfuncs`)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 from jet import Gadget
@@ -36,3 +37,9 @@ class NorthOnly(Gadget):
         value = candidate.get("value") if isinstance(candidate, dict) else None
         if isinstance(value, dict) and value.get("site") == "north":
             self.emit("keep", candidate)
+
+
+@level_function
+def hang() -> None:
+    """Never returns (a function stuck on a lock or a device)."""
+    threading.Event().wait()

@@ -292,7 +292,7 @@ def test_lost_parent_is_said_below_and_a_dead_level_is_seen_above(tmp_path: Path
 
 
 OFFERED = {"average": levelfuncs.average, "nap": levelfuncs.sleep_then_answer,
-           "refuse": levelfuncs.refuse}
+           "refuse": levelfuncs.refuse, "hang": levelfuncs.hang}
 
 
 def test_level_functions_concurrent_and_sequential_with_a_dead_level(
@@ -623,3 +623,54 @@ def test_a_circuit_decides_which_machine_messages_concern_a_level(
         run(scenario())
     finally:
         pack.stop()
+
+
+def test_a_level_survives_what_strangers_publish_and_a_function_that_never_returns(
+        brokers: dict[str, Mosquitto]) -> None:
+    """Malformed reports, presences, calls and deadlines are refused and counted; the tree
+    view stays readable; a function that never returns costs its caller a timeout and
+    does not keep the level from stopping."""
+
+    async def scenario() -> None:
+        async with tree(brokers, functions={"fog-north": OFFERED}) as (daemons, watchers):
+            fog = watchers["fog-north"]
+            for topic, payload in [
+                ("levels/evil/subtree", encode({"children": [1]})),
+                ("levels/deep/subtree", encode(deep(40))),
+                ("levels/evil/presence", encode(5)),
+                ("levels/call/fog-north/average", encode({"id": "x/1", "deadline": "soon"})),
+                ("levels/call/fog-north/average", b"\xc1 not msgpack"),
+            ]:
+                await fog.publish(topic, payload)
+            dev = broker.parse(brokers["dev-1"].url)
+            stuck = await call(dev, "hang", [], levels=["fog-north"], timeout=1.0)
+            assert "no answer within 1s" in stuck[0]["error"]
+            fine = await call(dev, "average", [[1, 3]], levels=["fog-north"], timeout=3.0)
+            assert fine[0]["result"] == 2.0  # the level still answers
+            counters = daemons["fog-north"].counters
+            assert counters.refused >= 3 and counters.bad_calls >= 2
+            picture = await asyncio.to_thread(jet_run, "levels", "--broker",
+                                              brokers["cloud"].url)
+            assert "fog-north  online" in picture and "evil" not in picture
+            async with asyncio.timeout(5.0):  # stopping is not held up by the stuck thread
+                await daemons["fog-north"].close()
+
+    run(scenario())
+
+
+def deep(n: int) -> dict[str, Any]:
+    report: dict[str, Any] = {"level": "x", "state": "online", "since": 1.0, "children": []}
+    for _ in range(n):
+        report = {"level": "x", "state": "online", "since": 1.0, "children": [report]}
+    return {**report, "level": "deep"}
+
+
+@pytest.mark.parametrize("args", [
+    ("level", "call", "--broker", "mqtt://127.0.0.1:1"),
+    ("call", "f", "[1]", "--timeout", "inf", "--broker", "mqtt://127.0.0.1:1"),
+])
+def test_a_reserved_name_or_an_endless_timeout_is_one_line(args: tuple[str, ...]) -> None:
+    done = subprocess.run(jet_argv(*args), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert_no_traceback(done.stderr)
+    assert "reserved" in done.stderr or "positive number of seconds" in done.stderr

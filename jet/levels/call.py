@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
@@ -35,7 +35,6 @@ Mode = Literal["concurrent", "sequential"]
 MODES = ("concurrent", "sequential")
 
 _numbers = itertools.count(1)
-_callers = itertools.count(1)
 
 
 class CallError(Exception):
@@ -92,7 +91,7 @@ async def calls(
         if unknown:
             raise CallError(f"no level {', '.join(map(repr, unknown))} on the way up from "
                             f"{known[0]!r} (the levels: {', '.join(known)})")
-        caller = f"{os.getpid()}-{next(_callers)}"
+        caller = uuid.uuid4().hex  # unique across hosts: replies are routed by it
         answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
         def on_reply(topic: str, payload: bytes) -> None:

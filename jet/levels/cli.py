@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import sys
 from typing import Any
 
@@ -30,8 +31,10 @@ __all__ = [
 
 def cmd_level(args: argparse.Namespace) -> int:
     """Run a level's daemon until stopped; a bad name, URL or rule file is one line."""
-    if not address.NAME_RE.match(args.name):
-        print(f"jet level: error: name {args.name!r} must match [a-z0-9_-]+", file=sys.stderr)
+    try:
+        address.check_level_name(args.name)
+    except ValueError as exc:
+        print(f"jet level: error: {exc}", file=sys.stderr)
         return 2
     own = broker.parse(args.broker)
     parent = broker.parse(args.parent) if args.parent else None
@@ -106,6 +109,9 @@ def run_tree(args: argparse.Namespace) -> int:
 
     try:
         return run_until_signalled(main())
+    except (RulesError, FunctionsError) as exc:  # a level's rule file or modules
+        print(f"jet run: error: {exc}", file=sys.stderr)
+        return 2
     except RuntimeError as exc:  # no mosquitto for the embedded brokers
         print(f"jet run: error: {exc}", file=sys.stderr)
         return 1
@@ -128,7 +134,7 @@ def cmd_call(args: argparse.Namespace) -> int:
                                   timeout=args.timeout):
             found.append(result)
             if not args.json:
-                shown = (json.dumps(result["result"], default=repr) if result["ok"]
+                shown = (json.dumps(plain(result["result"])) if result["ok"]
                          else f"error: {result['error']}")
                 print(f"{result['level']}: {shown} ({result['ms']:g} ms)", flush=True)
         return found
@@ -139,8 +145,32 @@ def cmd_call(args: argparse.Namespace) -> int:
         print(f"jet call: error: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(results, default=repr))
+        print(json.dumps(plain(results)))
     return 0 if any(r["ok"] for r in results) else 1
+
+
+def plain(value: Any) -> Any:
+    """What msgpack carried, as JSON can print it (bytes, and map keys that are not text)."""
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else repr(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return repr(bytes(value))
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return value
+
+
+def seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a positive number of seconds")
+    return value
 
 
 def cmd_levels(args: argparse.Namespace) -> int:
@@ -158,14 +188,14 @@ def cmd_levels(args: argparse.Namespace) -> int:
               f"({address.LEVEL_HERE} is not set)", file=sys.stderr)
         return 1
     name = here["level"]
-    tree = found.get(address.level_subtree(name))
-    if not isinstance(tree, dict):
-        tree = {"level": name, "state": "online", "children": []}
+    tree = view.checked(found.get(address.level_subtree(name)))  # read, so checked
+    if tree is None:
+        tree = {"level": name, "state": "online", "since": None, "children": []}
     uplink = found.get(address.level_uplink(name))
     uplink = uplink if isinstance(uplink, dict) else None
     if args.json:
-        print(json.dumps({"level": name, "path": here.get("path"), "uplink": uplink,
-                          "tree": tree}, default=repr))
+        print(json.dumps(plain({"level": name, "path": here.get("path"), "uplink": uplink,
+                                "tree": tree})))
     else:
         print(view.render(tree, here, uplink))
     return 0
@@ -216,7 +246,7 @@ def add_level_parsers(subparsers: Any) -> None:
                    help="which levels, in this order (default: this one and every one above)")
     p.add_argument("--all", action="store_true",
                    help="sequential: go through every level, not only to the first success")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds per level (default 5)")
+    p.add_argument("--timeout", type=seconds, default=5.0, help="seconds per level (default 5)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON list of {level, ok, result | error, ms}")
     p = _command(subparsers, "event", cmd_event, "raise an event: it reaches every level's "

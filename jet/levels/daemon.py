@@ -57,11 +57,14 @@ log = logging.getLogger("jet.levels")
 QOS = 1
 
 
+#: Children a level keeps track of, at most (a bound against whoever publishes presences).
+MAX_CHILDREN = 1000
 #: Seconds the relevance circuit has to send a candidate back, and how many may wait.
 CANDIDATE_TIMEOUT = 5.0
 CANDIDATES_KEPT = 10_000
-#: Seconds a call may take when its request names no deadline.
+#: Seconds a call may take when its request names no deadline, and at most.
 DEFAULT_CALL_TIMEOUT = 10.0
+MAX_CALL_TIMEOUT = 600.0
 #: Calls carried up are forgotten at their deadline (looked at once this many wait).
 PENDING_CHECK = 1000
 
@@ -85,6 +88,7 @@ class LevelCounters:
     call_errors: int = 0
     bad_calls: int = 0
     data_up: int = 0
+    refused: int = 0  # level messages of the wrong shape, or beyond the bounds
 
 
 class LevelDaemon:
@@ -112,8 +116,7 @@ class LevelDaemon:
         messages concern this level (after the rules): each candidate goes to the
         circuit on ``levels/<name>/candidates`` and is taken when the circuit sends
         it back on ``relevance`` (docs/levels.md)."""
-        if not address.NAME_RE.match(name):
-            raise ValueError(f"level name {name!r}: lower-case letters, digits, '_' and '-' only")
+        address.check_level_name(name)
         self.name = name
         self.broker = broker
         self.parent = parent
@@ -135,18 +138,19 @@ class LevelDaemon:
         self._candidates: dict[int, tuple[float, str, bytes]] = {}
         self._candidate_ids = itertools.count(1)
         self._pumped: dict[str, Subscription] = {}
+        self._pump_lock = asyncio.Lock()
         self.since = time.time()
         self._own_lost: float | None = None  # since when this level's broker is gone
         self._parent_level: dict[str, Any] = {}  # the parent level's presence, as its broker says
         self._uplink: dict[str, Any] = {}
-        self.own = Link(broker, f"jet-level-{name}", echo=False, keepalive=keepalive,
+        self.own = Link(broker, f"jet-level/{name}", echo=False, keepalive=keepalive,
                         will=Will(address.level_presence(name), encode(self._presence("offline"))),
                         on_connect=self._own_up, on_lost=self._own_broker_lost,
                         connect_timeout=10.0)
         self.up: Link | None = None
         if parent is not None:
             self.up = Link(
-                parent, f"jet-level-{name}-up", echo=False, keepalive=keepalive,
+                parent, f"jet-level-up/{name}", echo=False, keepalive=keepalive,
                 will=Will(address.level_presence(name), encode(self._presence("offline"))),
                 on_connect=self._uplink_up, on_lost=self._uplink_lost, connect_timeout=None,
             )
@@ -156,21 +160,24 @@ class LevelDaemon:
 
     async def __aenter__(self) -> Self:
         await self.own.__aenter__()  # (_own_up says who is here)
-        await self.own.subscribe(address.ALL_LEVEL_CALLS, QOS, self._on_call)
+        await self.own.subscribe(address.ALL_LEVEL_CALLS, QOS, self._on_call, retained=False)
         await self.own.subscribe(address.ALL_LEVEL_PRESENCE, QOS, self._on_child_presence)
         await self.own.subscribe(address.ALL_LEVEL_SUBTREES, QOS, self._on_child_report)
         if self.up is not None:
             up = self.up
-            await self.own.subscribe(f"{address.MACHINE_EVENTS}/#", QOS, self._event_up)
-            await up.subscribe(f"{address.MACHINE_EVENTS}/#", QOS, self._event_down)
-            await up.subscribe(f"{address.MACHINE_FUNCTIONS}/#", QOS, self._machine_down)
+            await self.own.subscribe(f"{address.MACHINE_EVENTS}/#", QOS, self._event_up,
+                                     retained=False)
+            await up.subscribe(f"{address.MACHINE_EVENTS}/#", QOS, self._event_down,
+                               retained=False)
+            await up.subscribe(f"{address.MACHINE_FUNCTIONS}/#", QOS, self._machine_down,
+                               retained=False)
             if self.relevance is not None:
-                await self.own.subscribe(self.relevance, QOS, self._verdict)
-            await up.subscribe(address.ALL_LEVEL_REPLIES, QOS, self._reply_down)
+                await self.own.subscribe(self.relevance, QOS, self._verdict, retained=False)
+            await up.subscribe(address.ALL_LEVEL_REPLIES, QOS, self._reply_down, retained=False)
             await up.subscribe(address.LEVEL_HERE, QOS, self._parent_here)
             await up.subscribe(address.ALL_LEVEL_PRESENCE, QOS, self._on_parent_presence)
             # Data pumped up by the levels below goes on up, to the root.
-            await self.own.subscribe(address.ALL_LEVEL_DATA, QOS, self._data_up)
+            await self.own.subscribe(address.ALL_LEVEL_DATA, QOS, self._data_up, retained=False)
             await self.own.subscribe(address.level_pump(self.name), QOS, self._pump_table)
             if self._pump_first:
                 self.own.publish_nowait(address.level_pump(self.name),
@@ -242,6 +249,10 @@ class LevelDaemon:
         task.add_done_callback(self._running.discard)
 
     async def _pump_topics(self, filters: list[str]) -> None:
+        async with self._pump_lock:  # one table at a time, in the order they came
+            await self._apply_pump(filters)
+
+    async def _apply_pump(self, filters: list[str]) -> None:
         wanted = set()
         for topic_filter in filters:
             try:
@@ -251,7 +262,8 @@ class LevelDaemon:
         for gone in set(self._pumped) - wanted:
             await self.own.unsubscribe(self._pumped.pop(gone))
         for new in sorted(wanted - set(self._pumped)):
-            self._pumped[new] = await self.own.subscribe(new, QOS, self._pump_own)
+            self._pumped[new] = await self.own.subscribe(new, QOS, self._pump_own,
+                                                         retained=False)
         if wanted:
             log.info("level %s: carrying up %s", self.name, ", ".join(sorted(wanted)))
 
@@ -316,7 +328,14 @@ class LevelDaemon:
             return
         target, name = parts[2], parts[3]
         request_id: str = request["id"]
-        deadline = float(request.get("deadline") or time.time() + DEFAULT_CALL_TIMEOUT)
+        now = time.time()
+        asked = request.get("deadline", now + DEFAULT_CALL_TIMEOUT)
+        if isinstance(asked, bool) or not isinstance(asked, int | float) or asked != asked:
+            self.counters.bad_calls += 1
+            self._reply(request_id, target, error=f"call on {topic[:200]}: the deadline "
+                        f"must be a time in seconds, got {str(asked)[:40]!r}")
+            return
+        deadline = min(float(asked), now + MAX_CALL_TIMEOUT)
         if target == self.name:
             task = asyncio.create_task(self._run_call(name, request, deadline),
                                        name=f"call-{request_id}")
@@ -351,7 +370,9 @@ class LevelDaemon:
         except TimeoutError:
             self._reply(request_id, self.name,
                         error=f"{name} on {self.name!r}: still running at the deadline")
-        except Exception as exc:  # the function's own error, for its caller
+        except asyncio.CancelledError:
+            raise  # (the daemon is stopping)
+        except BaseException as exc:  # the function's own error (SystemExit too), for its caller
             self.counters.call_errors += 1
             self._reply(request_id, self.name, error=f"{name} on {self.name!r}: "
                         f"{type(exc).__name__}: {str(exc)[:300]}")
@@ -400,8 +421,16 @@ class LevelDaemon:
         # On this broker: children's presence (their uplinks publish it, their
         # wills end it); this level's own is never handed back (no-local).
         child = topic.split("/")[1]
+        if child == self.name:
+            return
+        if not payload:
+            self._forget_child(child)
+            return
         presence = decode_or_none(payload)
-        if child == self.name or not isinstance(presence, dict):
+        if not isinstance(presence, dict) or presence.get("state") not in ("online", "offline"):
+            self._refused(topic, "not a level's presence")
+            return
+        if not self._room_for(child, topic):
             return
         before = self._child_presence.get(child, {}).get("state")
         self._child_presence[child] = presence
@@ -411,12 +440,39 @@ class LevelDaemon:
 
     def _on_child_report(self, topic: str, payload: bytes) -> None:
         child = topic.split("/")[1]
-        report = decode_or_none(payload)
-        if child == self.name or not isinstance(report, dict):
+        if child == self.name:
+            return
+        if not payload:  # an emptied retained report: the child is decommissioned
+            self._forget_child(child)
+            return
+        report = view.checked(decode_or_none(payload))
+        if report is None or report["level"] != child:
+            self._refused(topic, "not a level's subtree report")
+            return
+        if not self._room_for(child, topic):
             return
         self._child_reports[child] = report
         self._child_changed.setdefault(child, time.time())
         self._report()
+
+    def _room_for(self, child: str, topic: str) -> bool:
+        known = set(self._child_presence) | set(self._child_reports)
+        if child in known or len(known) < MAX_CHILDREN:
+            return True
+        self._refused(topic, f"more than {MAX_CHILDREN} children")
+        return False
+
+    def _forget_child(self, child: str) -> None:
+        self._child_presence.pop(child, None)
+        self._child_reports.pop(child, None)
+        self._child_changed.pop(child, None)
+        self._report()
+
+    def _refused(self, topic: str, why: str) -> None:
+        self.counters.refused += 1
+        if worth_logging(self.counters.refused):
+            log.warning("level %s: %s on %s: ignored (%d so far)", self.name, why,
+                        topic[:200], self.counters.refused)
 
     def _report(self) -> None:
         """Publish this level's subtree where it changed: here, and to the parent."""

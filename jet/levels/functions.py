@@ -25,8 +25,10 @@ list): nothing on a level runs that its operator did not name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
@@ -73,19 +75,61 @@ def import_functions(modules: list[str]) -> dict[str, Callable[..., Any]]:
     return {fn_name: fn for fn_name, fn in REGISTRY.items() if fn.__module__ in modules}
 
 
+#: Sync functions running at once, at most: each in a thread of its own, so one that
+#: never returns holds only its thread (never the daemon, nor its exit).
+MAX_THREADS = 16
+_threads = threading.BoundedSemaphore(MAX_THREADS)
+
+
+class Busy(RuntimeError):
+    """Every thread for sync functions is taken (some never return)."""
+
+
 async def invoke(fn: Callable[..., Any], args: Any, timeout: float) -> Any:
     """Call ``fn`` with ``args`` (a list: positional; a map: keywords; else one
     argument), awaited if async, in a thread if not; bounded by ``timeout``."""
     if isinstance(args, list):
         pos, kw = args, {}
     elif isinstance(args, Mapping):
-        pos, kw = [], dict(args)
+        pos, kw = [], {str(k): v for k, v in args.items()}
     else:
         pos, kw = ([] if args is None else [args]), {}
     async with asyncio.timeout(timeout):
         if inspect.iscoroutinefunction(fn):
             return await fn(*pos, **kw)
-        return await asyncio.to_thread(fn, *pos, **kw)
+        return await _in_thread(fn, pos, kw)
+
+
+async def _in_thread(fn: Callable[..., Any], pos: list[Any], kw: dict[str, Any]) -> Any:
+    # A daemon thread, not asyncio.to_thread: the default executor is waited for at
+    # exit, and a function stuck for ever would keep the level from stopping.
+    if not _threads.acquire(blocking=False):
+        raise Busy(f"{MAX_THREADS} calls of sync functions are still running "
+                   "(does one never return?)")
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if not done.done():
+            if error is None:
+                done.set_result(result)
+            else:
+                done.set_exception(error)
+
+    def work() -> None:
+        try:
+            result, error = fn(*pos, **kw), None
+        except Exception as exc:  # the function's own error, for its caller
+            result, error = None, exc
+        except BaseException as exc:  # SystemExit and the like: an error like any other
+            result, error = None, RuntimeError(f"{type(exc).__name__}: {exc}")
+        finally:
+            _threads.release()
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name=f"level-function-{fn.__name__}", daemon=True).start()
+    return await done
 
 
 def outcome(level: str, started: float, *, result: Any = None, error: str | None = None

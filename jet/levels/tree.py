@@ -97,8 +97,10 @@ def load_tree(path: str | Path) -> TreeDef:
     defs: dict[str, LevelDef] = {}
     for name, spec in specs.items():
         at = where("levels", str(name))
-        if not isinstance(name, str) or not address.NAME_RE.match(name):
-            raise TreeError(f"{at}: level name {name!r}: lower-case letters, digits, '_', '-'")
+        try:
+            address.check_level_name(name)
+        except ValueError as exc:
+            raise TreeError(f"{at}: {exc}") from None
         spec = spec or {}
         if not isinstance(spec, dict):
             raise TreeError(f"{at}: level {name}: expected a map (parent, broker, rules, ...)")

@@ -20,6 +20,39 @@ from typing import Any
 Report = dict[str, Any]
 
 
+#: A report deeper or larger than this is refused (no real tree of levels is).
+MAX_DEPTH = 16
+MAX_LEVELS = 1000
+STATES = ("online", "offline", "unreachable", "broker lost")
+
+
+def checked(report: Any, *, budget: list[int] | None = None, depth: int = 0) -> Report | None:
+    """A report as it may be trusted (read from a broker: anyone may have written it):
+    its level a name, its state one of :data:`STATES`, ``since`` a finite time, its
+    children reports; None when it is not one, or too deep or too large."""
+    budget = [MAX_LEVELS] if budget is None else budget
+    budget[0] -= 1
+    if not isinstance(report, Mapping) or depth > MAX_DEPTH or budget[0] < 0:
+        return None
+    level, state, since = report.get("level"), report.get("state"), report.get("since")
+    children = report.get("children", [])
+    if not isinstance(level, str) or state not in STATES or not isinstance(children, list):
+        return None
+    kept = []
+    for child in children:
+        good = checked(child, budget=budget, depth=depth + 1)
+        if good is None:
+            return None
+        kept.append(good)
+    return {"level": level, "state": state, "since": _finite(since), "children": kept}
+
+
+def _finite(stamp: Any) -> float | None:
+    if isinstance(stamp, bool) or not isinstance(stamp, int | float):
+        return None
+    return float(stamp) if 0 <= stamp < 1e11 else None  # (before the year 5138)
+
+
 def subtree(name: str, since: float, children: Mapping[str, Report]) -> Report:
     return {"level": name, "state": "online", "since": since,
             "children": [children[child] for child in sorted(children)]}
@@ -56,7 +89,10 @@ def render(report: Report, here: Mapping[str, Any] | None, uplink: Mapping[str, 
     now = time.time() if now is None else now
     lines = []
     name = report.get("level", "?")
-    path = list(here.get("path", [name])) if here else [name]
+    path_seen = here.get("path") if here else None
+    path = [str(p) for p in path_seen] if isinstance(path_seen, list) else [name]
+    if uplink is not None and not isinstance(uplink.get("parent_level") or {}, Mapping):
+        uplink = {**uplink, "parent_level": None}
     lines.append(f"seen from {name}; the way up: {' -> '.join(path)}")
     if uplink is not None:
         state = uplink.get("state")
@@ -91,7 +127,8 @@ def _draw(report: Report, first: str, rest: str, lines: list[str], now: float) -
 
 
 def _when(stamp: Any, now: float) -> str:
-    if not isinstance(stamp, int | float):
+    stamp = _finite(stamp)
+    if stamp is None:
         return "?"
     ago = max(0.0, now - stamp)
     clock = time.strftime("%H:%M:%S", time.localtime(stamp))

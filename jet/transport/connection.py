@@ -335,9 +335,10 @@ class Connection:
     def messages(self) -> AsyncIterator[aiomqtt.Message]:
         return self._client.messages
 
-    async def subscribe(self, topic: str, qos: int) -> None:
-        if self._no_local:
-            await self._client.subscribe(topic, options=SubscribeOptions(qos=qos, noLocal=True))
+    async def subscribe(self, topic: str, qos: int, retained: bool = True) -> None:
+        if self._no_local:  # MQTT 5: retain handling 2 sends no retained message
+            options = SubscribeOptions(qos=qos, noLocal=True, retainHandling=0 if retained else 2)
+            await self._client.subscribe(topic, options=options)
         else:
             await self._client.subscribe(topic, qos=qos)
 

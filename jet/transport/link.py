@@ -99,6 +99,7 @@ class Subscription:
     topic: str
     qos: int
     handler: Handler
+    retained: bool = True  # False: no retained messages at (re)subscription (MQTT 5 links)
     held: collections.deque[tuple[str, bytes]] = attrs.field(
         factory=collections.deque, repr=False
     )
@@ -466,7 +467,10 @@ class Link:
                     self._live = True
                     await self._resubscribe()
                     if self._on_connect is not None:
-                        await self._on_connect()
+                        try:
+                            await self._on_connect()
+                        except Exception:  # the owner's hook must not end the connection
+                            log.exception("%s: on_connect failed", self.client_id)
                     self._connected.set()
                     self._outbox.wake()
                     # What arrived while (re)subscribing, then the rest handed
@@ -496,7 +500,10 @@ class Link:
                 if self._connected.is_set():
                     log.warning("lost MQTT broker %s: %s%s", self.broker.url, exc, held_by)
                     if self._on_lost is not None:
-                        self._on_lost(str(exc))
+                        try:
+                            self._on_lost(str(exc))
+                        except Exception:  # (as on_connect: logged, the link goes on)
+                            log.exception("%s: on_lost failed", self.client_id)
                 elif backoff == BACKOFF_START and self._connect_timeout is None:
                     # (a command-line client reports the failure itself, once)
                     log.warning("cannot reach MQTT broker %s: %s (retrying)", self.broker.url, exc)
@@ -509,18 +516,24 @@ class Link:
         # restarted without persistence does not: subscribing again is idempotent.
         wanted = {**self._exact, **self._filters}
         for topic, subs in wanted.items():
-            await self._connection.subscribe(topic, max(s.qos for s in subs))
+            await self._connection.subscribe(topic, max(s.qos for s in subs),
+                                             retained=any(s.retained for s in subs))
 
     # -- subscriptions -----------------------------------------------------------
 
-    async def subscribe(self, topic: str, qos: int, handler: Handler) -> Subscription:
+    async def subscribe(
+        self, topic: str, qos: int, handler: Handler, *, retained: bool = True
+    ) -> Subscription:
         """Deliver messages on ``topic`` (a filter may use + and #) to ``handler``.
 
         Returns once the broker has acknowledged the subscription, or at once
         while disconnected (the subscription is made on reconnect).
+        ``retained=False`` (a link with ``echo=False``: MQTT 5): only messages
+        published from now on, not the retained ones at each (re)subscription,
+        as a relay wants (it would carry them again on every reconnect).
         """
         address.check(topic, filter_ok=True)  # before it can reach the table or the broker
-        sub = Subscription(topic, qos, handler)
+        sub = Subscription(topic, qos, handler, retained)
         table = self._filters if is_filter(topic) else self._exact
         existing = table.setdefault(topic, [])
         raise_qos = not existing or qos > max(s.qos for s in existing)
@@ -528,7 +541,8 @@ class Link:
         self._routes.clear()
         if raise_qos and self._live:
             with contextlib.suppress(aiomqtt.MqttError):
-                await self._connection.subscribe(topic, qos)
+                await self._connection.subscribe(topic, qos,
+                                                 retained=any(s.retained for s in existing))
         return sub
 
     async def unsubscribe(self, sub: Subscription) -> None:

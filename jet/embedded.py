@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -96,9 +97,14 @@ async def embedded_broker(port: int = 0, flavour: Flavour = "auto") -> AsyncIter
 async def _mosquitto(exe: str, port: int) -> AsyncIterator[str]:
     with tempfile.TemporaryDirectory(prefix="jet-broker-") as tmp:
         conf = Path(tmp) / "mosquitto.conf"
+        # As root, mosquitto would switch to its own user, and a change of user clears
+        # the parent-death signal (prctl(2)): killed with SIGKILL, `jet run` would leave
+        # its broker running.  Staying root keeps it (and it only listens on 127.0.0.1).
+        stay_root = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
         conf.write_text(
             f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             "set_tcp_nodelay true\n"  # no Nagle delay on the broker's side either
+            f"{stay_root}"
         )
         proc = await asyncio.create_subprocess_exec(
             exe,

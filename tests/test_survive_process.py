@@ -77,6 +77,33 @@ def alive(pid: int) -> bool:
 # -- 11. processes and waits ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("app", ["pass", "circuits/levels-demo.yaml"])
+def test_jet_run_killed_with_sigkill_leaves_no_broker_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, app: str
+) -> None:
+    """No chance to clean up: the kernel ends the brokers (their parent-death signal, which
+    a broker changing user as root would lose)."""
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the test gadgets
+    path = str(pass_app(tmp_path / "app.yaml")) if app == "pass" else app
+    ready = "app relay running" if app == "pass" else "levels of "
+    jet_run = JetProcess("run", path, "--embedded", "mosquitto", "--allow", ALLOW)
+    brokers: list[int] = []
+    try:
+        jet_run.wait_for_line(ready)
+        brokers = children(jet_run.proc.pid)
+        assert brokers, "embedded mosquitto expected"
+        jet_run.proc.send_signal(signal.SIGKILL)
+        jet_run.proc.wait(5)
+        deadline = time.monotonic() + 5.0
+        while any(alive(pid) for pid in brokers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(pid) for pid in brokers), "a broker outlived `jet run`"
+    finally:
+        for pid in brokers:
+            if alive(pid):
+                os.kill(pid, signal.SIGTERM)
+
+
 @pytest.mark.parametrize(
     ("signum", "code"),
     [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)],

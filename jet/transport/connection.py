@@ -44,6 +44,25 @@ PUBLISH_OK = mqtt.MQTT_ERR_SUCCESS
 PUBLISH_NO_CONN = mqtt.MQTT_ERR_NO_CONN
 
 
+def _share_property_tables() -> None:
+    """paho builds two 30-entry lookup tables in every ``Properties()``, one per MQTT 5
+    packet sent or received: a fifth of a level daemon's CPU (profiled in docs/levels.md).
+    The tables never change, so every instance now shares the ones built once."""
+    template = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    types, names, table = template.types, template.names, template.properties
+
+    def __init__(self: Any, packetType: int) -> None:
+        object.__setattr__(self, "packetType", packetType)
+        object.__setattr__(self, "types", types)
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "properties", table)
+
+    Properties.__init__ = __init__  # type: ignore[method-assign]  # reach: tables built once
+
+
+_share_property_tables()
+
+
 @attrs.frozen
 class Will:
     """The message the broker publishes for us when the connection dies."""

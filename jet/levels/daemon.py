@@ -144,14 +144,14 @@ class LevelDaemon:
         self._parent_level: dict[str, Any] = {}  # the parent level's presence, as its broker says
         self._uplink: dict[str, Any] = {}
         self.own = Link(broker, f"jet-level/{name}", echo=False, keepalive=keepalive,
-                        will=Will(address.level_presence(name), encode(self._presence("offline"))),
+                        will=Will(address.level_presence(name), self._presence("offline")),
                         on_connect=self._own_up, on_lost=self._own_broker_lost,
                         connect_timeout=10.0)
         self.up: Link | None = None
         if parent is not None:
             self.up = Link(
                 parent, f"jet-level-up/{name}", echo=False, keepalive=keepalive,
-                will=Will(address.level_presence(name), encode(self._presence("offline"))),
+                will=Will(address.level_presence(name), self._presence("offline")),
                 on_connect=self._uplink_up, on_lost=self._uplink_lost, connect_timeout=None,
             )
         self._entering: list[asyncio.Task[Link]] = []
@@ -206,11 +206,9 @@ class LevelDaemon:
         await cancel_all(self._running, Exception)
         if self.up is not None:
             if self.up.connected:  # said at once, not left to the will
-                self.up.publish_nowait(address.level_presence(self.name),
-                                       encode(self._presence("offline")), qos=QOS, retain=True)
+                self._say_presence(self.up, "offline")
             await self.up.close()
-        self.own.publish_nowait(address.level_presence(self.name),
-                                encode(self._presence("offline")), qos=QOS, retain=True)
+        self._say_presence(self.own, "offline")
         await self.own.close()
 
     # -- carrying ----------------------------------------------------------------------
@@ -241,8 +239,7 @@ class LevelDaemon:
     def _pump_table(self, topic: str, payload: bytes) -> None:
         filters = decode_or_none(payload) if payload else []
         if not isinstance(filters, list) or not all(isinstance(f, str) for f in filters):
-            log.warning("level %s: %s is not a list of topic filters: ignored", self.name,
-                        topic)
+            self._refused(topic, "not a list of topic filters")
             return
         task = asyncio.create_task(self._pump_topics(filters), name=f"pump-{self.name}")
         self._running.add(task)
@@ -499,8 +496,7 @@ class LevelDaemon:
     async def _own_up(self) -> None:
         # (Again after a reconnect: a broker that restarted lost its retained messages.)
         self._own_lost = None
-        self.own.publish_nowait(address.level_presence(self.name),
-                                encode(self._presence("online")), qos=QOS, retain=True)
+        self._say_presence(self.own, "online")
         self._say_here()
         self._last_report = b""
         self._report()
@@ -524,15 +520,19 @@ class LevelDaemon:
             self._say_uplink(self._uplink.get("state", "online"), self._uplink.get("reason", ""),
                              keep_since=True)
 
-    def _presence(self, state: str) -> dict[str, Any]:
-        return {"state": state, "level": self.name, "host": socket.gethostname(),
-                "pid": os.getpid(), "since": self.since,
-                "parent": self.parent.url if self.parent else None}
+    def _presence(self, state: str) -> bytes:
+        return encode({"state": state, "level": self.name, "host": socket.gethostname(),
+                       "pid": os.getpid(), "since": self.since,
+                       "parent": self.parent.url if self.parent else None})
+
+    def _say_presence(self, link: Link, state: str) -> None:
+        """This level's presence on ``link``'s broker (its own, or its parent's)."""
+        link.publish_nowait(address.level_presence(self.name), self._presence(state), qos=QOS,
+                            retain=True)
 
     async def _uplink_up(self) -> None:
         assert self.up is not None
-        self.up.publish_nowait(address.level_presence(self.name),
-                               encode(self._presence("online")), qos=QOS, retain=True)
+        self._say_presence(self.up, "online")
         self._say_uplink("online")
         if self._last_report:  # the parent may have missed changes while cut off
             self.up.publish_nowait(address.level_subtree(self.name), self._last_report,

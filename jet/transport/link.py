@@ -516,8 +516,13 @@ class Link:
         # restarted without persistence does not: subscribing again is idempotent.
         wanted = {**self._exact, **self._filters}
         for topic, subs in wanted.items():
-            await self._connection.subscribe(topic, max(s.qos for s in subs),
-                                             retained=any(s.retained for s in subs))
+            await self._subscribe_broker(topic, subs)
+
+    async def _subscribe_broker(self, topic: str, subs: list[Subscription]) -> None:
+        """The one broker subscription behind a topic's handlers: the highest QoS
+        any asks for, retained messages if any wants them."""
+        await self._connection.subscribe(topic, max(s.qos for s in subs),
+                                         retained=any(s.retained for s in subs))
 
     # -- subscriptions -----------------------------------------------------------
 
@@ -541,8 +546,7 @@ class Link:
         self._routes.clear()
         if raise_qos and self._live:
             with contextlib.suppress(aiomqtt.MqttError):
-                await self._connection.subscribe(topic, qos,
-                                                 retained=any(s.retained for s in existing))
+                await self._subscribe_broker(topic, existing)
         return sub
 
     async def unsubscribe(self, sub: Subscription) -> None:

@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 from jet import address
-from jet.levels.functions import outcome
 from jet.transport.broker import Broker
 from jet.transport.client import Session
 from jet.transport.codec import PayloadError, decode, encode
@@ -37,28 +36,24 @@ MODES = ("concurrent", "sequential")
 _numbers = itertools.count(1)
 
 
+def outcome(level: str, started: float, *, result: Any = None, error: str | None = None
+            ) -> dict[str, Any]:
+    """One level's answer as the caller reports it."""
+    ms = round(1000 * (time.monotonic() - started), 2)
+    if error is None:
+        return {"level": level, "ok": True, "result": result, "ms": ms}
+    return {"level": level, "ok": False, "error": error, "ms": ms}
+
+
 class CallError(Exception):
     """A call that cannot be made at all (no level daemon on the broker, unknown level)."""
 
 
 async def levels_here(session: Session, limit: float = 2.0) -> list[str]:
-    """This broker's level and the levels above it, as its daemon says (retained:
-    it comes right after subscribing, so the first copy is the answer)."""
-    got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-    def first(_topic: str, payload: bytes) -> None:
-        if not got.done():
-            got.set_result(payload)
-
-    subscription = await session.link.subscribe(address.LEVEL_HERE, 1, first)
-    try:
-        async with asyncio.timeout(limit):
-            payload = await got
-        here = decode(payload)
-    except (TimeoutError, PayloadError):
-        here = None
-    finally:
-        await session.link.unsubscribe(subscription)
+    """This broker's level and the levels above it, as its daemon says (retained: it
+    comes right after subscribing, and the read ends as soon as it has)."""
+    found = await session.retained(address.LEVEL_HERE, quiet=limit, limit=limit)
+    here = found.get(address.LEVEL_HERE)
     if not isinstance(here, dict) or not isinstance(here.get("path"), list):
         raise CallError(f"no level daemon on {session.link.broker.url} "
                         f"({address.LEVEL_HERE} is not set): start `jet level` for it")

@@ -29,7 +29,6 @@ import contextlib
 import importlib
 import inspect
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
@@ -130,12 +129,3 @@ async def _in_thread(fn: Callable[..., Any], pos: list[Any], kw: dict[str, Any])
 
     threading.Thread(target=work, name=f"level-function-{fn.__name__}", daemon=True).start()
     return await done
-
-
-def outcome(level: str, started: float, *, result: Any = None, error: str | None = None
-            ) -> dict[str, Any]:
-    """One level's answer as the caller reports it."""
-    ms = round(1000 * (time.monotonic() - started), 2)
-    if error is None:
-        return {"level": level, "ok": True, "result": result, "ms": ms}
-    return {"level": level, "ok": False, "error": error, "ms": ms}

@@ -20,7 +20,7 @@ from typing import Any, Self
 from jet import address
 from jet.transport import codec
 from jet.transport.broker import Broker
-from jet.transport.link import Link, Subscription
+from jet.transport.link import Link, Subscription, is_filter
 
 REPLY_TIMEOUT = 5.0
 
@@ -177,12 +177,16 @@ class Session:
         """Collect the retained messages under one or more filters.
 
         The broker sends them right after the subscription; we stop once no
-        new one has come for ``quiet`` seconds (bounded by ``limit``).
+        new one has come for ``quiet`` seconds (bounded by ``limit``), or as
+        soon as every topic asked for is there when none is a filter.
         """
         found: dict[str, Any] = {}
         arrived = asyncio.Event()
+        exact = set(topic_filters) if not any(map(is_filter, topic_filters)) else None
+        seen: set[str] = set()
 
         def collect(topic: str, payload: bytes) -> None:
+            seen.add(topic)
             arrived.set()
             if not payload:
                 found.pop(topic, None)
@@ -196,7 +200,7 @@ class Session:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         try:
-            while loop.time() < deadline:
+            while loop.time() < deadline and not (exact is not None and exact <= seen):
                 arrived.clear()
                 try:
                     async with asyncio.timeout(min(quiet, deadline - loop.time())):

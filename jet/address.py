@@ -164,7 +164,7 @@ def check_level_name(name: str) -> str:
         raise ValueError(f"level name {name!r}: lower-case letters, digits, '_' and '-' only")
     if name in RESERVED_LEVEL_NAMES:
         raise ValueError(f"level name {name!r} is reserved (levels/{name}/... means something "
-                         f"else): not one of {', '.join(sorted(RESERVED_LEVEL_NAMES))}")
+                         f"else): no level may be called {', '.join(sorted(RESERVED_LEVEL_NAMES))}")
     return name
 
 

@@ -75,28 +75,54 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _with_loader(args: argparse.Namespace, action: Callable[[Loader], Any]) -> int:
-    async with _session(args) as session:
-        loader = Loader(session, _registry(args), pack=args.pack, hub=args.hub, progress=print)
+def _level_brokers(app: AppDef) -> dict[str, broker.Broker]:
+    """The brokers an app's levels name (its file's ``levels``), each URL checked."""
+    found = {}
+    for level, url in app.levels.items():
+        try:
+            found[level] = broker.parse(url)
+        except broker.BrokerUrlError as exc:
+            raise CliError(f"{app.source}: level {level}: {exc}") from None
+    return found
+
+
+async def _with_loader(
+    args: argparse.Namespace, action: Callable[[Loader], Any], app: AppDef | None = None
+) -> int:
+    """Run ``action`` with a loader on ``--broker``, or, for an app with levels, on the
+    brokers of its levels (``--broker`` is not used then)."""
+    async with contextlib.AsyncExitStack() as stack:
+        session = None
+        levels = {}
+        if app is not None and app.levels:
+            for level, where in _level_brokers(app).items():
+                levels[level] = await stack.enter_async_context(
+                    Session(where, timeout=args.timeout)
+                )
+        else:
+            session = await stack.enter_async_context(_session(args))
+        loader = Loader(
+            session, _registry(args), pack=args.pack, hub=args.hub, progress=print, levels=levels
+        )
         await action(loader)
     return 0
 
 
 def cmd_load(args: argparse.Namespace) -> int:
     app = _app(args)
-    return asyncio.run(_with_loader(args, lambda loader: loader.load(app)))
+    return asyncio.run(_with_loader(args, lambda loader: loader.load(app), app))
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
     app = _app(args)
-    return asyncio.run(_with_loader(args, lambda loader: loader.reload(app)))
+    return asyncio.run(_with_loader(args, lambda loader: loader.reload(app), app))
 
 
 def cmd_unload(args: argparse.Namespace) -> int:
     target: str = args.target
     if target.endswith((".yaml", ".yml")) or Path(target).is_file():
         app = load_app(target)
-        return asyncio.run(_with_loader(args, lambda loader: loader.unload_app(app)))
+        return asyncio.run(_with_loader(args, lambda loader: loader.unload_app(app), app))
     return asyncio.run(_with_loader(args, lambda loader: loader.unload_id(target)))
 
 

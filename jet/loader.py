@@ -6,6 +6,12 @@ for each reply, so every step is confirmed before the next one and an error
 names the command that failed.  A wire into a circuit is always owned by that
 circuit (it holds the subscription), so every wire/unwire goes to the
 destination circuit's conf topic.
+
+An app with ``levels`` runs on a tree of levels (docs/levels.md "Circuits at
+levels"): the loader holds a session on each level's broker, loads each
+circuit on its level's, and makes a wire from a lower level to a higher one
+by carrying the output up (the lower level's pump table, :mod:`jet.levels.pump`)
+and wiring the input to ``levels/<lower>/data/<output topic>``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from jet.containers.status import Circuit, Statuses, WireStatus
 from jet.definition.check import check_app
 from jet.definition.model import AppDef, CircuitDef, PortRef, WireDef, circuit_to_msgpack
 from jet.definition.ports import ports_of
+from jet.levels import pump
+from jet.levels.call import CallError, levels_here
 from jet.runtime.registry import Registry
 from jet.transport.client import CommandFailed, NoReply, Session
 
@@ -29,8 +37,10 @@ class LoadError(RuntimeError):
 
 
 Progress = Callable[[str], None]
-#: Where each circuit of an app runs, by circuit name.
+#: Where each circuit of an app runs, by circuit name (its level is its definition's).
 _Places = dict[str, CircuitAddress]
+#: A level's name; None is the one broker of an app without levels.
+Level = str | None
 
 
 def _unfinished(result: Any) -> str:
@@ -52,34 +62,54 @@ def _quiet(_line: str) -> None:
 
 
 class Loader:
+    """Loads, reloads and unloads apps through ``session`` (and, for an app with
+    levels, through ``levels``: a session on each level's broker, by level name).
+    Each method reads what runs now first (:meth:`refresh`) and confirms every
+    command before the next; a failure is a :class:`LoadError` naming what failed."""
+
     def __init__(
         self,
-        session: Session,
+        session: Session | None,
         registry: Registry | None = None,
         *,
         pack: str = "default",
         hub: str = "hub",
         web: str = "web",
         progress: Progress = _quiet,
+        levels: Mapping[str, Session] | None = None,
     ) -> None:
-        self.session = session
+        self.sessions: dict[Level, Session] = {name: s for name, s in (levels or {}).items()}
+        if session is not None:
+            self.sessions[None] = session
         self.registry = registry or Registry()
         self.containers = {"pack": pack, "node": hub, "web": web}
         self.progress = progress
         self.known = Statuses(self.registry)
-        #: the circuits online now, by where they run (read by :meth:`refresh`)
-        self.running: dict[CircuitAddress, Circuit] = {}
+        #: the circuits online now, by level and where they run (read by :meth:`refresh`)
+        self.running: dict[Level, dict[CircuitAddress, Circuit]] = {}
+
+    def session(self, level: Level) -> Session:
+        try:
+            return self.sessions[level]
+        except KeyError:
+            where = f"level {level!r}" if level is not None else "an app without levels"
+            raise LoadError(f"no broker for {where}") from None
 
     # -- what runs now -------------------------------------------------------------------
 
     async def refresh(self) -> None:
-        """Read what runs now; statuses that are not a container's are skipped (warned)."""
-        self.known = await Statuses.read(self.session, self.registry)
-        self.running = {c.address: c for c in self.known.online()}
+        """Read what runs now on every broker; statuses that are not a container's are
+        skipped (warned)."""
+        self.running = {}
+        for level, session in self.sessions.items():
+            known = await Statuses.read(session, self.registry)
+            if level is None:
+                self.known = known
+            self.running[level] = {c.address: c for c in known.online()}
 
     def placement(self, app: AppDef, circuit: CircuitDef) -> CircuitAddress | None:
         """Where ``circuit`` of ``app`` runs now, or None when it is not loaded."""
-        for place, running in self.running.items():
+        for place, running in self.running.get(circuit.level, {}).items():
             if place.kind != circuit.container:
                 continue
             if address.rules(place.kind).ids_are_names:
@@ -90,9 +120,22 @@ class Loader:
                 return place
         return None
 
-    def inputs_of(self, place: CircuitAddress) -> Mapping[str, tuple[WireStatus, ...]]:
-        running = self.running.get(place)
+    def inputs_of(
+        self, level: Level, place: CircuitAddress
+    ) -> Mapping[str, tuple[WireStatus, ...]]:
+        running = self.running.get(level, {}).get(place)
         return running.status.inputs if running is not None else {}
+
+    @staticmethod
+    def feeds(topic: str, at: Level, place: CircuitAddress, level: Level) -> bool:
+        """Is ``topic``, wired into a circuit at level ``at``, an output of the circuit at
+        ``place`` on ``level`` (on the same broker, or carried up from a level below)?"""
+        if at == level:
+            return place.owns(topic)
+        if level is None:
+            return False
+        carried = address.level_data(level, "")
+        return topic.startswith(carried) and place.owns(topic[len(carried):])
 
     # -- naming ports on the wire ---------------------------------------------------------
 
@@ -110,9 +153,18 @@ class Loader:
             raise LoadError(f"{circuit.name}.{ref.gadget} has no port {ref.port!r}")
         return address.port_of(place, circuit.gadgets, gadget, names, ref.port)
 
-    def source_topic(self, app: AppDef, wire: WireDef, place: CircuitAddress) -> str:
-        """The topic the source of ``wire``, running at ``place``, publishes on."""
-        return self._port(app, wire.src, place, output=True).topic
+    def source_topic(self, app: AppDef, wire: WireDef, places: _Places) -> str:
+        """The topic the destination of ``wire`` subscribes to: its source's output topic,
+        named as it arrives at the destination's level."""
+        src, dst = self._circuit(app, wire.src), self._circuit(app, wire.dst)
+        topic = self._port(app, wire.src, places[src.name], output=True).topic
+        if src.level == dst.level or src.level is None:
+            return topic
+        return address.level_data(src.level, topic)
+
+    @classmethod
+    def _circuit(cls, app: AppDef, ref: PortRef) -> CircuitDef:
+        return cls._circuit_named(app, ref.circuit or "")
 
     def input_name(self, app: AppDef, wire: WireDef, place: CircuitAddress) -> str:
         """The destination of ``wire``, running at ``place``, as its circuit's commands name it."""
@@ -131,16 +183,19 @@ class Loader:
     # -- commands ---------------------------------------------------------------------------
 
     async def _wire(self, app: AppDef, wire: WireDef, places: _Places) -> None:
-        src, dst = places[wire.src.circuit or ""], places[wire.dst.circuit or ""]
-        topic = self.source_topic(app, wire, src)
+        dst = self._circuit(app, wire.dst)
+        topic = self.source_topic(app, wire, places)
         command: dict[str, Any] = {
-            "cmd": "wire", "input": self.input_name(app, wire, dst), "topic": topic, "qos": wire.qos
+            "cmd": "wire",
+            "input": self.input_name(app, wire, places[dst.name]),
+            "topic": topic,
+            "qos": wire.qos,
         }
         if wire.queue is not None:
             command["queue"] = wire.queue
         if wire.policy is not None:
             command["policy"] = wire.policy
-        await self.session.request(dst.conf, command)
+        await self.session(dst.level).request(places[dst.name].conf, command)
         self.progress(f"wired {wire}  ({topic})")
 
     async def _load_one(self, app: AppDef, circuit: CircuitDef) -> CircuitAddress:
@@ -160,23 +215,26 @@ class Loader:
         }
         if address.rules(circuit.container).runs_graph:
             command["start"] = False
-        result = await self.session.request(conf_topic, command)
+        result = await self.session(circuit.level).request(conf_topic, command)
         circuit_id = str((result or {}).get("circuit_id", circuit.name))
-        self.progress(f"loaded {circuit.name} into {circuit.container} {container} as {circuit_id}")
+        at = f" at level {circuit.level}" if circuit.level else ""
+        self.progress(
+            f"loaded {circuit.name} into {circuit.container} {container}{at} as {circuit_id}"
+        )
         return CircuitAddress(circuit.container, circuit_id)
 
-    async def _start(self, places: Iterable[CircuitAddress]) -> None:
+    async def _start(self, loaded: Iterable[tuple[Level, CircuitAddress]]) -> None:
         """Start circuits loaded not started, once every wire of the load is made."""
-        for place in places:
+        for level, place in loaded:
             if address.rules(place.kind).runs_graph:
-                await self.session.request(place.conf, {"cmd": "start"})
+                await self.session(level).request(place.conf, {"cmd": "start"})
 
     @contextlib.asynccontextmanager
-    async def _starting(self) -> AsyncIterator[list[CircuitAddress]]:
+    async def _starting(self) -> AsyncIterator[list[tuple[Level, CircuitAddress]]]:
         """Circuits added to the yielded list (loaded not started) are started when the
         block ends: once every wire of the load is made.  If the block fails, they are
         started anyway before the error goes on, so nothing is left loaded and idle."""
-        loaded: list[CircuitAddress] = []
+        loaded: list[tuple[Level, CircuitAddress]] = []
         try:
             yield loaded
         except Exception:
@@ -190,9 +248,63 @@ class Loader:
         if problems:
             raise LoadError("\n".join(str(p) for p in problems))
 
+    async def _in_order(self, app: AppDef) -> list[CircuitDef]:
+        """The circuits of ``app`` in the order they are loaded: file order; with levels,
+        the higher levels first (a wire only goes up, so every consumer is wired
+        before its source starts), after checking that each wire between levels goes
+        up the tree the level daemons say they form."""
+        if not app.levels:
+            return list(app.circuits)
+        paths = {level: await self._path_of(level) for level in app.levels}
+        for wire in app.wires:
+            src, dst = self._circuit(app, wire.src), self._circuit(app, wire.dst)
+            if src.level != dst.level and dst.level not in paths[src.level or ""][1:]:
+                raise LoadError(
+                    f"{app.source}: wire {wire}: level {dst.level} is not above level"
+                    f" {src.level} (its levels: {' -> '.join(paths[src.level or ''])});"
+                    " a wire between levels goes up the tree"
+                )
+        return sorted(app.circuits, key=lambda c: len(paths[c.level or ""]))
+
+    async def _path_of(self, level: str) -> list[str]:
+        """``level`` and the levels above it, as its daemon says on its broker."""
+        try:
+            path = await levels_here(self.session(level))
+        except CallError as exc:
+            raise LoadError(f"level {level}: {exc}") from None
+        if not path or path[0] != level:
+            raise LoadError(
+                f"level {level}: its broker {self.session(level).link.broker.url} is level"
+                f" {path[0] if path else '?'}'s; check the file's levels"
+            )
+        return path
+
+    def carried_up(self, app: AppDef, circuit: CircuitDef, places: _Places) -> list[str]:
+        """The outputs of ``circuit`` that circuits at higher levels read: what its level
+        carries up for it."""
+        return sorted({
+            self._port(app, wire.src, places[circuit.name], output=True).topic
+            for wire in app.wires
+            if wire.src.circuit == circuit.name
+            and self._circuit(app, wire.dst).level != circuit.level
+        })
+
+    async def _carry_up(self, app: AppDef, circuit: CircuitDef, places: _Places,
+                        before: Iterable[str] = ()) -> None:
+        """Set ``circuit``'s level's pump table to carry what it must (``before``: what it
+        carried for this circuit until now, taken out unless still wanted)."""
+        if circuit.level is None:
+            return
+        wanted = self.carried_up(app, circuit, places)
+        if not wanted and not list(before):
+            return
+        await pump.change(self.session(circuit.level), circuit.level, add=wanted, remove=before)
+        if wanted:
+            self.progress(f"level {circuit.level} carries up {', '.join(wanted)}")
+
     async def load(self, app: AppDef) -> None:
-        """Load every circuit of ``app`` in file order, wiring each as it arrives, and
-        start them once all are wired."""
+        """Load every circuit of ``app`` in order (:meth:`_in_order`), wiring each as it
+        arrives, and start them once all are wired."""
         self._checked(app)
         await self.refresh()
         for circuit in app.circuits:
@@ -203,9 +315,10 @@ class Loader:
                 )
         places: _Places = {}
         async with self._starting() as loaded:
-            for circuit in app.circuits:
+            for circuit in await self._in_order(app):
                 places[circuit.name] = await self._load_one(app, circuit)
-                loaded.append(places[circuit.name])
+                loaded.append((circuit.level, places[circuit.name]))
+                await self._carry_up(app, circuit, places)
                 await self._wire_around(app, circuit.name, places)
 
     async def _wire_around(self, app: AppDef, name: str, places: _Places) -> None:
@@ -220,23 +333,27 @@ class Loader:
 
     async def unload_app(self, app: AppDef) -> None:
         await self.refresh()
-        places = [(c, self.placement(app, c)) for c in app.circuits]
-        loaded = [(c.name, p) for c, p in places if p is not None]
+        places = [(c, self.placement(app, c)) for c in await self._in_order(app)]
+        loaded = [(c, p) for c, p in places if p is not None]
         if not loaded:
             raise LoadError(f"{app.source}: no circuit of app {app.name!r} is loaded")
-        for name, place in reversed(loaded):
-            await self._unload_one(name, place)
+        for circuit, place in reversed(loaded):
+            await self._unload_one(circuit.name, circuit.level, place)
+            if circuit.level is not None:
+                carried = self.carried_up(app, circuit, {circuit.name: place})
+                if carried:
+                    await pump.change(self.session(circuit.level), circuit.level, remove=carried)
 
     async def unload_id(self, circuit_id: str) -> None:
         await self.refresh()
-        for place in self.running:
+        for place in self.running.get(None, {}):
             if place.id == circuit_id:
-                await self._unload_one(circuit_id, place)
+                await self._unload_one(circuit_id, None, place)
                 return
         for kept in self.known.unrestored():
             if kept.id == circuit_id:
                 place = kept.address  # nothing runs: its container forgets it
-                await self.session.request(place.conf, {"cmd": "stop"})
+                await self.session(None).request(place.conf, {"cmd": "stop"})
                 self.progress(f"unloaded {circuit_id} ({place}, which was not restored)")
                 return
         why = self.known.why_invalid(circuit_id)
@@ -247,57 +364,60 @@ class Loader:
             )
         raise LoadError(f"no circuit {circuit_id!r} is loaded")
 
-    async def _unload_one(self, name: str, place: CircuitAddress) -> None:
+    async def _unload_one(self, name: str, level: Level, place: CircuitAddress) -> None:
         """Unwire, drain, unwire its consumers, stop: all of it, or nothing.
 
         Everything it needs was read and checked by :meth:`refresh` before the first
         command; if a command fails midway, the wires already removed are made again
         and the error says so in one line.
         """
-        undo: list[tuple[str, dict[str, Any]]] = []  # (conf topic, wire command)
+        session = self.session(level)
+        undo: list[tuple[Session, str, dict[str, Any]]] = []  # (where, conf topic, wire)
         step = "unwire its inputs"
         try:
             # 1. unwire its inputs
-            for port, wires in self.inputs_of(place).items():
-                await self.session.request(place.conf, {"cmd": "unwire", "input": port})
-                undo.extend((place.conf, wire.command(port)) for wire in wires)
+            for port, wires in self.inputs_of(level, place).items():
+                await session.request(place.conf, {"cmd": "unwire", "input": port})
+                undo.extend((session, place.conf, wire.command(port)) for wire in wires)
             # 2. drain it (bounded: a stuck gadget is reported, and the unload goes on)
             step = "drain"
             if address.rules(place.kind).runs_graph:
                 try:
-                    await self.session.request(
-                        place.conf, {"cmd": "drain", "timeout": 10}, timeout=15
-                    )
+                    await session.request(place.conf, {"cmd": "drain", "timeout": 10}, timeout=15)
                 except CommandFailed as exc:
                     self.progress(f"{name}: {exc}; unloading it anyway")
-            # 3. unwire others from it
+            # 3. unwire others from it (on its broker, and at the levels above it)
             step = "unwire the circuits it feeds"
-            for other in self.running:
-                if other == place:
-                    continue
-                for port, wires in self.inputs_of(other).items():
-                    for wire in wires:
-                        if place.owns(wire.topic):
-                            await self.session.request(
-                                other.conf, {"cmd": "unwire", "input": port, "topic": wire.topic}
-                            )
-                            undo.append((other.conf, wire.command(port)))
+            for at, running in self.running.items():
+                for other in running:
+                    if other == place and at == level:
+                        continue
+                    for port, wires in self.inputs_of(at, other).items():
+                        for wire in wires:
+                            if self.feeds(wire.topic, at, place, level):
+                                command = {"cmd": "unwire", "input": port, "topic": wire.topic}
+                                await self.session(at).request(other.conf, command)
+                                undo.append((self.session(at), other.conf, wire.command(port)))
             # 4. stop it
             step = "stop"
-            await self.session.request(place.conf, {"cmd": "stop"})
+            await session.request(place.conf, {"cmd": "stop"})
         except (CommandFailed, NoReply) as exc:
             raise LoadError(await self._roll_back(name, step, exc, undo)) from None
-        self.running.pop(place, None)
+        self.running.get(level, {}).pop(place, None)
         self.progress(f"unloaded {name} ({place})")
 
     async def _roll_back(
-        self, name: str, step: str, error: Exception, undo: list[tuple[str, dict[str, Any]]]
+        self,
+        name: str,
+        step: str,
+        error: Exception,
+        undo: list[tuple[Session, str, dict[str, Any]]],
     ) -> str:
         """Make again the wires an unload removed; the one line that says how it went."""
         failed = []
-        for conf_topic, command in reversed(undo):
+        for session, conf_topic, command in reversed(undo):
             try:
-                await self.session.request(conf_topic, command)
+                await session.request(conf_topic, command)
             except (CommandFailed, NoReply) as exc:
                 failed.append(f"{command['input']} from {command['topic']}: {exc}")
         said = f"unload of {name} failed at '{step}': {error}"
@@ -316,16 +436,17 @@ class Loader:
         await self.refresh()
         places: _Places = {}
         async with self._starting() as loaded:
-            for circuit in app.circuits:
+            for circuit in await self._in_order(app):
                 place = self.placement(app, circuit)
                 if place is None:
                     places[circuit.name] = await self._load_one(app, circuit)
-                    loaded.append(places[circuit.name])
+                    loaded.append((circuit.level, places[circuit.name]))
+                    await self._carry_up(app, circuit, places)
                     await self._wire_around(app, circuit.name, places)
                     continue
                 places[circuit.name] = place
                 if address.rules(place.kind).runs_graph:
-                    result = await self.session.request(
+                    result = await self.session(circuit.level).request(
                         place.conf,
                         {
                             "cmd": "reload",
@@ -335,33 +456,73 @@ class Loader:
                         timeout=15,  # the pack bounds its wait for replaced gadgets (3 s)
                     )
                     self.progress(f"reloaded {circuit.name}{_unfinished(result)}")
+                before = self._carried_before(app, circuit.level, place)
+                await self._carry_up(app, circuit, places, before)
                 await self._rewire(app, circuit, places)
+            await self._unwire_stale(app, places)
         await self._unload_missing(app)
 
+    def _carried_before(self, app: AppDef, level: Level, place: CircuitAddress) -> list[str]:
+        """What the circuit at ``place`` had carried up for this app's circuits at higher
+        levels and no other app's: what a reload or unload may take out of the pump table."""
+        if level is None:
+            return []
+        carried = address.level_data(level, "")
+        ours: set[str] = set()
+        others: set[str] = set()
+        for at, running in self.running.items():
+            for other, circuit in running.items():
+                for wires in self.inputs_of(at, other).values():
+                    for wire in wires:
+                        if at != level and self.feeds(wire.topic, at, place, level):
+                            mine = circuit.status.app == app.name
+                            (ours if mine else others).add(wire.topic[len(carried):])
+        return sorted(ours - others)
+
     async def _rewire(self, app: AppDef, circuit: CircuitDef, places: _Places) -> None:
-        place = places[circuit.name]
-        wanted: set[tuple[str, str]] = set()
+        """Make the wires of a kept circuit (into it, and out of it to circuits placed)."""
         for wire in app.wires:
             if wire.dst.circuit == circuit.name and wire.src.circuit in places:
-                topic = self.source_topic(app, wire, places[wire.src.circuit])
-                wanted.add((self.input_name(app, wire, place), topic))
                 await self._wire(app, wire, places)
         for wire in app.wires:
             if wire.src.circuit == circuit.name and wire.dst.circuit in places:
                 await self._wire(app, wire, places)
-        app_places = set(places.values())
-        for port, wires in self.inputs_of(place).items():
-            for wire_status in wires:
-                topic = wire_status.topic
-                from_app = any(p.owns(topic) for p in app_places)
-                if from_app and (port, topic) not in wanted:
-                    await self.session.request(
+
+    async def _unwire_stale(self, app: AppDef, places: _Places) -> None:
+        """Remove the wires into kept circuits that come from this app's circuits but that
+        ``app`` no longer has (once every circuit is placed: a source may come later)."""
+        wanted = {
+            (wire.dst.circuit, self.input_name(app, wire, places[wire.dst.circuit or ""]),
+             self.source_topic(app, wire, places))
+            for wire in app.wires
+        }
+        app_places = [(self._circuit_named(app, name).level, p) for name, p in places.items()]
+        for circuit in app.circuits:
+            place = places[circuit.name]
+            for port, wires in self.inputs_of(circuit.level, place).items():
+                for wire_status in wires:
+                    topic = wire_status.topic
+                    if (circuit.name, port, topic) in wanted or not any(
+                        self.feeds(topic, circuit.level, p, lvl) for lvl, p in app_places
+                    ):
+                        continue
+                    await self.session(circuit.level).request(
                         place.conf, {"cmd": "unwire", "input": port, "topic": topic}
                     )
                     self.progress(f"unwired {circuit.name}.{port} from {topic}")
 
+    @staticmethod
+    def _circuit_named(app: AppDef, name: str) -> CircuitDef:
+        circuit = app.circuit(name)
+        assert circuit is not None
+        return circuit
+
     async def _unload_missing(self, app: AppDef) -> None:
         names = {c.name for c in app.circuits}
-        for place, running in list(self.running.items()):
-            if running.status.app == app.name and running.name not in names:
-                await self._unload_one(running.name, place)
+        for level, running_here in list(self.running.items()):
+            for place, running in list(running_here.items()):
+                if running.status.app == app.name and running.name not in names:
+                    carried = self._carried_before(app, level, place)
+                    await self._unload_one(running.name, level, place)
+                    if level is not None and carried:
+                        await pump.change(self.session(level), level, remove=carried)

@@ -16,7 +16,7 @@ from typing import Any
 import aiomqtt
 import levelfuncs
 import pytest
-from cli_helpers import JetProcess, assert_no_traceback, jet_argv
+from cli_helpers import JetProcess, assert_no_traceback, jet_argv, jet_async, jet_ok
 from conftest import FAULT_REPORT, Mosquitto
 
 from jet.definition.model import CircuitDef, GadgetDef, circuit_to_msgpack
@@ -674,3 +674,92 @@ def test_a_reserved_name_or_an_endless_timeout_is_one_line(args: tuple[str, ...]
     assert done.returncode == 2
     assert_no_traceback(done.stderr)
     assert "reserved" in done.stderr or "positive number of seconds" in done.stderr
+
+
+def site_app(path: Path, brokers: dict[str, Mosquitto], wires: str) -> Path:
+    """An app over three levels: a sensor at the device level, its average at the fog,
+    the average scaled at the cloud (published there: nothing inside consumes it)."""
+    path.write_text(f"""\
+app: site
+levels:
+  cloud: {brokers["cloud"].url}
+  fog-north: {brokers["fog-north"].url}
+  dev-1: {brokers["dev-1"].url}
+circuits:
+  sensor:
+    level: dev-1
+    gadgets: {{t: {{type: jet.lib.Ticker, params: {{interval: 0.1}}}}}}
+  average:
+    level: fog-north
+    gadgets: {{avg: {{type: jet.lib.MovingAverage, params: {{size: 2}}}}}}
+  store:
+    level: cloud
+    gadgets: {{x10: {{type: jet.lib.Scale, params: {{factor: 10}}}}}}
+wires:
+{wires}""")
+    return path
+
+
+UP_WIRES = "  - sensor.t.out -> average.avg.in\n  - average.avg.out -> store.x10.in\n"
+
+
+def test_one_jet_load_deploys_an_app_across_levels(brokers: dict[str, Mosquitto],
+                                                    tmp_path: Path) -> None:
+    """Sensor at dev-1 -> average at fog-north -> store at the cloud, from one file: each
+    circuit runs in the pack on its level's broker, the values go up through the level
+    daemons (pump tables set by the loader), and `jet unload` takes it all away."""
+    packs = {name: JetProcess("pack", "--broker", brokers[name].url)
+             for name in ("dev-1", "fog-north", "cloud")}
+    app = site_app(tmp_path / "site.yaml", brokers, UP_WIRES)
+    down = site_app(tmp_path / "down.yaml", brokers, "  - store.x10.out -> average.avg.in\n")
+
+    async def scenario() -> None:
+        for pack in packs.values():
+            await pack.line("pack default on ", WAIT)
+        async with tree(brokers) as (_daemons, watchers):
+            # A wire down the tree is refused before anything is loaded.
+            code, out, err = await jet_async("load", str(tmp_path / "down.yaml"))
+            assert code == 1
+            assert "wire store.x10.out -> average.avg.in: level fog-north is not above" \
+                " level cloud" in err, err
+            assert len(err.splitlines()) == 1
+            out = await jet_ok("load", str(app))
+            assert "level dev-1 carries up pack/sensor/t/0" in out
+            assert "level fog-north carries up pack/average/avg/0" in out
+            cloud, fog, dev = watchers["cloud"], watchers["fog-north"], watchers["dev-1"]
+            stored = [decode(await cloud.wait_for("pack/store/x10/0", since=cloud.mark()))
+                      for _ in range(3)]
+            # Ticks 0, 1, 2, ...: averages of two are n + 0.5 (or 0.0 first), times 10.
+            assert all(v == 0.0 or (v - 5.0) % 10.0 == 0.0 for v in stored), stored
+            assert decode(await fog.wait_for("levels/dev-1/data/pack/sensor/t/0")) >= 0
+            assert await cloud.wait_for("levels/fog-north/data/pack/average/avg/0")
+            assert decode(await dev.wait_for("levels/dev-1/pump")) == ["pack/sensor/t/0"]
+            assert not any(t.startswith("pack/sensor/") for t, _ in cloud.seen + fog.seen)
+
+            # Reloaded with the store reading the sensor itself: the fog carries nothing up
+            # any more, and the store's old wire from the fog is gone.
+            site_app(app, brokers, "  - sensor.t.out -> average.avg.in\n"
+                                   "  - sensor.t.out -> store.x10.in\n")
+            out = await jet_ok("reload", str(app))
+            assert "unwired store.x10.in from levels/fog-north/data/pack/average/avg/0" in out
+            await fog.wait_for("levels/fog-north/pump", lambda p: decode(p) == [])
+            since = cloud.mark()
+            await cloud.wait_for("pack/store/x10/0", lambda p: decode(p) % 10 == 0, since=since)
+            stored = [decode(await cloud.wait_for("pack/store/x10/0", since=cloud.mark()))
+                      for _ in range(3)]
+            assert all(v % 10 == 0 for v in stored), stored  # ticks, not averages (n + 0.5)
+            tables = [decode(p) for t, p in dev.seen if t == "levels/dev-1/pump"]
+            assert tables[-1] == ["pack/sensor/t/0"]
+
+            out = await jet_ok("unload", str(app))
+            assert [line for line in out.splitlines() if line.startswith("unloaded")] == [
+                "unloaded sensor (pack/sensor)", "unloaded average (pack/average)",
+                "unloaded store (pack/store)"]
+            await dev.wait_for("levels/dev-1/pump", lambda p: decode(p) == [])
+            await fog.wait_for("levels/fog-north/pump", lambda p: decode(p) == [])
+
+    try:
+        run(scenario())
+    finally:
+        for pack in packs.values():
+            pack.stop()

@@ -229,7 +229,8 @@ def test_new_key_subcircuits_loads_without_a_warning(caplog: pytest.LogCaptureFi
 
 def test_an_unknown_key_beside_the_old_key_is_the_one_named(tmp_path: Path) -> None:
     assert load_error(tmp_path, "app: x\ndefinitions: {}\nextra: 1\n") == (
-        "app.yaml:3: top level: unknown key 'extra' (expected: app, circuits, subcircuits, wires)"
+        "app.yaml:3: top level: unknown key 'extra'"
+        " (expected: app, circuits, levels, subcircuits, wires)"
     )
 
 
@@ -295,7 +296,7 @@ def test_bad_file_names_file_and_line(name: str, expected: str) -> None:
         (
             "app: x\nextra: 1\n",
             "app.yaml:2: top level: unknown key 'extra'"
-            " (expected: app, circuits, subcircuits, wires)",
+            " (expected: app, circuits, levels, subcircuits, wires)",
         ),
         (
             "app: x\ncircuits: control\n",

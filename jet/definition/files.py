@@ -31,6 +31,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
+from jet import address
 from jet.definition.model import (
     MAX_NESTING,
     POLICIES,
@@ -530,9 +531,18 @@ class _Builder:
                 self.source, self.line((key,)),
             )
         defs = self.subcircuits(data.get(key), key)
+        levels = self.levels(data.get("levels") or {})
         circuits: dict[str, dict[str, Any]] = {}
         for name, c in (data.get("circuits") or {}).items():
             path: _Path = ("circuits", name)
+            level = c.get("level")
+            if levels and level is None:
+                raise self.fail(path, f"circuit {name!r}: this app has levels: say which"
+                                f" one runs it (level: one of {', '.join(levels)})")
+            if level is not None and level not in levels:
+                known = f"one of {', '.join(levels)}" if levels else "a file with no 'levels'"
+                raise self.fail((*path, "level"), f"circuit {name!r}: level {level!r} is not"
+                                f" in the file's levels ({known})")
             container: Container = c.get("container", "pack")
             if container == "node":
                 gadgets = self.node_gadgets(c.get("gadgets"), (*path, "gadgets"))
@@ -551,6 +561,7 @@ class _Builder:
                 "wires": self.wires(c.get("wires"), 2, (*path, "wires")),
                 "node": None if c.get("node") is None else int(c["node"]),
                 "pack": c.get("pack"),
+                "level": level,
                 "subcircuits": used,
                 "line": self.line(path),
             }
@@ -573,7 +584,17 @@ class _Builder:
             circuits=tuple(built),
             wires=tuple(app_wires),
             source=self.source,
+            levels=levels,
         )
+
+    def levels(self, levels: Mapping[str, str]) -> dict[str, str]:
+        """The app's levels (name -> broker URL); the URLs are read when it is loaded."""
+        for name in levels:
+            try:
+                address.check_level_name(name)
+            except ValueError as exc:
+                raise self.fail(("levels", name), str(exc)) from None
+        return dict(levels)
 
 
 # --- entry points --------------------------------------------------------------------

@@ -120,6 +120,8 @@ class CircuitDef:
     wires: tuple[WireDef, ...] = ()
     node: int | None = None
     pack: str | None = None
+    #: the level whose broker runs it (an app with ``levels``), None on an app's one broker
+    level: str | None = None
     inputs: Mapping[str, PortRef] = attrs.field(factory=dict)
     outputs: Mapping[str, PortRef] = attrs.field(factory=dict)
     subcircuits: Mapping[str, CircuitDef] = attrs.field(factory=dict)
@@ -179,12 +181,17 @@ def expansion(circuit: CircuitDef) -> tuple[int, int]:
 
 @attrs.frozen
 class AppDef:
-    """An app file: circuits loaded in order, and the wires between them."""
+    """An app file: circuits loaded in order, and the wires between them.
+
+    ``levels`` (level name -> broker URL) places the app on a tree of levels
+    (docs/levels.md): each circuit names its level, and runs on that level's broker.
+    """
 
     name: str
     circuits: tuple[CircuitDef, ...] = ()
     wires: tuple[WireDef, ...] = ()
     source: str = "<memory>"
+    levels: Mapping[str, str] = attrs.field(factory=dict)
 
     def circuit(self, name: str) -> CircuitDef | None:
         return next((c for c in self.circuits if c.name == name), None)

@@ -46,6 +46,7 @@ import attrs
 from jet import address
 from jet.levels import view
 from jet.levels.functions import invoke
+from jet.levels.pump import filters_in
 from jet.levels.rules import Rules, decode_map
 from jet.tasks import cancel_all, worth_logging
 from jet.transport import Link, Subscription, Will
@@ -237,8 +238,8 @@ class LevelDaemon:
         self.up.publish_nowait(address.level_data(self.name, topic), payload, qos=QOS)
 
     def _pump_table(self, topic: str, payload: bytes) -> None:
-        filters = decode_or_none(payload) if payload else []
-        if not isinstance(filters, list) or not all(isinstance(f, str) for f in filters):
+        filters = filters_in(decode_or_none(payload) if payload else [])
+        if filters is None:
             self._refused(topic, "not a list of topic filters")
             return
         task = asyncio.create_task(self._pump_topics(filters), name=f"pump-{self.name}")

@@ -34,11 +34,14 @@ from jet.containers.status import Statuses  # noqa: E402
 from jet.definition.check import check_app  # noqa: E402
 from jet.definition.files import CircuitFileError, load_app, load_value  # noqa: E402
 from jet.definition.model import AppDef  # noqa: E402
+from jet.levels import pump  # noqa: E402
+from jet.levels.call import CallError, levels_here  # noqa: E402
 from jet.loader import Loader, LoadError  # noqa: E402
 from jet.runtime.registry import Registry  # noqa: E402
 from jet.tasks import Signalled, run_until_signalled  # noqa: E402
 from jet.transport import broker, codec  # noqa: E402
 from jet.transport.client import CommandFailed, NoReply, Session  # noqa: E402
+from jet.transport.connection import COMMAND_TIMEOUT  # noqa: E402
 
 log = logging.getLogger("jet.cli")
 
@@ -171,6 +174,58 @@ def _is_topic(target: str) -> bool:
     return any(mark in target for mark in "/+#")
 
 
+async def _tap_sessions(
+    args: argparse.Namespace, stack: contextlib.AsyncExitStack
+) -> tuple[Session, Session, str | None]:
+    """Where a tap talks to the circuit, where it listens, and (when it listens at a level
+    above the circuit's: ``--app FILE --at LEVEL``) the circuit's level."""
+    if args.app is not None and _is_topic(args.target):
+        raise CliError("--app taps a circuit.gadget.port of the app, not a topic")
+    if args.app is None:
+        if args.at is not None:
+            raise CliError("--at LEVEL needs --app FILE (the app's file says the levels' brokers)")
+        session = await stack.enter_async_context(_session(args))
+        return session, session, None
+    app = load_app(args.app)
+    brokers = _level_brokers(app)
+    if not brokers:
+        raise CliError(f"{args.app}: this app has no levels (tap it with --broker)")
+    circuit = app.circuit(args.target.split(".")[0])
+    if circuit is None or circuit.level is None:
+        raise CliError(f"{args.app}: no circuit {args.target.split('.')[0]!r} in this app")
+    at = args.at or circuit.level
+    if at not in brokers:
+        raise CliError(f"{args.app}: no level {at!r} (levels: {', '.join(brokers)})")
+    session = await stack.enter_async_context(Session(brokers[circuit.level], timeout=args.timeout))
+    if at == circuit.level:
+        return session, session, None
+    try:
+        above = await levels_here(session)
+    except CallError as exc:
+        raise CliError(f"level {circuit.level}: {exc}") from None
+    if at not in above[1:]:
+        raise CliError(f"level {at} is not above level {circuit.level} "
+                       f"(its levels: {' -> '.join(above)}): a tap sees what goes up")
+    watch = await stack.enter_async_context(Session(brokers[at], timeout=args.timeout))
+    return session, watch, circuit.level
+
+
+async def _carry_while_tapped(
+    stack: contextlib.AsyncExitStack, session: Session, level: str, topic: str
+) -> None:
+    """Add ``topic`` to ``level``'s pump table until the tap ends, unless it is there."""
+    if topic in await pump.read(session, level):
+        return
+    await pump.change(session, level, add=[topic])
+
+    async def take_out() -> None:
+        with contextlib.suppress(CommandFailed, NoReply, OSError, TimeoutError):
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await pump.change(session, level, remove=[topic])
+
+    stack.push_async_callback(take_out)
+
+
 def cmd_tap(args: argparse.Namespace) -> int:
     topic_filter = None
     if _is_topic(args.target):
@@ -180,13 +235,17 @@ def cmd_tap(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
 
     async def tap() -> int:
-        async with _session(args) as session:
+        async with contextlib.AsyncExitStack() as stack:
+            session, watch, carried = await _tap_sessions(args, stack)
             port: address.Port | None = None
             if topic_filter is None:
                 port = await _resolve_port(session, args.target, output=True)
                 topic = port.topic
             else:
                 topic = topic_filter
+            if carried is not None:  # seen at a level above: carried up while tapped
+                await _carry_while_tapped(stack, session, carried, topic)
+                topic = address.level_data(carried, topic)
             seen = 0
             done = asyncio.Event()
             broken: list[BrokenPipeError] = []
@@ -209,7 +268,7 @@ def cmd_tap(args: argparse.Namespace) -> int:
                 if args.count and seen >= args.count:
                     done.set()
 
-            await session.link.subscribe(topic, 1, show)
+            await watch.link.subscribe(topic, 1, show)
             ttl = 30.0
             loop = asyncio.get_running_loop()
             deadline = loop.time() + args.duration if args.duration else None
@@ -303,6 +362,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if is_levels_file(args.file):  # a tree of levels, not an app
         return run_tree(args)
     app = _app(args)
+    if app.levels:
+        raise CliError(f"{args.file}: an app with levels runs on its levels' brokers:"
+                       " start them, then `jet load` it (docs/levels.md)")
     problems = check_app(app, _registry(args))
     if problems:
         for problem in problems:
@@ -397,6 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="TOPIC|circuit.gadget.port")
     p.add_argument("-n", "--count", type=int, default=0, help="exit after N messages")
     p.add_argument("--for", dest="duration", type=float, help="exit after this many seconds")
+    p.add_argument("--app", metavar="FILE", help="an app with levels: tap its circuit on its"
+                   " level's broker (the file says where; --broker is not used)")
+    p.add_argument("--at", metavar="LEVEL", help="with --app: watch from this level above the"
+                   " circuit's (the output is carried up while tapped)")
     p = command("inject", cmd_inject, "send a value into an input")
     p.add_argument("target", metavar="circuit.gadget.port")
     p.add_argument("value", help="a YAML/JSON value: 42, true, '\"text\"', [1, 2]")

@@ -712,13 +712,14 @@ def test_one_jet_load_deploys_an_app_across_levels(brokers: dict[str, Mosquitto]
              for name in ("dev-1", "fog-north", "cloud")}
     app = site_app(tmp_path / "site.yaml", brokers, UP_WIRES)
     down = site_app(tmp_path / "down.yaml", brokers, "  - store.x10.out -> average.avg.in\n")
+    # (a wire from the cloud down to the fog)
 
     async def scenario() -> None:
         for pack in packs.values():
             await pack.line("pack default on ", WAIT)
         async with tree(brokers) as (_daemons, watchers):
             # A wire down the tree is refused before anything is loaded.
-            code, out, err = await jet_async("load", str(tmp_path / "down.yaml"))
+            code, out, err = await jet_async("load", str(down))
             assert code == 1
             assert "wire store.x10.out -> average.avg.in: level fog-north is not above" \
                 " level cloud" in err, err
@@ -750,6 +751,17 @@ def test_one_jet_load_deploys_an_app_across_levels(brokers: dict[str, Mosquitto]
             assert all(v % 10 == 0 for v in stored), stored  # ticks, not averages (n + 0.5)
             tables = [decode(p) for t, p in dev.seen if t == "levels/dev-1/pump"]
             assert tables[-1] == ["pack/sensor/t/0"]
+            # A tap from the cloud of the fog's average (no longer carried up): carried
+            # while tapped, and out of the fog's pump table again when the tap ends.
+            mark = fog.mark()
+            out = await jet_ok("tap", "average.avg.out", "--app", str(app), "--at", "cloud",
+                               "-n", "2", "--for", "10")
+            lines = out.splitlines()
+            assert len(lines) == 2, out
+            assert all(" levels/fog-north/data/pack/average/avg/0 " in line for line in lines)
+            await fog.wait_for("levels/fog-north/pump", lambda p: decode(p) == [
+                "pack/average/avg/0"], since=mark)
+            await fog.wait_for("levels/fog-north/pump", lambda p: decode(p) == [], since=mark)
 
             out = await jet_ok("unload", str(app))
             assert [line for line in out.splitlines() if line.startswith("unloaded")] == [
@@ -763,3 +775,38 @@ def test_one_jet_load_deploys_an_app_across_levels(brokers: dict[str, Mosquitto]
     finally:
         for pack in packs.values():
             pack.stop()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("app: a\nlevels: {cloud: 'mqtt://127.0.0.1:1'}\ncircuits:\n"
+     "  c: {gadgets: {t: {type: jet.lib.Ticker}}}\n",
+     "app.yaml:4: circuit 'c': this app has levels: say which one runs it (level: one of cloud)"),
+    ("app: a\nlevels: {cloud: 'mqtt://127.0.0.1:1'}\ncircuits:\n"
+     "  c: {level: fog, gadgets: {t: {type: jet.lib.Ticker}}}\n",
+     "app.yaml:4: circuit 'c': level 'fog' is not in the file's levels (one of cloud)"),
+    ("app: a\ncircuits:\n  c: {level: fog, gadgets: {t: {type: jet.lib.Ticker}}}\n",
+     "app.yaml:3: circuit 'c': level 'fog' is not in the file's levels"
+     " (a file with no 'levels')"),
+    ("app: a\nlevels:\n  Cloud: 'mqtt://127.0.0.1:1'\n",
+     "app.yaml:3: level name 'Cloud': lower-case letters, digits, '_' and '-' only"),
+])
+def test_a_level_mistake_in_a_circuit_file_is_refused_by_jet_check(
+        tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text(text)
+    done = subprocess.run(jet_argv("check", str(path)), capture_output=True, text=True,
+                          timeout=30, cwd=tmp_path)
+    assert done.returncode != 0 and done.stdout == ""
+    assert_no_traceback(done.stderr)
+    assert done.stderr.strip().endswith(message), done.stderr
+
+
+def test_jet_run_of_an_app_with_levels_says_how_to_load_it(tmp_path: Path) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text("app: a\nlevels: {cloud: 'mqtt://127.0.0.1:1'}\ncircuits:\n"
+                    "  c: {level: cloud, gadgets: {t: {type: jet.lib.Ticker}}}\n")
+    done = subprocess.run(jet_argv("run", str(path)), capture_output=True, text=True,
+                          timeout=30, cwd=tmp_path)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == (f"jet run: error: {path}: an app with levels runs on its levels'"
+                           " brokers: start them, then `jet load` it (docs/levels.md)\n")

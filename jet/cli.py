@@ -82,6 +82,9 @@ def _level_brokers(app: AppDef) -> dict[str, broker.Broker]:
     """The brokers an app's levels name (its file's ``levels``), each URL checked."""
     found = {}
     for level, url in app.levels.items():
+        if url is None:
+            raise CliError(f"{app.source}: level {level} names no broker (only `jet run` of a"
+                           " levels file that runs this app fills it in)")
         try:
             found[level] = broker.parse(url)
         except broker.BrokerUrlError as exc:
@@ -357,10 +360,12 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from jet.levels.cli import is_levels_file, run_tree
-    from jet.runner import run
+    from jet.runner import app_on_levels, run
 
-    if is_levels_file(args.file):  # a tree of levels, not an app
-        return run_tree(args)
+    if is_levels_file(args.file):  # a tree of levels (and maybe an app on it)
+        return run_tree(args, lambda app, urls: app_on_levels(
+            app, urls, registry=_registry(args), timeout=args.timeout,
+            progress=lambda line: print(line, flush=True)))
     app = _app(args)
     if app.levels:
         raise CliError(f"{args.file}: an app with levels runs on its levels' brokers:"

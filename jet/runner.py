@@ -8,7 +8,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -113,6 +113,34 @@ async def running(
         await loader.reload(without_containers(app, skipped))
         progress(f"app {app.name} running")
         yield url
+
+
+@contextlib.asynccontextmanager
+async def app_on_levels(
+    app: AppDef,
+    urls: Mapping[str, str],
+    *,
+    registry: Registry | None = None,
+    progress: Callable[[str], None] = print,
+    timeout: float = REPLY_TIMEOUT,
+) -> AsyncIterator[None]:
+    """An app with levels on running levels (``jet run`` of a levels file with ``app:``):
+    a pack on each of its levels' brokers (``urls``, by level), in this process, and the
+    app loaded across them as `jet load` would; all of it gone when the block ends."""
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = {}
+        for level in app.levels:
+            where = broker.parse(urls[level])
+            await stack.enter_async_context(
+                Pack(where, "default", registry=registry, connect_timeout=timeout)
+            )
+            sessions[level] = await stack.enter_async_context(
+                Session(where, name="run", timeout=timeout)
+            )
+        loader = Loader(None, registry, progress=progress, levels=sessions)
+        await loader.load(attrs.evolve(app, levels={level: urls[level] for level in app.levels}))
+        progress(f"app {app.name} running on levels {', '.join(app.levels)}")
+        yield
 
 
 async def run(app: AppDef, duration: float | None = None, **options: Any) -> None:

@@ -460,6 +460,10 @@ def test_jet_run_of_a_levels_file_shows_an_event_reaching_every_level() -> None:
         assert f"level {level} on mqtt://127.0.0.1:" in done.stdout
     assert ("raised at dev-1: reached cloud, dev-1, fog-north, fog-south (every level)"
             in done.stdout)
+    # Its app: a sensor at dev-1, averaged at fog-north, logged at the cloud (ticks 0, 1,
+    # 2, ... averaged over up to four: 0.0, 0.5, 1.0 in the first seconds).
+    assert "app levels-demo running on levels cloud, fog-north, dev-1" in done.stdout
+    assert "at the cloud: dev-1's sensor averaged at fog-north: 0.5" in done.stderr
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -469,6 +473,10 @@ def test_jet_run_of_a_levels_file_shows_an_event_reaching_every_level() -> None:
     ("levels:\n  a: {}\n  b: {}\n", r"levels\.yaml:1: .*\(roots: a, b\)"),
     ("levels:\n  a: {colour: red}\n", r"levels\.yaml:2: level a: unknown key"),
     ("levels:\n  A: {}\n", r"levels\.yaml:2: level name 'A'"),
+    ("levels:\n  a: {}\napps: x.yaml\n",
+     r"levels\.yaml:3: unknown key 'apps' \(expected: app, levels\)"),
+    ("levels:\n  a: {}\napp: missing.yaml\n",
+     r"levels\.yaml:3: app: .*missing\.yaml:1: cannot read file"),
 ])
 def test_a_levels_file_mistake_is_one_line_naming_file_and_line(
         tmp_path: Path, text: str, message: str) -> None:

@@ -587,7 +587,7 @@ class _Builder:
             levels=levels,
         )
 
-    def levels(self, levels: Mapping[str, str]) -> dict[str, str]:
+    def levels(self, levels: Mapping[str, str | None]) -> dict[str, str | None]:
         """The app's levels (name -> broker URL); the URLs are read when it is loaded."""
         for name in levels:
             try:

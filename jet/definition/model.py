@@ -183,15 +183,16 @@ def expansion(circuit: CircuitDef) -> tuple[int, int]:
 class AppDef:
     """An app file: circuits loaded in order, and the wires between them.
 
-    ``levels`` (level name -> broker URL) places the app on a tree of levels
-    (docs/levels.md): each circuit names its level, and runs on that level's broker.
+    ``levels`` (level name -> broker URL, None where ``jet run`` of a levels file
+    gives it) places the app on a tree of levels (docs/levels.md): each circuit
+    names its level, and runs on that level's broker.
     """
 
     name: str
     circuits: tuple[CircuitDef, ...] = ()
     wires: tuple[WireDef, ...] = ()
     source: str = "<memory>"
-    levels: Mapping[str, str] = attrs.field(factory=dict)
+    levels: Mapping[str, str | None] = attrs.field(factory=dict)
 
     def circuit(self, name: str) -> CircuitDef | None:
         return next((c for c in self.circuits if c.name == name), None)

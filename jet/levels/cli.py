@@ -8,10 +8,12 @@ import contextlib
 import json
 import math
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from jet import address
 from jet.definition.files import CircuitFileError, load_value
+from jet.definition.model import AppDef
 from jet.levels import view
 from jet.levels.call import MODES, CallError, calls
 from jet.levels.daemon import LevelDaemon
@@ -85,9 +87,15 @@ def cmd_event(args: argparse.Namespace) -> int:
     return asyncio.run(send())
 
 
-def run_tree(args: argparse.Namespace) -> int:
-    """`jet run LEVELS-FILE`: every level on an embedded broker of its own, and an
-    event raised at a leaf every second, shown arriving at every level."""
+#: Runs a tree's app (``app:`` in a levels file) on the levels' brokers, by level: given
+#: by the command layer (jet.runner.app_on_levels), which may load apps; levels may not.
+AppOnLevels = Callable[[AppDef, dict[str, str]], contextlib.AbstractAsyncContextManager[None]]
+
+
+def run_tree(args: argparse.Namespace, app_on_levels: AppOnLevels | None = None) -> int:
+    """`jet run LEVELS-FILE`: every level on an embedded broker of its own, the file's
+    app on them (if it names one), and an event raised at a leaf every second, shown
+    arriving at every level."""
     try:
         tree = load_tree(args.file)
     except (TreeError, RulesError, FunctionsError) as exc:
@@ -95,9 +103,14 @@ def run_tree(args: argparse.Namespace) -> int:
         return 2
 
     async def main() -> int:
-        async with running_tree(tree, progress=lambda line: print(line, flush=True)) as daemons:
+        async with contextlib.AsyncExitStack() as stack:
+            daemons = await stack.enter_async_context(
+                running_tree(tree, progress=lambda line: print(line, flush=True)))
             print(f"levels of {tree.source} running; try `jet levels --broker "
                   f"{daemons[tree.levels[0].name].broker.url}`", flush=True)
+            if tree.app is not None and app_on_levels is not None:
+                urls = {name: daemon.broker.url for name, daemon in daemons.items()}
+                await stack.enter_async_context(app_on_levels(tree.app, urls))
             shown = demo(tree, daemons, progress=lambda line: print(line, flush=True))
             if args.duration is None:
                 await shown

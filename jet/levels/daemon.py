@@ -125,6 +125,7 @@ class LevelDaemon:
         self.functions = dict(functions or {})
         self.counters = LevelCounters()
         self.path: list[str] = [name]  # this level and the ones above it, up to the root
+        self._path_changed = asyncio.Event()
         self._pending: dict[str, float] = {}  # calls carried up: id -> deadline
         # Children as this level knows them: their presence, their own report of
         # their subtree, and when this level saw their presence change.
@@ -406,7 +407,15 @@ class LevelDaemon:
         here = decode_or_none(payload)
         if isinstance(here, dict) and isinstance(here.get("path"), list):
             self.path = [self.name, *[str(level) for level in here["path"]]]
+            self._path_changed.set()
             self._say_here()
+
+    async def knows_path(self, path: list[str]) -> None:
+        """Return once this level's way up is ``path`` (itself first, the root last), as
+        its parent says: the tree above it is connected (bound it with a timeout)."""
+        while self.path != path:
+            self._path_changed.clear()
+            await self._path_changed.wait()
 
     def _say_here(self) -> None:
         self.own.publish_nowait(address.LEVEL_HERE, encode(

@@ -6,10 +6,12 @@
       fog-north: {parent: cloud, rules: north-rules.yaml}
       fog-south: {parent: cloud}
       dev-1: {parent: fog-north, functions: [mymodule]}
+    app: levels-demo-app.yaml     # optional: an app with levels to run on the tree
 
 Each level may name its ``broker`` (a URL); ``jet run FILE`` starts an embedded
 mosquitto for every level that names none (MQTT 5 is needed: amqtt will not
-do).  ``rules`` paths are relative to the file.  The parents must form a tree
+do).  ``rules`` and ``app`` paths are relative to the file; the app's levels
+are given the tree's brokers (a pack on each, in the same process).  The parents must form a tree
 with one root (networkx checks it); every mistake is ``file:line: ...``.
 """
 
@@ -20,13 +22,15 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import attrs
 import networkx as nx
 import yaml
 
 from jet import address
-from jet.definition.files import CircuitFileError, load_yaml
+from jet.definition.files import CircuitFileError, load_app, load_yaml
+from jet.definition.model import AppDef
 from jet.embedded import embedded_broker, mosquitto_path
 from jet.levels.daemon import LevelDaemon
 from jet.levels.functions import import_functions
@@ -36,6 +40,8 @@ from jet.transport.codec import decode, encode
 
 #: Seconds between two demo events in ``jet run`` of a tree.
 DEMO_EVERY = 1.0
+#: Seconds the levels of a tree run from one file have to join (each knowing its way up).
+JOIN_TIMEOUT = 10.0
 
 
 class TreeError(ValueError):
@@ -55,13 +61,20 @@ class LevelDef:
 class TreeDef:
     source: str
     levels: tuple[LevelDef, ...]  # parents before their children
+    app: AppDef | None = None  # an app with levels run on the tree
+
+    def path(self, name: str) -> list[str]:
+        """``name`` and the levels above it, up to the root."""
+        parents = {level.name: level.parent for level in self.levels}
+        found: list[str] = []
+        at: str | None = name
+        while at is not None:
+            found.append(at)
+            at = parents[at]
+        return found
 
     def depth(self, name: str) -> int:
-        parents = {level.name: level.parent for level in self.levels}
-        depth, at = 0, parents[name]
-        while at is not None:
-            depth, at = depth + 1, parents[at]
-        return depth
+        return len(self.path(name)) - 1
 
     @property
     def leaves(self) -> list[str]:
@@ -93,6 +106,10 @@ def load_tree(path: str | Path) -> TreeDef:
     specs = data.get("levels") if isinstance(data, dict) else None
     if not isinstance(specs, dict) or not specs:
         raise TreeError(f"{where('levels')}: 'levels' is a map of level names")
+    unknown_keys = set(data) - {"levels", "app"}
+    if unknown_keys:
+        first = sorted(unknown_keys)[0]
+        raise TreeError(f"{where(first)}: unknown key {first!r} (expected: app, levels)")
     graph: nx.DiGraph = nx.DiGraph()
     defs: dict[str, LevelDef] = {}
     for name, spec in specs.items():
@@ -131,7 +148,27 @@ def load_tree(path: str | Path) -> TreeDef:
             ": " + " -> ".join(str(e[0]) for e in nx.find_cycle(graph)))
         raise TreeError(f"{where('levels')}: the levels must form one tree with one root "
                         f"(roots: {', '.join(roots) or 'none'}){cycle}")
-    return TreeDef(str(path), tuple(defs[n] for n in nx.topological_sort(graph)))
+    return TreeDef(str(path), tuple(defs[n] for n in nx.topological_sort(graph)),
+                   _tree_app(path, data.get("app"), where("app"), set(defs)))
+
+
+def _tree_app(path: Path, name: Any, at: str, levels: set[str]) -> AppDef | None:
+    """The app a levels file runs on its tree (``app:``), every level of it in the tree."""
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise TreeError(f"{at}: 'app' is the path of a circuit file")
+    try:
+        app = load_app(path.parent / name)
+    except CircuitFileError as exc:
+        raise TreeError(f"{at}: app: {exc}") from None
+    if not app.levels:
+        raise TreeError(f"{at}: {name} has no levels: nothing to place on this tree")
+    missing = sorted(set(app.levels) - levels)
+    if missing:
+        raise TreeError(f"{at}: {name} places circuits at {', '.join(missing)}, not a level"
+                        f" of this file")
+    return app
 
 
 @contextlib.asynccontextmanager
@@ -158,6 +195,13 @@ async def running_tree(tree: TreeDef, *, progress: Callable[[str], None] = print
                 rules=rules[level.name], functions=functions[level.name], keepalive=keepalive))
             up = f", parent {level.parent}" if level.parent else " (the root)"
             progress(f"level {level.name} on {urls[level.name]}{up}")
+        try:  # every level knows its way up: the tree is joined
+            async with asyncio.timeout(JOIN_TIMEOUT):
+                for name, daemon in daemons.items():
+                    await daemon.knows_path(tree.path(name))
+        except TimeoutError:
+            raise RuntimeError(f"the levels of {tree.source} did not join within "
+                               f"{JOIN_TIMEOUT:g} s") from None
         yield daemons
 
 

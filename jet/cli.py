@@ -153,6 +153,18 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 f" {status.counters.get('dropped', 0):>8} {status.counters.get('errors', 0):>7}"
                 f"  {status.container}"
             )
+        unread = [
+            f"{name}.{port} <- {wire.topic}: {wire.undecodable} messages not read as"
+            f" {(wire.payload or {}).get('format', '?')}"
+            for name, circuit in sorted(known.circuits.items())
+            for port, wires in sorted(circuit.status.inputs.items())
+            for wire in wires
+            if wire.undecodable
+        ]
+        if unread:
+            print("\nDEVICE MESSAGES NOT READ (the rest of each circuit runs on)")
+            for line in unread:
+                print(line)
         return 0
 
     return asyncio.run(ls())

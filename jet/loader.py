@@ -180,7 +180,37 @@ class Loader:
                 exports.setdefault(key, {})[str(wire.dst)] = wire.qos
         return exports
 
+    @staticmethod
+    def foreign_of(app: AppDef, circuit: CircuitDef) -> dict[str, list[dict[str, Any]]]:
+        """Outputs of ``circuit`` wired to devices' topics: {output: [target]}."""
+        foreign: dict[str, list[dict[str, Any]]] = {}
+        for wire in app.foreign:
+            if not wire.inbound and wire.port.circuit == circuit.name:
+                key = f"{wire.port.gadget}.{wire.port.port}"
+                foreign.setdefault(key, []).append(wire.target())
+        return foreign
+
     # -- commands ---------------------------------------------------------------------------
+
+    async def _wire_devices(self, app: AppDef, circuit: CircuitDef, places: _Places) -> None:
+        """Wire the inputs of ``circuit`` that read devices' topics."""
+        place = places[circuit.name]
+        for wire in app.foreign:
+            if not wire.inbound or wire.port.circuit != circuit.name:
+                continue
+            command: dict[str, Any] = {
+                "cmd": "wire",
+                "input": self._port(app, wire.port, place, output=False).name,
+                "topic": wire.topic,
+                "qos": wire.qos,
+                "payload": dict(wire.payload),
+            }
+            if wire.queue is not None:
+                command["queue"] = wire.queue
+            if wire.policy is not None:
+                command["policy"] = wire.policy
+            await self.session(circuit.level).request(place.conf, command)
+            self.progress(f"wired {wire}")
 
     async def _wire(self, app: AppDef, wire: WireDef, places: _Places) -> None:
         dst = self._circuit(app, wire.dst)
@@ -212,6 +242,7 @@ class Loader:
             "app": app.name,
             "definition": circuit_to_msgpack(circuit),
             "exports": self.exports_of(app, circuit),
+            "foreign": self.foreign_of(app, circuit),
         }
         if address.rules(circuit.container).runs_graph:
             command["start"] = False
@@ -322,8 +353,9 @@ class Loader:
                 await self._wire_around(app, circuit.name, places)
 
     async def _wire_around(self, app: AppDef, name: str, places: _Places) -> None:
-        # Inputs of the new circuit fed by loaded circuits, then inputs of
+        # Inputs of the new circuit fed by devices and loaded circuits, then inputs of
         # loaded circuits fed by the new one (SPEC section 3, in that order).
+        await self._wire_devices(app, self._circuit_named(app, name), places)
         for wire in app.wires:
             if wire.dst.circuit == name and wire.src.circuit in places:
                 await self._wire(app, wire, places)
@@ -452,6 +484,7 @@ class Loader:
                             "cmd": "reload",
                             "definition": circuit_to_msgpack(circuit),
                             "exports": self.exports_of(app, circuit),
+                            "foreign": self.foreign_of(app, circuit),
                         },
                         timeout=15,  # the pack bounds its wait for replaced gadgets (3 s)
                     )
@@ -481,6 +514,7 @@ class Loader:
 
     async def _rewire(self, app: AppDef, circuit: CircuitDef, places: _Places) -> None:
         """Make the wires of a kept circuit (into it, and out of it to circuits placed)."""
+        await self._wire_devices(app, circuit, places)
         for wire in app.wires:
             if wire.dst.circuit == circuit.name and wire.src.circuit in places:
                 await self._wire(app, wire, places)
@@ -495,6 +529,11 @@ class Loader:
             (wire.dst.circuit, self.input_name(app, wire, places[wire.dst.circuit or ""]),
              self.source_topic(app, wire, places))
             for wire in app.wires
+        } | {
+            (wire.port.circuit, self._port(app, wire.port, places[wire.port.circuit or ""],
+                                           output=False).name, wire.topic)
+            for wire in app.foreign
+            if wire.inbound
         }
         app_places = [(self._circuit_named(app, name).level, p) for name, p in places.items()]
         for circuit in app.circuits:
@@ -502,9 +541,10 @@ class Loader:
             for port, wires in self.inputs_of(circuit.level, place).items():
                 for wire_status in wires:
                     topic = wire_status.topic
-                    if (circuit.name, port, topic) in wanted or not any(
+                    from_app = wire_status.payload is not None or any(  # a device's: the app's
                         self.feeds(topic, circuit.level, p, lvl) for lvl, p in app_places
-                    ):
+                    )
+                    if (circuit.name, port, topic) in wanted or not from_app:
                         continue
                     await self.session(circuit.level).request(
                         place.conf, {"cmd": "unwire", "input": port, "topic": topic}

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
+import time
 from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
@@ -57,6 +59,27 @@ def worth_logging(count: int) -> bool:
     """Trouble that repeats (drops, refusals, gadget errors) is logged the first
     time, then every 1000th time, with the count: never silent, never a flood."""
     return count == 1 or count % 1000 == 0
+
+
+class Burst:
+    """Trouble that comes in bursts (a device sending what its wire cannot read) is
+    logged once per burst: :meth:`starts` is True for the first of a burst, the
+    rest are counted (:attr:`count`, :attr:`in_burst`) until ``quiet`` seconds pass
+    with none, and the next one starts a new burst."""
+
+    def __init__(self, quiet: float = 10.0) -> None:
+        self.quiet = quiet
+        self.count = 0  # every one so far
+        self.in_burst = 0  # the ones of the burst now, the first included
+        self._last = -math.inf
+
+    def starts(self) -> bool:
+        now = time.monotonic()
+        fresh = now - self._last > self.quiet
+        self._last = now
+        self.count += 1
+        self.in_burst = 1 if fresh else self.in_burst + 1
+        return fresh
 
 
 class Signalled(Exception):

@@ -358,6 +358,7 @@ class Container:
             self._received(command.args["definition"]),
             app=command.args.get("app", ""),
             exports=command.args.get("exports") or {},
+            foreign=command.args.get("foreign") or {},
             start=command.args.get("start", True),
             args=command.args,
         )
@@ -370,7 +371,7 @@ class Container:
             case "wire":
                 await circuit.wire(
                     args["input"], args["topic"], args.get("qos", 1),
-                    args.get("queue"), args.get("policy"),
+                    args.get("queue"), args.get("policy"), args.get("payload"),
                 )
             case "unwire":
                 result = {"removed": await circuit.unwire(args["input"], args.get("topic"))}
@@ -391,7 +392,7 @@ class Container:
                 return None
             case "reload":
                 result = await self.reload(circuit, self._received(args["definition"]),
-                                           args.get("exports") or {})
+                                           args.get("exports") or {}, args.get("foreign") or {})
             case "status":
                 return circuit.status()
             case _:
@@ -421,6 +422,7 @@ class Container:
         *,
         app: str = "",
         exports: Mapping[str, Any] | None = None,
+        foreign: Mapping[str, Any] | None = None,
         start: bool = True,
         args: Mapping[str, Any] | None = None,
     ) -> CircuitBoundary:
@@ -443,7 +445,7 @@ class Container:
         make_body = self._make_body(circuit_id, definition, app, args)
         circuit = CircuitBoundary(
             self.kind, circuit_id, self.link, make_body, app=app, container=self.container,
-            exports=exports,
+            exports=exports, foreign=foreign,
         )
         circuit.status()  # a circuit that cannot report itself is refused before it is added
         self.circuits[circuit.id] = circuit
@@ -463,13 +465,17 @@ class Container:
         return circuit
 
     async def reload(
-        self, circuit: CircuitBoundary, definition: CircuitDef, exports: Mapping[str, Any]
+        self,
+        circuit: CircuitBoundary,
+        definition: CircuitDef,
+        exports: Mapping[str, Any],
+        foreign: Mapping[str, Any] | None = None,
     ) -> Mapping[str, Any] | None:
         """Swap a circuit's definition; wires into inputs that remain are kept.
 
         Returns what the replaced parts could not finish in time (the reply says it).
         """
-        gone, unfinished = await circuit.reload(definition, exports)
+        gone, unfinished = await circuit.reload(definition, exports, foreign)
         for wire in gone:
             self.log.info("%s: input %s is gone: unwired %s", circuit.id, wire.input, wire.topic)
         self._publish_definition(circuit)
@@ -590,8 +596,8 @@ class Container:
                 await self._keep_unrestored(str(cid), saved, reason)
                 continue
             try:
-                for port, topic, qos, limit, policy in saved.get("wires", []):
-                    await circuit.wire(port, topic, qos, limit, policy)
+                for port, topic, qos, limit, policy, *payload in saved.get("wires", []):
+                    await circuit.wire(port, topic, qos, limit, policy, *payload[:1])
             except REFUSALS as exc:
                 self.log.error("%s: circuit %s: a wire not restored: %s",
                                self.state_file, cid, exc)
@@ -601,6 +607,7 @@ class Container:
             self._received(saved["definition"]),
             app=saved.get("app", ""),
             exports=saved.get("exports") or {},
+            foreign=saved.get("foreign") or {},
             args=saved.get("args") or {},
         )
 

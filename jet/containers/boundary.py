@@ -47,8 +47,10 @@ from jet import address
 from jet.definition.model import POLICIES, CircuitDef, circuit_to_msgpack, queue_limit
 from jet.runtime.inbox import DEFAULT_LIMIT
 from jet.runtime.network import EXTERNAL_POLICY
+from jet.tasks import Burst
 from jet.transport import codec
-from jet.transport.link import Link, Subscription
+from jet.transport.formats import Format, FormatError
+from jet.transport.link import Link, Subscription, is_filter
 
 log = logging.getLogger("jet.circuit")  # the name operators filter on
 
@@ -91,10 +93,57 @@ class Wire:
     limit: int
     policy: str
     sub: Subscription = attrs.field(eq=False, repr=False)
+    #: how a device's messages read (a wire from a foreign topic), None: JET's msgpack
+    payload: Format | None = None
+    #: messages it could not read (``undecodable``), logged once per burst
+    trouble: Burst = attrs.field(factory=Burst, eq=False, repr=False)
 
     @property
     def input(self) -> str:
         return f"{self.gadget}.{self.port}"
+
+    def fields(self) -> dict[str, Any]:
+        """What the status says of a wire from a device's topic (nothing for others)."""
+        if self.payload is None:
+            return {}
+        return {"payload": self.payload.to_map(), "undecodable": self.trouble.count}
+
+
+@attrs.frozen
+class Target:
+    """A device's topic an output writes (a wire to a foreign topic)."""
+
+    topic: str
+    payload: Format
+    qos: int = 1
+    retain: bool = False
+    trouble: Burst = attrs.field(factory=Burst, eq=False, repr=False)
+
+    def to_map(self) -> dict[str, Any]:
+        return {"topic": self.topic, "qos": self.qos, "retain": self.retain,
+                **self.payload.to_map()}
+
+
+def normalize_foreign(raw: Mapping[str, Any]) -> dict[str, list[Target]]:
+    """A load command's ``foreign``: {output: [{topic, qos, retain, format, path, map}]},
+    checked (CommandError naming the output)."""
+    found: dict[str, list[Target]] = {}
+    for output, targets in raw.items():
+        if not isinstance(targets, list | tuple):
+            raise CommandError(f"foreign of {output!r}: expected a list of topics")
+        for spec in targets:
+            if not isinstance(spec, Mapping):
+                raise CommandError(f"foreign of {output!r}: expected maps, not {spec!r}")
+            try:
+                topic = address.check(str(spec.get("topic", "")))
+                payload = Format.from_map(spec)
+            except (address.TopicError, ValueError) as exc:
+                raise CommandError(f"foreign of {output!r}: {exc}") from None
+            qos, retain = spec.get("qos", 1), spec.get("retain", False)
+            if isinstance(qos, bool) or qos not in (0, 1, 2) or not isinstance(retain, bool):
+                raise CommandError(f"foreign of {output!r}: qos 0, 1 or 2 and retain true/false")
+            found.setdefault(str(output), []).append(Target(topic, payload, qos, retain))
+    return found
 
 
 class Body(Protocol):
@@ -194,6 +243,7 @@ class CircuitBoundary:
         app: str = "",
         container: str = "",
         exports: Mapping[str, Any] | None = None,
+        foreign: Mapping[str, Any] | None = None,
     ) -> None:
         self.kind = kind
         self.id = circuit_id
@@ -203,6 +253,7 @@ class CircuitBoundary:
         self.body = make_body(self.emit)  # the body hands its outputs to emit()
         self.wires: dict[tuple[str, str], Wire] = {}  # (input, topic) -> wire
         self.exports = normalize_exports(exports or {})
+        self.foreign = normalize_foreign(foreign or {})  # output -> devices' topics it writes
         self.taps: dict[str, float] = {}  # output -> monotonic expiry
         self.received = 0
         self.published = 0
@@ -215,6 +266,7 @@ class CircuitBoundary:
         self._topics: dict[str, list[str]] = {}
         self._publish: dict[str, list[bool]] = {}
         self._qos: dict[str, list[int]] = {}
+        self._targets: dict[str, list[list[Target]]] = {}  # gadget -> per output: its targets
         #: (gadget, output index) whose values are state, published retained (set by
         #: the container: a web slider's or switch's, jet/web/retained.py)
         self.retained: set[tuple[str, int]] = set()
@@ -230,9 +282,11 @@ class CircuitBoundary:
         """Decide, per output, whether emissions go to MQTT, on which topic, at which QoS."""
         now = time.monotonic()
         self.taps = {k: t for k, t in self.taps.items() if t > now}
-        self._topics, self._publish, self._qos = {}, {}, {}
+        self._topics, self._publish, self._qos, self._targets = {}, {}, {}, {}
         for gadget, ports in self.body.output_ports().items():
             names = [f"{gadget}.{port}" for port in ports]
+            if any(name in self.foreign for name in names):
+                self._targets[gadget] = [self.foreign.get(name, []) for name in names]
             self._topics[gadget] = [
                 address.output(self.kind, self.id, gadget, i) for i in range(len(ports))
             ]
@@ -248,7 +302,11 @@ class CircuitBoundary:
             ]
 
     def emit(self, gadget: str, index: int, value: Any) -> None:
-        """A value on output ``index`` of ``gadget``: published if the rule says so."""
+        """A value on output ``index`` of ``gadget``: written to the devices' topics it is
+        wired to, and published on its own if the rule says so."""
+        targets = self._targets.get(gadget)
+        if targets is not None and targets[index]:
+            self._write(targets[index], gadget, index, value)
         if not self._publish[gadget][index]:
             return
         try:
@@ -262,6 +320,21 @@ class CircuitBoundary:
             retain=(gadget, index) in self.retained,
         ):
             self.published += 1
+
+    def _write(self, targets: list[Target], gadget: str, index: int, value: Any) -> None:
+        for target in targets:
+            try:
+                payload = target.payload.encode(value)
+            except FormatError as exc:
+                self.bad_payloads += 1
+                if target.trouble.starts():
+                    log.warning("%s.%s output %d -> %s: %s (the value is not sent; logged once"
+                                " per burst, counted in jet ls)", self.id, gadget, index,
+                                target.topic, exc)
+                continue
+            if self.link.publish_nowait(target.topic, payload, qos=target.qos,
+                                        retain=target.retain):
+                self.published += 1
 
     def publish_payload(self, gadget: str, index: int, payload: bytes) -> None:
         """An output whose payload is already encoded (a radio node's own bytes).
@@ -303,8 +376,12 @@ class CircuitBoundary:
         qos: int = 1,
         queue: int | None = None,
         policy: str | None = None,
+        payload: Mapping[str, Any] | None = None,
     ) -> Wire:
-        """Subscribe ``topic`` for an input; the same wire again changes nothing."""
+        """Subscribe ``topic`` for an input; the same wire again changes nothing.
+
+        ``payload``: the topic is a device's, its messages read as it says
+        (:class:`Format`'s map); from a filter, a gadget gets ``{"topic", "value"}``."""
         gadget, port = self.body.resolve_input(input_)
         existing = self.wires.get((f"{gadget}.{port}", topic))
         if existing is not None:
@@ -327,9 +404,16 @@ class CircuitBoundary:
                 queue_limit(queue)
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
+        reads: Format | None = None
+        if payload is not None:
+            try:
+                reads = Format.from_map(payload)
+            except ValueError as exc:
+                raise CommandError(f"wire from {topic}: {exc}") from None
         limit = queue or DEFAULT_LIMIT
         chosen = policy or EXTERNAL_POLICY
         receive = self.body.receive
+        trouble = Burst()
 
         def on_message(msg_topic: str, payload: bytes) -> Awaitable[None] | None:
             self.received += 1
@@ -340,9 +424,29 @@ class CircuitBoundary:
                 log.warning("%s: %s (wire to %s.%s), message dropped", msg_topic, exc, gadget, port)
                 return None
 
-        sub = await self.link.subscribe(topic, qos, on_message)
+        def on_device_message(msg_topic: str, payload: bytes) -> Awaitable[None] | None:
+            # A device's message, read as its wire says; handed on as JET's own (msgpack),
+            # so every kind of body takes it as it takes any wire's.
+            assert reads is not None
+            self.received += 1
+            try:
+                value = reads.decode(payload)
+                if wildcard:
+                    value = {"topic": msg_topic, "value": value}
+                return receive(gadget, port, codec.encode(value), limit, chosen)
+            except (FormatError, codec.PayloadError) as exc:
+                self.bad_payloads += 1
+                if trouble.starts():
+                    log.warning("%s: %s (wire to %s.%s of %s), message dropped; logged once per"
+                                " burst, counted in jet ls", msg_topic, exc, gadget, port, self.id)
+                return None
+
+        wildcard = is_filter(topic)
+        sub = await self.link.subscribe(
+            topic, qos, on_message if reads is None else on_device_message
+        )
         wire = self.wires[(f"{gadget}.{port}", topic)] = Wire(
-            gadget, port, topic, qos, limit, chosen, sub
+            gadget, port, topic, qos, limit, chosen, sub, reads, trouble
         )
         return wire
 
@@ -411,7 +515,10 @@ class CircuitBoundary:
         return [*self.wires.values(), *self._unwired]
 
     async def reload(
-        self, definition: CircuitDef, exports: Mapping[str, Any]
+        self,
+        definition: CircuitDef,
+        exports: Mapping[str, Any],
+        foreign: Mapping[str, Any] | None = None,
     ) -> tuple[list[Wire], Mapping[str, Any] | None]:
         """Swap in a new definition; wires into inputs that remain keep their subscription.
 
@@ -420,8 +527,10 @@ class CircuitBoundary:
         body could not finish in time (None: everything).
         """
         new_exports = normalize_exports(exports)
+        new_foreign = normalize_foreign(foreign or {})
         unfinished = await self.body.reload(definition)
         self.exports = new_exports
+        self.foreign = new_foreign
         self.refresh_outputs()
         return await self.prune(), unfinished
 
@@ -450,7 +559,7 @@ class CircuitBoundary:
         """The status map; ``definition`` adds the definition (sent when it changed)."""
         inputs: dict[str, list[dict[str, Any]]] = {}
         for (port, _topic), wire in sorted(self.wires.items()):
-            inputs.setdefault(port, []).append(self.body.wire_fields(wire))
+            inputs.setdefault(port, []).append({**self.body.wire_fields(wire), **wire.fields()})
         now = time.monotonic()
         counters: dict[str, int] = {
             "received": self.received,
@@ -475,6 +584,10 @@ class CircuitBoundary:
             "since": self.started_at,
             "inputs": inputs,
             "exports": {k: sorted(v) for k, v in self.exports.items() if v},
+            "foreign": {
+                k: [{**t.to_map(), "unwritable": t.trouble.count} for t in v]
+                for k, v in self.foreign.items()
+            },
             "taps": sorted(k for k, t in self.taps.items() if t > now),
             "rates": self.rates,
             "counters": counters,
@@ -500,8 +613,11 @@ class CircuitBoundary:
             "app": self.app,
             "definition": self.body.definition_map(),
             "exports": {k: dict(v) for k, v in self.exports.items()},
+            "foreign": {k: [t.to_map() for t in v] for k, v in self.foreign.items()},
             "wires": [
-                [w.input, w.topic, w.qos, w.limit, w.policy] for w in self.wires.values()
+                [w.input, w.topic, w.qos, w.limit, w.policy]
+                + ([w.payload.to_map()] if w.payload is not None else [])
+                for w in self.wires.values()
             ],
         }
 

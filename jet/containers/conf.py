@@ -32,6 +32,7 @@ CIRCUIT_COMMANDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "qos": (int, False),
         "queue": (int, False),
         "policy": (str, False),
+        "payload": (dict, False),
     },
     "unwire": {"input": (str, True), "topic": (str, False)},
     "export": {"output": (str, True), "by": (str, True), "qos": (int, False)},
@@ -41,7 +42,7 @@ CIRCUIT_COMMANDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "start": {},
     "drain": {"timeout": ((int, float), False)},
     "stop": {},
-    "reload": {"definition": (dict, True), "exports": (dict, False)},
+    "reload": {"definition": (dict, True), "exports": (dict, False), "foreign": (dict, False)},
     "status": {},
 }
 
@@ -51,6 +52,7 @@ CONTAINER_COMMANDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] =
         "app": (str, False),
         "start": (bool, False),
         "exports": (dict, False),
+        "foreign": (dict, False),
     },
     "status": {},
 }

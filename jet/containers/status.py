@@ -133,8 +133,13 @@ def _kind(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
+def _map(value: Any) -> str | None:
+    return None if isinstance(value, dict) else f"expected a map, got {_kind(value)}"
+
+
 _WIRE = _fields(
-    {"topic": _text, "qos": _qos, "queue": _count, "policy": _text, "name": _text},
+    {"topic": _text, "qos": _qos, "queue": _count, "policy": _text, "name": _text,
+     "payload": _map, "undecodable": _count},
     required=("topic",),
 )
 _PORT_NAMES = _list_of(_text)
@@ -224,6 +229,10 @@ class WireStatus:
     qos: int = 1
     queue: int | None = None
     policy: str | None = None
+    #: a device's topic: how its messages read (jet.transport.formats.Format's map)
+    payload: Mapping[str, Any] | None = None
+    #: a device's messages it could not read
+    undecodable: int = 0
 
     def command(self, input_: str) -> dict[str, Any]:
         """The ``wire`` command that makes this wire again."""
@@ -233,6 +242,8 @@ class WireStatus:
             command["queue"] = self.queue
         if self.policy is not None:
             command["policy"] = self.policy
+        if self.payload is not None:
+            command["payload"] = dict(self.payload)
         return command
 
 
@@ -258,7 +269,8 @@ class CircuitStatus:
             raise BadStatus(why)
         inputs = {
             port: tuple(
-                WireStatus(w["topic"], w.get("qos", 1), w.get("queue"), w.get("policy"))
+                WireStatus(w["topic"], w.get("qos", 1), w.get("queue"), w.get("policy"),
+                           w.get("payload"), w.get("undecodable", 0))
                 for w in wires
             )
             for port, wires in (value.get("inputs") or {}).items()

@@ -17,7 +17,7 @@ import networkx as nx
 
 from jet import address
 from jet.definition.graph import app_graph, wire_ends
-from jet.definition.model import AppDef, CircuitDef, GadgetDef, PortRef, WireDef
+from jet.definition.model import AppDef, CircuitDef, ForeignWire, GadgetDef, PortRef, WireDef
 from jet.definition.ports import NODE_TYPES, Ports, ports_of
 from jet.definition.webcatalog import param_errors
 from jet.runtime.gadget import GadgetError, instantiate
@@ -181,6 +181,8 @@ class _Checker:
                 self.wire(seen, circuit, wire, fed)
         for wire in app.wires:
             self.wire(seen, None, wire, fed)
+        for foreign in app.foreign:
+            self.foreign_wire(seen, foreign, fed)
         graph = app_graph(app)
         for circuit in app.circuits:
             if circuit.container == "pack":
@@ -311,7 +313,7 @@ class _Checker:
         circuits: Mapping[str, CircuitDef],
         ref: PortRef,
         output: bool,
-        wire: WireDef,
+        wire: WireDef | ForeignWire,
         text: str,
     ) -> tuple[Ports | None, Any]:
         """Check one end of a wire; (ports of its gadget, declared type or None) when valid."""
@@ -367,6 +369,28 @@ class _Checker:
                 f"wire {text}: type mismatch: {src} gives {_type_name(src_type)},"
                 f" {dst} takes {_type_name(dst_type)}",
             )
+
+    def foreign_wire(
+        self, circuits: Mapping[str, CircuitDef], wire: ForeignWire, fed: _Fed
+    ) -> None:
+        """A wire between a port and a device's topic: a pack or web circuit's port that
+        exists, an input fed once (a topic counts as its feed), a filter only into a pack."""
+        text = str(wire)
+        circuit = circuits.get(wire.port.circuit or "")
+        if circuit is not None and circuit.container == "node":
+            self.add(
+                wire.line,
+                f"wire {text}: a node circuit does not read or write a device's topic"
+                " (wire it to a pack circuit that does)",
+            )
+            return
+        wildcard = any(level in ("+", "#") for level in wire.topic.split("/"))
+        if circuit is not None and circuit.container != "pack" and wildcard:
+            self.add(wire.line, f"wire {text}: only a pack circuit reads a topic filter")
+            return
+        ports, _declared = self.end(circuits, wire.port, not wire.inbound, wire, text)
+        if ports is not None and wire.inbound:
+            self.feed(fed, wire.port, wire.line)
 
     def feed(self, fed: _Fed, dst: PortRef, line: int | None, by: str = "") -> None:
         """Record that ``dst`` is fed by ``by`` (empty: the wire at ``line``); one feed each."""

@@ -38,6 +38,7 @@ from jet.definition.model import (
     AppDef,
     CircuitDef,
     Container,
+    ForeignWire,
     GadgetDef,
     PortRef,
     TooLarge,
@@ -383,6 +384,23 @@ class _Builder:
         else:
             src, dst = item["from"], item["to"]
             options = {k: item[k] for k in _WIRE_OPTIONS if k in item}
+            if isinstance(src, Mapping) or isinstance(dst, Mapping):
+                raise self.fail(path, "a wire to or from a topic (a device's) is written in the"
+                                " app's top-level wires, not inside a circuit")
+        qos, queue, policy = self.wire_options(item, options, path)
+        return WireDef(
+            self.port(src, parts, path, "wire source"),
+            self.port(dst, parts, path, "wire destination"),
+            qos,
+            line,
+            queue=queue,
+            policy=policy,
+        )
+
+    def wire_options(
+        self, item: Any, options: Mapping[str, Any], path: _Path
+    ) -> tuple[int, int | None, str | None]:
+        """A wire's qos, queue and policy, checked."""
         qos = str(options.get("qos", 1))
         if qos not in ("0", "1", "2"):
             raise self.fail(path, f"bad wire {item!r}: qos must be 0, 1 or 2")
@@ -399,17 +417,53 @@ class _Builder:
             raise self.fail(
                 path, f"bad wire {item!r}: policy must be one of {', '.join(POLICIES)}"
             )
-        return WireDef(
-            self.port(src, parts, path, "wire source"),
-            self.port(dst, parts, path, "wire destination"),
-            int(qos),
-            line,
-            queue=queue,
-            policy=policy,
-        )
+        return int(qos), queue, policy
 
     def wires(self, items: Sequence[Any] | None, parts: int, path: _Path) -> list[WireDef]:
         return [self.wire(w, parts, (*path, i)) for i, w in enumerate(items or ())]
+
+    def app_wires(self, items: Sequence[Any] | None) -> tuple[list[WireDef], list[ForeignWire]]:
+        """The top-level wires: between circuits, and between a port and a device's topic."""
+        wires, foreign = [], []
+        for i, item in enumerate(items or ()):
+            path: _Path = ("wires", i)
+            if isinstance(item, Mapping) and (
+                isinstance(item["from"], Mapping) or isinstance(item["to"], Mapping)
+            ):
+                foreign.append(self.foreign_wire(item, path))
+            else:
+                wires.append(self.wire(item, 3, path))
+        return wires, foreign
+
+    def foreign_wire(self, item: Mapping[str, Any], path: _Path) -> ForeignWire:
+        src, dst = item["from"], item["to"]
+        inbound = isinstance(src, Mapping)
+        if inbound and isinstance(dst, Mapping):
+            raise self.fail(path, "a wire joins a port and a topic, not two topics"
+                            " (a broker bridge does that)")
+        end, port_text = (src, dst) if inbound else (dst, src)
+        at = (*path, "from" if inbound else "to")
+        port = self.port(port_text, 3, path, "wire destination" if inbound else "wire source")
+        topic = str(end["topic"])
+        try:
+            address.check(topic, filter_ok=inbound)
+        except address.TopicError as exc:
+            what = "topic filter" if inbound else "topic (no wildcards: one topic is written)"
+            raise self.fail((*at, "topic"), f"bad {what} {topic!r}: {exc}") from None
+        name = end.get("format", "json")
+        if "path" in end and name not in ("json", "msgpack"):
+            raise self.fail((*at, "path"), f"a path needs format json or msgpack, not {name}")
+        if inbound and "retain" in end:
+            raise self.fail((*at, "retain"), "retain is for a topic written by an output")
+        payload: dict[str, Any] = {"format": name}
+        if "path" in end:
+            payload["path"] = str(end["path"])
+        if end.get("map"):
+            payload["map"] = dict(end["map"])
+        qos, queue, policy = self.wire_options(
+            item, {k: item[k] for k in _WIRE_OPTIONS if k in item}, path)
+        return ForeignWire(port, topic, inbound, payload, qos, bool(end.get("retain")),
+                           queue, policy, self.line(path))
 
     # gadgets
 
@@ -566,7 +620,8 @@ class _Builder:
                 "line": self.line(path),
             }
         app_wires = []
-        for wire in self.wires(data.get("wires"), 3, ("wires",)):
+        between, foreign = self.app_wires(data.get("wires"))
+        for wire in between:
             circuit = wire.src.circuit
             if circuit == wire.dst.circuit and circuit in circuits:
                 local = attrs.evolve(wire, src=wire.src.local(), dst=wire.dst.local())
@@ -585,6 +640,7 @@ class _Builder:
             wires=tuple(app_wires),
             source=self.source,
             levels=levels,
+            foreign=tuple(foreign),
         )
 
     def levels(self, levels: Mapping[str, str | None]) -> dict[str, str | None]:

@@ -102,6 +102,37 @@ class WireDef:
         return f"{self.src} -> {self.dst}"
 
 
+#: The payload formats of a foreign topic (jet.transport.formats.FORMATS, which reads them).
+FOREIGN_FORMATS = ("json", "text", "raw", "msgpack", "presence")
+
+
+@attrs.frozen
+class ForeignWire:
+    """A wire between a port of a pack circuit and a topic that is not JET's (a device's).
+
+    ``inbound``: from ``topic`` (a filter) into the input ``port``; else from the
+    output ``port`` out to ``topic``.  ``payload`` is how the messages read or write:
+    ``{"format": ..., "path": ..., "map": ...}`` (jet.transport.formats.Format's map).
+    """
+
+    port: PortRef
+    topic: str
+    inbound: bool
+    payload: Mapping[str, Any] = attrs.field(factory=lambda: {"format": "json"})
+    qos: int = 1
+    retain: bool = False
+    queue: int | None = None
+    policy: str | None = None
+    line: int | None = attrs.field(default=None, eq=False)
+
+    def __str__(self) -> str:
+        return f"{self.topic} -> {self.port}" if self.inbound else f"{self.port} -> {self.topic}"
+
+    def target(self) -> dict[str, Any]:
+        """An outbound wire as a load command names it (under ``foreign``)."""
+        return {"topic": self.topic, "qos": self.qos, "retain": self.retain, **self.payload}
+
+
 @attrs.frozen
 class CircuitDef:
     """A circuit: gadgets plus the wires between them.
@@ -193,6 +224,8 @@ class AppDef:
     wires: tuple[WireDef, ...] = ()
     source: str = "<memory>"
     levels: Mapping[str, str | None] = attrs.field(factory=dict)
+    #: wires between ports and topics that are not JET's (devices' topics)
+    foreign: tuple[ForeignWire, ...] = ()
 
     def circuit(self, name: str) -> CircuitDef | None:
         return next((c for c in self.circuits if c.name == name), None)

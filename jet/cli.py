@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -92,11 +92,10 @@ def _level_brokers(app: AppDef) -> dict[str, broker.Broker]:
     return found
 
 
-async def _with_loader(
-    args: argparse.Namespace, action: Callable[[Loader], Any], app: AppDef | None = None
-) -> int:
-    """Run ``action`` with a loader on ``--broker``, or, for an app with levels, on the
-    brokers of its levels (``--broker`` is not used then)."""
+@contextlib.asynccontextmanager
+async def _loader(args: argparse.Namespace, app: AppDef | None = None) -> AsyncIterator[Loader]:
+    """A loader on ``--broker``, or, for an app with levels, on the brokers of its levels
+    (``--broker`` is not used then)."""
     async with contextlib.AsyncExitStack() as stack:
         session = None
         levels = {}
@@ -107,14 +106,36 @@ async def _with_loader(
                 )
         else:
             session = await stack.enter_async_context(_session(args))
-        loader = Loader(
+        yield Loader(
             session, _registry(args), pack=args.pack, hub=args.hub, progress=print, levels=levels
         )
+
+
+async def _with_loader(
+    args: argparse.Namespace, action: Callable[[Loader], Any], app: AppDef | None = None
+) -> int:
+    """Run ``action`` with a loader for ``app`` (:func:`_loader`)."""
+    async with _loader(args, app) as loader:
         await action(loader)
     return 0
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    if args.watch is not None:
+        if args.file is not None:
+            raise CliError("give a FILE or --watch DIR, not both")
+        from jet.watch import DirectoryWatch
+
+        watch = DirectoryWatch(Path(args.watch), lambda app: _loader(args, app), _registry(args),
+                               progress=lambda line: print(line, flush=True))
+
+        async def watching() -> int:
+            await watch.run()
+            return 0
+
+        return run_until_signalled(watching())
+    if args.file is None:
+        raise CliError("give a circuit FILE to load, or --watch DIR")
     app = _app(args)
     return asyncio.run(_with_loader(args, lambda loader: loader.load(app), app))
 
@@ -464,9 +485,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("reload", cmd_reload, "replace an app's circuits, keeping wires that stay"),
     ):
         p = command(name, func, help_, allow=True)
-        p.add_argument("file")
+        p.add_argument("file", nargs="?" if name == "load" else None)
         p.add_argument("--pack", default="default", help="pack for circuits that name none")
         p.add_argument("--hub", default="hub", help="hub driver for node circuits")
+        if name == "load":
+            p.add_argument("--watch", metavar="DIR", help="keep the apps of a directory of"
+                           " circuit files live: new files loaded, changed ones reloaded,"
+                           " deleted ones unloaded (runs until stopped)")
     p = command("unload", cmd_unload, "unload a circuit by id, or every circuit of an app file")
     p.add_argument("target", metavar="ID|FILE")
     p.add_argument("--pack", default="default")

@@ -20,6 +20,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
+import attrs
+
 from jet import address
 from jet.address import CircuitAddress
 from jet.containers.status import Circuit, Statuses, WireStatus
@@ -477,7 +479,9 @@ class Loader:
                     await self._wire_around(app, circuit.name, places)
                     continue
                 places[circuit.name] = place
-                if address.rules(place.kind).runs_graph:
+                if self._unchanged(app, circuit, self.running[circuit.level][place]):
+                    pass  # nothing to replace: its wires are made again below (idempotent)
+                elif address.rules(place.kind).runs_graph:
                     result = await self.session(circuit.level).request(
                         place.conf,
                         {
@@ -494,6 +498,21 @@ class Loader:
                 await self._rewire(app, circuit, places)
             await self._unwire_stale(app, places)
         await self._unload_missing(app)
+
+    def _unchanged(self, app: AppDef, circuit: CircuitDef, running: Circuit) -> bool:
+        """Whether ``circuit`` runs as ``app`` has it now: same definition, same exports,
+        same devices' topics written (a reload replaces only what changed)."""
+        fields = running.status.fields
+        exports = {k: sorted(v) for k, v in self.exports_of(app, circuit).items() if v}
+        foreign = {
+            k: [{f: v for f, v in target.items() if f != "unwritable"} for target in targets]
+            for k, targets in (fields.get("foreign") or {}).items()
+        }
+        return (
+            attrs.evolve(circuit, level=None) == running.definition
+            and (fields.get("exports") or {}) == exports
+            and foreign == self.foreign_of(app, circuit)
+        )
 
     def _carried_before(self, app: AppDef, level: Level, place: CircuitAddress) -> list[str]:
         """What the circuit at ``place`` had carried up for this app's circuits at higher

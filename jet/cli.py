@@ -73,7 +73,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if problems:
         return 1
     gadgets = sum(len(c.gadgets) for c in app.circuits)
-    wires = len(app.wires) + sum(len(c.wires) for c in app.circuits)
+    wires = len(app.wires) + len(app.foreign) + sum(len(c.wires) for c in app.circuits)
     print(f"{args.file}: ok ({len(app.circuits)} circuits, {gadgets} gadgets, {wires} wires)")
     return 0
 

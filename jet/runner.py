@@ -96,6 +96,12 @@ async def running(
             else:
                 skipped.add("node")
                 progress("node circuits skipped: add --simulate to run them on simulated radios")
+        if app.foreign and simulate:
+            from jet.devices import SimulatedDevices
+
+            devices = await stack.enter_async_context(SimulatedDevices(app, url))
+            for device in devices.describe():
+                progress(f"simulated device {device}")
         if any(c.container == "web" for c in app.circuits) or web:
             from jet.web import serving
 

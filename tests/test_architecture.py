@@ -23,6 +23,10 @@ ALLOWED = {
         "jet.containers", "jet.runtime", "jet.definition", "jet.transport", "jet.address",
         "jet.tasks",
     },
+    # Devices: the MQTT devices people own (simulated ones, for now), on the transport.
+    "jet.devices": {
+        "jet.devices", "jet.transport", "jet.definition", "jet.address", "jet.tasks",
+    },
     # Levels carry messages between brokers: the transport, and a CLI value reader.
     "jet.levels": {
         "jet.levels", "jet.transport", "jet.definition", "jet.address", "jet.tasks",

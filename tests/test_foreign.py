@@ -150,11 +150,24 @@ def test_a_filter_gives_the_topic_and_a_retained_value_comes_at_once(
     """One gadget serves every Zigbee2MQTT sensor (`zigbee2mqtt/+`), and a thermostat knows
     the temperature as soon as it is wired: the retained state is delivered."""
     mosquitto_pub(mosquitto.port, "zigbee2mqtt/bedroom", '{"temperature": 18.5}', "-r")
-    wires = [{"from": {"topic": "zigbee2mqtt/+", "format": "json", "path": "temperature"},
-              "to": "probe.g0.in"}]
-    load(write_app(tmp_path / "one.yaml", wires, 1), mosquitto.url)
-    device.wait_for("pack/probe/g0/0")
-    assert device.values("pack/probe/g0/0") == [{"topic": "zigbee2mqtt/bedroom", "value": 18.5}]
+    mosquitto_pub(mosquitto.port, "zigbee2mqtt/attic", '{"temperature": 12.0}', "-r")
+    reads = {"format": "json", "path": "temperature"}
+    wires = [{"from": {"topic": "zigbee2mqtt/+", **reads}, "to": "probe.g0.in"},
+             # the same device twice more in one pack: each wire gets the value at once
+             {"from": {"topic": "zigbee2mqtt/bedroom", **reads}, "to": "probe.g1.in"},
+             {"from": {"topic": "zigbee2mqtt/bedroom", **reads}, "to": "probe.g2.in"}]
+    load(write_app(tmp_path / "one.yaml", wires, 3), mosquitto.url)
+    for gadget in ("g0", "g1", "g2"):
+        device.wait_for(f"pack/probe/{gadget}/0")
+    device.wait_for("pack/probe/g0/0", check=lambda p: decode(p)["value"] == 12.0)
+    # A live value after them (what a wire made later replayed came before it): each wire
+    # had the retained one once, a wire made later gave the earlier ones nothing again.
+    device.publish("zigbee2mqtt/bedroom", '{"temperature": 19.0}')
+    for gadget in ("g1", "g2"):
+        device.wait_for(f"pack/probe/{gadget}/0", check=lambda p: decode(p) == 19.0)
+        assert device.values(f"pack/probe/{gadget}/0") == [18.5, 19.0]
+    device.wait_for("pack/probe/g0/0", check=lambda p: decode(p)["value"] == 19.0)
+    assert sorted(v["value"] for v in device.values("pack/probe/g0/0")) == [12.0, 18.5, 19.0]
     since = len(device.seen)
     device.publish("zigbee2mqtt/kitchen", '{"temperature": 22.0, "humidity": 40}')
     got = decode(device.wait_for("pack/probe/g0/0", since=since))

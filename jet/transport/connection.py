@@ -144,7 +144,7 @@ class Connection:
         self.publish_nowait = paho.publish
         self.ack = paho.ack
         self._aiomqtt_on_publish: Any = paho.on_publish
-        self._sink: Callable[[str, bytes | bytearray, int, int], None] | None = None
+        self._sink: Callable[[str, bytes | bytearray, int, int, bool], None] | None = None
         self._arrived: collections.deque[mqtt.MQTTMessage] = collections.deque()
         self._reading = False  # in read_burst: writes wait for its end
         self._write_due = False
@@ -207,7 +207,8 @@ class Connection:
                 if sink is None:  # (the connection ended in a handler)
                     aiomqtt_on_message(paho, None, message)
                 else:
-                    sink(message.topic, message.payload, message.qos, message.mid)
+                    sink(message.topic, message.payload, message.qos, message.mid,
+                         message.retain)
 
         def read_burst() -> None:
             connection._reading = True
@@ -410,8 +411,10 @@ class Connection:
         if paho.want_write():  # the socket took only part: the loop writes the rest
             paho._call_socket_register_write()
 
-    def deliver_to(self, sink: Callable[[str, bytes | bytearray, int, int], None] | None) -> None:
-        """Hand each received message to ``sink(topic, payload, qos, mid)`` in the
+    def deliver_to(
+        self, sink: Callable[[str, bytes | bytearray, int, int, bool], None] | None
+    ) -> None:
+        """Hand each received message to ``sink(topic, payload, qos, mid, retain)`` in the
         turn it is read, instead of to ``messages()``; None: back to
         ``messages()``.  Set it once a session is ready for messages and clear
         it when the session ends (what arrives before goes to ``messages()``)."""

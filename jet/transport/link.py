@@ -70,6 +70,7 @@ Handler = Callable[[str, bytes], Awaitable[None] | None]
 OUTBOX_LIMIT = 100_000
 PUBLISH_WINDOW = 256  # publishes handed to paho and not yet completed, at most
 ROUTES_LIMIT = 1024  # topics whose handlers are remembered (Link._route): ~300 KB at most
+REPLAYED_LIMIT = 10_000  # topics a subscription remembers having had a retained message of
 BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
 #: Messages one subscription holds while its handler cannot take them, at most;
@@ -100,6 +101,10 @@ class Subscription:
     qos: int
     handler: Handler
     retained: bool = True  # False: no retained messages at (re)subscription (MQTT 5 links)
+    #: topics whose retained message it has had since its broker subscription was made: a
+    #: broker replays them to everyone on the topic when a newcomer subscribes again, and
+    #: each subscription takes a topic's retained message once (see Link._dispatch)
+    replayed: set[str] = attrs.field(factory=set, repr=False)
     held: collections.deque[tuple[str, bytes]] = attrs.field(
         factory=collections.deque, repr=False
     )
@@ -448,7 +453,7 @@ class Link:
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
                 payload = b"" if payload is None else str(payload).encode()
-            dispatch(message.topic.value, payload, message.qos, message.mid)
+            dispatch(message.topic.value, payload, message.qos, message.mid, message.retain)
 
         none_arrived = connection.none_arrived
         take_arrived = connection.take_arrived
@@ -516,6 +521,8 @@ class Link:
         # restarted without persistence does not: subscribing again is idempotent.
         wanted = {**self._exact, **self._filters}
         for topic, subs in wanted.items():
+            for sub in subs:  # each takes what the broker replays for the new session
+                sub.replayed.clear()
             await self._subscribe_broker(topic, subs)
 
     async def _subscribe_broker(self, topic: str, subs: list[Subscription]) -> None:
@@ -541,10 +548,13 @@ class Link:
         sub = Subscription(topic, qos, handler, retained)
         table = self._filters if is_filter(topic) else self._exact
         existing = table.setdefault(topic, [])
-        raise_qos = not existing or qos > max(s.qos for s in existing)
+        # Subscribing again also makes the broker send the retained messages again
+        # (MQTT 3.1.1 3.8.4, MQTT 5 retain handling 0), for a newcomer that wants them;
+        # _dispatch gives each subscription a topic's retained message once.
+        again = not existing or qos > max(s.qos for s in existing) or retained
         existing.append(sub)
         self._routes.clear()
-        if raise_qos and self._live:
+        if again and self._live:
             with contextlib.suppress(aiomqtt.MqttError):
                 await self._subscribe_broker(topic, existing)
         return sub
@@ -569,7 +579,9 @@ class Link:
     def _all_subscriptions(self) -> list[Subscription]:
         return [s for subs in (*self._exact.values(), *self._filters.values()) for s in subs]
 
-    def _dispatch(self, topic: str, payload: bytes | bytearray, qos: int, mid: int) -> None:
+    def _dispatch(
+        self, topic: str, payload: bytes | bytearray, qos: int, mid: int, retain: bool = False
+    ) -> None:
         # Never waits: a handler that cannot take a message holds back only its
         # own subscription (_hold), so commands and other wires keep flowing.
         self.stats.received += 1
@@ -584,6 +596,12 @@ class Link:
             return
         started = time.monotonic()
         for sub in subs:
+            if retain:  # replayed at a (re)subscription: once per subscription and topic
+                if topic in sub.replayed:
+                    continue
+                if len(sub.replayed) >= REPLAYED_LIMIT:  # (a filter over endless topics)
+                    sub.replayed.clear()
+                sub.replayed.add(topic)
             if sub.waiter is not None:
                 self._hold(sub, topic, data)
                 continue

@@ -1,0 +1,173 @@
+"""Simulated devices for ``jet run FILE --simulate``: the devices an app's wires name,
+playing on the broker as the real ones do, in one room.
+
+Recognised from the app's wires to devices' topics (:func:`devices_of`):
+
+- a wire from ``zigbee2mqtt/<name>`` (or its ``/availability``) is a Zigbee2MQTT
+  temperature sensor ``<name>``: it publishes its state as one JSON object
+  (``temperature``, ``humidity``, ``battery``, ``linkquality``; retained, as Zigbee2MQTT
+  does for a device set to ``retain: true``) every ``period`` seconds, and its
+  availability ``{"state": "online"}`` (retained; ``offline`` when it stops);
+- a wire to ``cmnd/<topic>/POWER`` is a Tasmota plug ``<topic>``: it takes ``ON``,
+  ``OFF``, ``TOGGLE`` (any case), answers on ``stat/<topic>/POWER`` (retained, as
+  Tasmota does with ``PowerRetain 1``, so whoever listens later knows the state) and
+  ``stat/<topic>/RESULT`` (``{"POWER": "ON"}``), and says ``Online``/``Offline`` on
+  ``tele/<topic>/LWT`` (retained).
+
+The room: every plug heats it (a heater behind each), every sensor reads it; it
+warms by ``HEATING`` degrees a period per plug that is on and cools towards
+``OUTSIDE`` otherwise, so a thermostat's on/off is seen in the readings.
+
+Lifecycle: ``async with SimulatedDevices(app, url)``: the devices come online,
+publish and answer until the block ends, then say offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any, Self
+
+import attrs
+
+from jet.definition.model import AppDef
+from jet.tasks import cancel_all
+from jet.transport import Link, broker
+
+log = logging.getLogger("jet.devices.sim")
+
+#: Degrees a period the room warms per plug that is on, and loses towards OUTSIDE.
+HEATING = 1.0
+LOSS = 0.05
+OUTSIDE = 12.0
+
+
+@attrs.define
+class Sensor:
+    name: str  # Zigbee2MQTT's friendly name
+
+    @property
+    def state_topic(self) -> str:
+        return f"zigbee2mqtt/{self.name}"
+
+    @property
+    def availability_topic(self) -> str:
+        return f"zigbee2mqtt/{self.name}/availability"
+
+
+@attrs.define
+class Plug:
+    topic: str  # Tasmota's %topic%
+    on: bool = False
+
+
+@attrs.define
+class Room:
+    temperature: float = 19.0
+
+    def step(self, heaters_on: int) -> float:
+        self.temperature += HEATING * heaters_on - LOSS * (self.temperature - OUTSIDE)
+        return self.temperature
+
+
+def devices_of(app: AppDef) -> tuple[list[Sensor], list[Plug]]:
+    """The Zigbee2MQTT sensors and Tasmota plugs the app's wires name (see the module doc)."""
+    sensors: dict[str, Sensor] = {}
+    plugs: dict[str, Plug] = {}
+    for wire in app.foreign:
+        levels = wire.topic.split("/")
+        sensor = (wire.inbound and levels[0] == "zigbee2mqtt" and len(levels) in (2, 3)
+                  and levels[1] not in ("+", "#", "bridge")
+                  and levels[2:] in ([], ["availability"]))
+        if sensor:
+            sensors.setdefault(levels[1], Sensor(levels[1]))
+        if not wire.inbound and len(levels) == 3 and levels[0] == "cmnd" and levels[2] == "POWER":
+            plugs.setdefault(levels[1], Plug(levels[1]))
+    return list(sensors.values()), list(plugs.values())
+
+
+class SimulatedDevices:
+    """The devices of ``app`` (:func:`devices_of`) on the broker at ``url``."""
+
+    def __init__(self, app: AppDef, url: str, *, period: float = 1.0,
+                 room: Room | None = None) -> None:
+        self.sensors, self.plugs = devices_of(app)
+        self.period = period
+        self.room = room or Room()
+        self.link = Link(broker.parse(url), "jet-simulated-devices", clean_session=True)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def describe(self) -> Sequence[str]:
+        return [f"zigbee2mqtt/{s.name} (temperature sensor)" for s in self.sensors] + [
+            f"cmnd/{p.topic}/POWER (Tasmota plug)" for p in self.plugs]
+
+    async def __aenter__(self) -> Self:
+        await self.link.__aenter__()
+        try:
+            for plug in self.plugs:
+                await self.link.subscribe(f"cmnd/{plug.topic}/POWER", 1, self._command(plug))
+                self._publish(f"tele/{plug.topic}/LWT", "Online", retain=True)
+                self._say_power(plug)
+            for sensor in self.sensors:
+                self._publish(sensor.availability_topic, {"state": "online"}, retain=True)
+            self._report()  # at once: a thermostat wired now knows the temperature
+            await self.link.flush()
+        except BaseException:
+            await self.link.__aexit__(None, None, None)
+            raise
+        self._tasks.append(asyncio.create_task(self._run(), name="simulated-devices"))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await cancel_all(self._tasks)
+        try:
+            for plug in self.plugs:
+                self._publish(f"tele/{plug.topic}/LWT", "Offline", retain=True)
+            for sensor in self.sensors:
+                self._publish(sensor.availability_topic, {"state": "offline"}, retain=True)
+            async with asyncio.timeout(2.0):
+                await self.link.flush()
+        except (TimeoutError, OSError, ConnectionError):
+            log.warning("simulated devices: could not say offline before stopping")
+        finally:
+            await self.link.__aexit__(None, None, None)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.period)
+            self.room.step(sum(plug.on for plug in self.plugs))
+            self._report()
+
+    def _report(self) -> None:
+        for i, sensor in enumerate(self.sensors):
+            self._publish(sensor.state_topic, {
+                "battery": 97 - i, "humidity": 45.2, "linkquality": 120 - 7 * i,
+                "temperature": round(self.room.temperature, 2), "voltage": 2985,
+            }, retain=True)
+
+    def _command(self, plug: Plug) -> Any:
+        def on_command(_topic: str, payload: bytes) -> None:
+            word = payload.decode("utf-8", "replace").strip().upper()
+            if word in ("ON", "1", "TRUE"):
+                plug.on = True
+            elif word in ("OFF", "0", "FALSE"):
+                plug.on = False
+            elif word in ("TOGGLE", "2"):
+                plug.on = not plug.on
+            elif word:  # Tasmota answers an unknown value with an error result
+                self._publish(f"stat/{plug.topic}/RESULT", {"Command": "Error"})
+                return
+            self._say_power(plug)  # (an empty payload asks for the state)
+
+        return on_command
+
+    def _say_power(self, plug: Plug) -> None:
+        power = "ON" if plug.on else "OFF"
+        self._publish(f"stat/{plug.topic}/RESULT", {"POWER": power})
+        self._publish(f"stat/{plug.topic}/POWER", power, retain=True)
+
+    def _publish(self, topic: str, value: Any, *, retain: bool = False) -> None:
+        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        self.link.publish_nowait(topic, text.encode("utf-8"), qos=1, retain=retain)

@@ -304,6 +304,22 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "app": st.text(max_size=6),
     "start": st.booleans(),
 }
+#: How a device's messages read or write (a wire's ``payload``, a ``foreign`` target's).
+payload_formats = st.fixed_dictionaries(
+    {"format": st.sampled_from(["json", "text", "raw", "msgpack", "presence", "yaml", 3])},
+    optional={"path": st.one_of(st.text(max_size=6), st.integers()),
+              "map": st.one_of(st.dictionaries(st.text(max_size=3), any_value, max_size=2),
+                               st.lists(st.integers(), max_size=2))},
+)
+FIELD_VALUES["payload"] = payload_formats
+FIELD_VALUES["foreign"] = st.dictionaries(port_names, st.one_of(
+    st.lists(st.one_of(payload_formats.map(lambda f: {"topic": "fuzz/out", **f}),
+                       st.fixed_dictionaries({"topic": wire_topics},
+                                             optional={"qos": st.integers(-1, 3),
+                                                       "retain": st.one_of(st.booleans(),
+                                                                           st.integers())}),
+                       any_value), max_size=2),
+    any_value), max_size=2)
 
 
 def commands(table: Mapping[str, Mapping[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:

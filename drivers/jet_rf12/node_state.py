@@ -88,6 +88,12 @@ class NodeBody:
 
     # -- values in -----------------------------------------------------------------------
 
+    def receive_value(
+        self, gadget: str, port: str, value: Any, limit: int, policy: str
+    ) -> Awaitable[None] | None:
+        # (jet check keeps devices' topics away from nodes; a value is sent as a wire's)
+        return self.receive(gadget, port, encode(value), limit, policy)
+
     def receive(
         self, gadget: str, port: str, payload: bytes, limit: int, policy: str
     ) -> Awaitable[None] | None:

@@ -188,6 +188,13 @@ class Body(Protocol):
         """
         ...
 
+    def receive_value(
+        self, gadget: str, port: str, value: Any, limit: int, policy: str
+    ) -> Awaitable[None] | None:
+        """A value already decoded (a device's message read by its wire's format); as
+        :meth:`receive` otherwise."""
+        ...
+
     def inject(self, gadget: str, port: str, value: Any) -> Any: ...
 
     def start(self) -> None: ...
@@ -412,7 +419,7 @@ class CircuitBoundary:
                 raise CommandError(f"wire from {topic}: {exc}") from None
         limit = queue or DEFAULT_LIMIT
         chosen = policy or EXTERNAL_POLICY
-        receive = self.body.receive
+        receive, receive_value = self.body.receive, self.body.receive_value
         trouble = Burst()
 
         def on_message(msg_topic: str, payload: bytes) -> Awaitable[None] | None:
@@ -425,15 +432,14 @@ class CircuitBoundary:
                 return None
 
         def on_device_message(msg_topic: str, payload: bytes) -> Awaitable[None] | None:
-            # A device's message, read as its wire says; handed on as JET's own (msgpack),
-            # so every kind of body takes it as it takes any wire's.
+            # A device's message, read as its wire says, handed on as a value.
             assert reads is not None
             self.received += 1
             try:
                 value = reads.decode(payload)
                 if wildcard:
                     value = {"topic": msg_topic, "value": value}
-                return receive(gadget, port, codec.encode(value), limit, chosen)
+                return receive_value(gadget, port, value, limit, chosen)
             except (FormatError, codec.PayloadError) as exc:
                 self.bad_payloads += 1
                 if trouble.starts():

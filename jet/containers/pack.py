@@ -97,7 +97,11 @@ class NetworkBody:
     def receive(
         self, gadget: str, port: str, payload: bytes, limit: int, policy: str
     ) -> Awaitable[None] | None:
-        value = codec.decode(payload)
+        return self.receive_value(gadget, port, codec.decode(payload), limit, policy)
+
+    def receive_value(
+        self, gadget: str, port: str, value: Any, limit: int, policy: str
+    ) -> Awaitable[None] | None:
         waiting = self.network.deliver_to(gadget, port, value, limit, policy)
         if waiting is None:
             return None

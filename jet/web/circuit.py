@@ -174,6 +174,12 @@ class WebBody:
         self.deliver(gadget, port, codec.decode(payload))
         return None
 
+    def receive_value(
+        self, gadget: str, port: str, value: Any, limit: int, policy: str
+    ) -> Awaitable[None] | None:
+        self.deliver(gadget, port, value)
+        return None
+
     def inject(self, gadget: str, port: str, value: Any) -> None:
         self.deliver(gadget, port, value)
 

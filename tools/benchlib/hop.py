@@ -27,6 +27,7 @@ medians of the rounds.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import statistics
@@ -80,14 +81,26 @@ P99_GOALS = {
 }
 
 
+#: A payload with its send time in it, and how that time is read back, by format.
+PAYLOADS: dict[str, tuple[Callable[[float], bytes], Callable[[bytes], float]]] = {
+    "msgpack": (lambda t: msgpack.packb([t, PAD]), lambda p: float(msgpack.unpackb(p)[0])),
+    # what a device sends: one JSON object (about 40 bytes)
+    "json": (lambda t: json.dumps({"t": t, "pad": PAD}, separators=(",", ":")).encode(),
+             lambda p: float(json.loads(p)["t"])),
+}
+
+
 class Driver:
     """Producer and consumer on one connection and one thread (one clock for latency)."""
 
-    def __init__(self, port: int, name: str, src: str, dst: str, qos: int) -> None:
+    def __init__(self, port: int, name: str, src: str, dst: str, qos: int,
+                 payload: str = "msgpack") -> None:
         self.src, self.qos = src.encode(), qos
         self.received = 0
         self.last = 0.0
         self.latencies: list[float] | None = None
+        #: the payload sent (its send time in it) and how its send time is read back
+        self.pack, self._sent_at = PAYLOADS[payload]
         self.client = MiniMqtt(port, name, self._on_message)
         self.client.subscribe(dst, qos)
 
@@ -95,7 +108,7 @@ class Driver:
         self.received += 1
         self.last = now
         if self.latencies is not None:
-            self.latencies.append(now - msgpack.unpackb(payload)[0])
+            self.latencies.append(now - self._sent_at(payload))
 
     def close(self) -> None:
         self.client.close()
@@ -105,7 +118,7 @@ class Driver:
         base = self.received
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.client.publish(self.src, msgpack.packb([time.perf_counter(), PAD]), self.qos)
+            self.client.publish(self.src, self.pack(time.perf_counter()), self.qos)
             end = time.monotonic() + 0.2
             while time.monotonic() < end:
                 self.client.poll(0.05)
@@ -131,14 +144,14 @@ class Driver:
         self, n: int, window: int, stall: float = 5.0, max_s: float = 60.0
     ) -> dict[str, Any]:
         base = self.received
-        client, pack, clock = self.client, msgpack.packb, time.perf_counter
+        client, pack, clock = self.client, self.pack, time.perf_counter
         src, qos = self.src, self.qos
         sent = 0
         start = clock()
         while sent < n:
             room = min(n - sent, window - (sent - (self.received - base)))
             for _ in range(max(0, room)):
-                client.publish(src, pack([clock(), PAD]), qos)
+                client.publish(src, pack(clock()), qos)
             sent += max(0, room)
             if not client.poll(stall) and sent - (self.received - base) >= window:
                 break  # stalled: count what came
@@ -159,14 +172,14 @@ class Driver:
         self.latencies = []
         base = self.received
         total = int(rate * seconds)
-        client, pack, clock = self.client, msgpack.packb, time.perf_counter
+        client, pack, clock = self.client, self.pack, time.perf_counter
         src, qos = self.src, self.qos
         sent = 0
         start = clock()
         while sent < total:
             due = min(total, int((clock() - start) * rate) + 1)
             while sent < due:
-                client.publish(src, pack([clock(), PAD]), qos)
+                client.publish(src, pack(clock()), qos)
                 sent += 1
             client.poll(max(0.0, start + sent / rate - clock()))
         offered = total / (clock() - start)
@@ -269,11 +282,13 @@ def node_red(port: int) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def _measure(
-    broker: Mosquitto, peer: Peer, qos: int, tag: str, action: Callable[[Driver], dict[str, Any]]
+    broker: Mosquitto, peer: Peer, qos: int, tag: str, action: Callable[[Driver], dict[str, Any]],
+    payload: str = "msgpack",
 ) -> dict[str, Any]:
     """Run ``action`` with a fresh driver; add the CPU the relaying process and broker used."""
     broker_ps = psutil.Process(broker.proc.pid)
-    driver = Driver(broker.port, f"bench-{peer.name}-{qos}-{tag}", *peer.topics(qos), qos)
+    driver = Driver(broker.port, f"bench-{peer.name}-{qos}-{tag}", *peer.topics(qos), qos,
+                    payload)
     try:
         if tag == "latency":  # warm-up at the same rate, not recorded
             driver.latency(RATE, 0.5)

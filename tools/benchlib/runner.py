@@ -14,16 +14,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import hop, hub, inproc, levels, loading
+from . import devicehop, hop, hub, inproc, levels, loading
 from .common import REPO, machine_info, source_info
 from .report import table
 
 #: Section names in the JSON, in run order.
-SECTIONS = ["inproc_hop", "mqtt_hop", "load", "memory", "hub", "levels"]
+SECTIONS = ["inproc_hop", "mqtt_hop", "json_hop", "load", "memory", "hub", "levels"]
 #: --only choices and the sections each one produces.
 GROUPS: dict[str, list[str]] = {
     "inproc": ["inproc_hop"],
     "mqtt": ["mqtt_hop"],
+    "json": ["json_hop"],
     "load": ["load", "memory"],
     "hub": ["hub"],
     "levels": ["levels"],
@@ -42,6 +43,7 @@ def _runners(quick: bool) -> dict[str, Callable[[], dict[str, dict[str, Any]]]]:
     return {
         "inproc": one("inproc_hop", inproc.run),
         "mqtt": one("mqtt_hop", hop.run),
+        "json": one("json_hop", devicehop.run),
         "load": lambda: loading.run(quick),
         "hub": hub_or_skip,
         "levels": one("levels", levels.run),

@@ -10,7 +10,7 @@ of it is the same, and it is written here once:
   :class:`~jet.transport.link.Link`; its QoS, topic filter and queue bound are checked
   once, here; wires into inputs that a reload removed are pruned;
 - **outputs**: which are published, on which topic and at which QoS — an
-  output is published when nothing inside the circuit consumes it, or while
+  output is published when nothing inside the circuit (or on a device's topic) consumes it, or while
   another circuit has it exported (at the highest QoS its consumers' wires
   ask for), or while it is tapped (a lease that runs out by itself);
 - **counters and rates**, and the **status map** published for ``jet ls``.
@@ -297,8 +297,9 @@ class CircuitBoundary:
             self._topics[gadget] = [
                 address.output(self.kind, self.id, gadget, i) for i in range(len(ports))
             ]
+            # (an output wired to a device's topic has its consumer: like one wired inside)
             self._publish[gadget] = [
-                not self.body.wired_inside(gadget, i)
+                not (self.body.wired_inside(gadget, i) or name in self.foreign)
                 or bool(self.exports.get(name))
                 or name in self.taps
                 for i, name in enumerate(names)

@@ -221,3 +221,44 @@ def test_jet_check_refuses_a_bad_device_wire_naming_its_line(
     assert done.stderr.startswith(f"jet check: error: {path}:") or done.stderr.startswith(
         f"{path}:"), done.stderr
     assert message in done.stderr, done.stderr
+
+
+def test_plug_heater_demo_switches_the_plug_around_the_setpoint() -> None:
+    """`jet run circuits/plug-heater.yaml --simulate`: the simulated sensor's JSON reaches the
+    thermostat, its ON/OFF reaches the simulated Tasmota plug, and the room follows."""
+    demo = JetProcess("run", "circuits/plug-heater.yaml", "--simulate", "--for", "12")
+    try:
+        demo.wait_for_line("simulated device zigbee2mqtt/living_room_sensor", WAIT)
+        demo.wait_for_line("app plug-heater running", WAIT)
+        demo.wait_for_line("heater plug says: ON", WAIT)  # 19 degrees: below 21 - 0.5
+        demo.wait_for_line("heater plug says: OFF", 20)  # warmed past 21.5
+        code = demo.proc.wait(30)
+    finally:
+        demo.stop()
+    assert code == 0, demo.output
+    temps = [float(line.rsplit(":", 1)[1]) for line in demo.lines if "living room:" in line]
+    assert temps[0] < 20.5 < max(temps), temps
+    assert "temperature sensor is online" in demo.output
+
+
+def test_reload_moves_device_wires(mosquitto: Mosquitto, pack: JetProcess, device: Device,
+                                   tmp_path: Path) -> None:
+    """A reload that reads another sensor and writes another plug: the old wire and the
+    old command topic are gone, the new ones work."""
+    path = tmp_path / "move.yaml"
+    old = [{"from": {"topic": "sensors/a", "format": "text"}, "to": "probe.g0.in"},
+           {"from": "probe.g0.out", "to": {"topic": "plugs/a/set", "format": "text"}}]
+    load(write_app(path, old, 1), mosquitto.url)
+    device.publish("sensors/a", "1")
+    assert device.wait_for("plugs/a/set") == b"1"
+    new = [{"from": {"topic": "sensors/b", "format": "text"}, "to": "probe.g0.in"},
+           {"from": "probe.g0.out", "to": {"topic": "plugs/b/set", "format": "text"}}]
+    out = asyncio.run(jet_ok("reload", str(write_app(path, new, 1)), "--broker", mosquitto.url,
+                             "--allow", "gadgets_for_tests", cwd=REPO / "tests"))
+    assert "unwired probe.g0.in from sensors/a" in out, out
+    since = len(device.seen)
+    device.publish("sensors/a", "2")  # no longer read
+    device.publish("sensors/b", "3")
+    assert device.wait_for("plugs/b/set", since=since) == b"3"
+    assert not any(t == "plugs/a/set" for t, _, _ in device.seen[since:])
+    assert not any(t.startswith("plugs/") and p == b"2" for t, p, _ in device.seen[since:])

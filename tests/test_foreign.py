@@ -262,3 +262,42 @@ def test_reload_moves_device_wires(mosquitto: Mosquitto, pack: JetProcess, devic
     assert device.wait_for("plugs/b/set", since=since) == b"3"
     assert not any(t == "plugs/a/set" for t, _, _ in device.seen[since:])
     assert not any(t.startswith("plugs/") and p == b"2" for t, p, _ in device.seen[since:])
+
+
+def test_device_wires_come_back_with_a_pack_restarted_from_its_state_file(
+        mosquitto: Mosquitto, device: Device, tmp_path: Path) -> None:
+    state = tmp_path / "pack.state"
+
+    def start() -> JetProcess:
+        proc = JetProcess("pack", "--broker", mosquitto.url, "--allow", "gadgets_for_tests",
+                          "--state", str(state), cwd=REPO / "tests")
+        proc.wait_for_line("pack default on ", WAIT)
+        return proc
+
+    pack = start()
+    try:
+        wires = [{"from": {"topic": "tele/plug/SENSOR", "format": "json",
+                           "path": "ENERGY.Power"}, "to": "probe.g0.in"},
+                 {"from": "probe.g0.out",
+                  "to": {"topic": "cmnd/plug/POWER", "format": "text", "retain": True,
+                         "map": {"true": "ON", "false": "OFF"}}}]
+        load(write_app(tmp_path / "restart.yaml", wires, 1), mosquitto.url)
+    finally:
+        pack.stop()
+    pack = start()
+    try:
+        since = len(device.seen)
+        device.publish("tele/plug/SENSOR", '{"ENERGY": {"Power": 1480}}')
+        assert device.wait_for("cmnd/plug/POWER", since=since) == b"1480"
+        since = len(device.seen)
+        asyncio.run(jet_ok("inject", "probe.g0.in", "true", "--broker", mosquitto.url))
+        assert device.wait_for("cmnd/plug/POWER", since=since) == b"ON"
+        # written retained: a plug that comes later reads it (the real mosquitto_sub)
+        exe = shutil.which("mosquitto_sub")
+        assert exe is not None
+        late = subprocess.run([exe, "-h", "127.0.0.1", "-p", str(mosquitto.port), "-t",
+                               "cmnd/plug/POWER", "-C", "1", "-W", "5", "-v"],
+                              capture_output=True, text=True, timeout=WAIT)
+        assert late.stdout.strip() == "cmnd/plug/POWER ON", late
+    finally:
+        pack.stop()

@@ -28,8 +28,8 @@ from jet.definition.model import CircuitDef, GadgetDef, circuit_to_msgpack
 from jet.transport import broker as jet_broker
 from jet.transport.client import Session
 
-from .common import TOOLS, BenchError, Child, figure, goal, mosquitto, pack_process
-from .hop import RATE, WINDOW, Driver, Peer, _measure, _summary
+from .common import TOOLS, Child, figure, goal, mosquitto, pack_process
+from .hop import RATE, WINDOW, Peer, _measure, _summary, warm_up
 
 PACK_ID = "bench"
 VS_RELAY_GOAL = goal("JSON hop >= 0.6x the paho relay's throughput", ">=", 0.6, on="ratio")
@@ -72,15 +72,7 @@ def run(quick: bool) -> dict[str, Any]:
         ]
         runs: dict[str, dict[int, list[dict[str, Any]]]] = {p.name: {0: [], 1: []} for p in peers}
         for qos in (0, 1):
-            for peer in peers:
-                driver = Driver(broker.port, f"bench-json-{peer.name}-{qos}-warm",
-                                *peer.topics(qos), qos, "json")
-                try:
-                    if not driver.probe():
-                        raise BenchError(f"JSON hop {peer.name} QoS {qos}: nothing came back")
-                    driver.throughput(n // 5, WINDOW)
-                finally:
-                    driver.close()
+            warm_up(broker, peers, qos, n // 5, "json")
             for number in range(rounds):
                 for peer in peers if number % 2 == 0 else peers[::-1]:
                     row = {

@@ -309,6 +309,20 @@ def _measure(
     return result
 
 
+def warm_up(broker: Mosquitto, peers: list[Peer], qos: int, n: int,
+            payload: str = "msgpack") -> None:
+    """Each peer up and warm: a probe until one message comes back, then ``n`` unrecorded."""
+    for peer in peers:
+        driver = Driver(broker.port, f"bench-{peer.name}-{qos}-warm", *peer.topics(qos), qos,
+                        payload)
+        try:
+            if not driver.probe():
+                raise BenchError(f"{peer.name} QoS {qos}: no message came back in 60 s")
+            driver.throughput(n, WINDOW)
+        finally:
+            driver.close()
+
+
 def _round(broker: Mosquitto, peer: Peer, qos: int, n: int, seconds: float) -> dict[str, Any]:
     return {
         "windowed": _measure(broker, peer, qos, "windowed", lambda d: d.throughput(n, WINDOW)),
@@ -416,16 +430,7 @@ def run(quick: bool) -> dict[str, Any]:
         peers.append(Peer("floor", lambda q: (f"bench/floor/{q}", f"bench/floor/{q}"), None))
         runs: dict[str, dict[int, list[dict[str, Any]]]] = {p.name: {0: [], 1: []} for p in peers}
         for qos in (0, 1):
-            for peer in peers:  # up and warm: probe, then a short unrecorded run
-                driver = Driver(
-                    broker.port, f"bench-{peer.name}-{qos}-warm", *peer.topics(qos), qos
-                )
-                try:
-                    if not driver.probe():
-                        raise BenchError(f"{peer.name} QoS {qos}: no message came back in 60 s")
-                    driver.throughput(n // 5, WINDOW)
-                finally:
-                    driver.close()
+            warm_up(broker, peers, qos, n // 5)
             for number in range(rounds):
                 shift = number % len(peers)
                 for peer in peers[shift:] + peers[:shift]:

@@ -36,7 +36,7 @@ from jet.definition.files import CircuitFileError, load_app, load_value  # noqa:
 from jet.definition.model import AppDef  # noqa: E402
 from jet.levels import pump  # noqa: E402
 from jet.levels.call import CallError, levels_here  # noqa: E402
-from jet.loader import Loader, LoadError  # noqa: E402
+from jet.loader import Loader, LoadError, level_brokers  # noqa: E402
 from jet.runtime.registry import Registry  # noqa: E402
 from jet.tasks import Signalled, run_until_signalled  # noqa: E402
 from jet.transport import broker, codec  # noqa: E402
@@ -78,20 +78,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _level_brokers(app: AppDef) -> dict[str, broker.Broker]:
-    """The brokers an app's levels name (its file's ``levels``), each URL checked."""
-    found = {}
-    for level, url in app.levels.items():
-        if url is None:
-            raise CliError(f"{app.source}: level {level} names no broker (only `jet run` of a"
-                           " levels file that runs this app fills it in)")
-        try:
-            found[level] = broker.parse(url)
-        except broker.BrokerUrlError as exc:
-            raise CliError(f"{app.source}: level {level}: {exc}") from None
-    return found
-
-
 @contextlib.asynccontextmanager
 async def _loader(args: argparse.Namespace, app: AppDef | None = None) -> AsyncIterator[Loader]:
     """A loader on ``--broker``, or, for an app with levels, on the brokers of its levels
@@ -100,7 +86,7 @@ async def _loader(args: argparse.Namespace, app: AppDef | None = None) -> AsyncI
         session = None
         levels = {}
         if app is not None and app.levels:
-            for level, where in _level_brokers(app).items():
+            for level, where in level_brokers(app).items():
                 levels[level] = await stack.enter_async_context(
                     Session(where, timeout=args.timeout)
                 )
@@ -212,18 +198,19 @@ def _is_topic(target: str) -> bool:
 
 async def _tap_sessions(
     args: argparse.Namespace, stack: contextlib.AsyncExitStack
-) -> tuple[Session, Session, str | None]:
+) -> tuple[Session, Session, str | None, dict[str, broker.Broker]]:
     """Where a tap talks to the circuit, where it listens, and (when it listens at a level
-    above the circuit's: ``--app FILE --at LEVEL``) the circuit's level."""
+    above the circuit's: ``--app FILE --at LEVEL``) the circuit's level and the brokers of
+    the app's levels above it."""
     if args.app is not None and _is_topic(args.target):
         raise CliError("--app taps a circuit.gadget.port of the app, not a topic")
     if args.app is None:
         if args.at is not None:
             raise CliError("--at LEVEL needs --app FILE (the app's file says the levels' brokers)")
         session = await stack.enter_async_context(_session(args))
-        return session, session, None
+        return session, session, None, {}
     app = load_app(args.app)
-    brokers = _level_brokers(app)
+    brokers = level_brokers(app)
     if not brokers:
         raise CliError(f"{args.app}: this app has no levels (tap it with --broker)")
     circuit = app.circuit(args.target.split(".")[0])
@@ -234,7 +221,7 @@ async def _tap_sessions(
         raise CliError(f"{args.app}: no level {at!r} (levels: {', '.join(brokers)})")
     session = await stack.enter_async_context(Session(brokers[circuit.level], timeout=args.timeout))
     if at == circuit.level:
-        return session, session, None
+        return session, session, None, {}
     try:
         above = await levels_here(session)
     except CallError as exc:
@@ -243,20 +230,29 @@ async def _tap_sessions(
         raise CliError(f"level {at} is not above level {circuit.level} "
                        f"(its levels: {' -> '.join(above)}): a tap sees what goes up")
     watch = await stack.enter_async_context(Session(brokers[at], timeout=args.timeout))
-    return session, watch, circuit.level
+    return session, watch, circuit.level, {n: b for n, b in brokers.items() if n in above[1:]}
 
 
 async def _carry_while_tapped(
-    stack: contextlib.AsyncExitStack, session: Session, level: str, topic: str
+    stack: contextlib.AsyncExitStack, session: Session, level: str, topic: str,
+    above: dict[str, broker.Broker],
 ) -> None:
-    """Add ``topic`` to ``level``'s pump table until the tap ends, unless it is there."""
-    if topic in await pump.read(session, level):
-        return
-    await pump.change(session, level, add=[topic])
+    """Have ``level`` carry ``topic`` up while the tap runs.  When it ends, the entry goes
+    unless a circuit at a level ``above`` (the app's) is wired to it: so an entry a
+    killed tap left is tidied by the next tap of the output, and a wire's is kept."""
+    if topic not in await pump.read(session, level):
+        await pump.change(session, level, add=[topic])
 
     async def take_out() -> None:
-        with contextlib.suppress(CommandFailed, NoReply, OSError, TimeoutError):
-            async with asyncio.timeout(COMMAND_TIMEOUT):
+        with contextlib.suppress(CommandFailed, NoReply, OSError, TimeoutError, ConnectionError):
+            async with asyncio.timeout(COMMAND_TIMEOUT * (1 + len(above))):
+                carried = address.level_data(level, topic)
+                for where in above.values():
+                    async with Session(where, name="tap") as there:
+                        known = await Statuses.read(there)
+                    if any(wire.topic == carried for circuit in known.circuits.values()
+                           for wires in circuit.status.inputs.values() for wire in wires):
+                        return  # a circuit reads it: the loader's entry, not the tap's
                 await pump.change(session, level, remove=[topic])
 
     stack.push_async_callback(take_out)
@@ -272,7 +268,7 @@ def cmd_tap(args: argparse.Namespace) -> int:
 
     async def tap() -> int:
         async with contextlib.AsyncExitStack() as stack:
-            session, watch, carried = await _tap_sessions(args, stack)
+            session, watch, carried, above = await _tap_sessions(args, stack)
             port: address.Port | None = None
             if topic_filter is None:
                 port = await _resolve_port(session, args.target, output=True)
@@ -280,7 +276,7 @@ def cmd_tap(args: argparse.Namespace) -> int:
             else:
                 topic = topic_filter
             if carried is not None:  # seen at a level above: carried up while tapped
-                await _carry_while_tapped(stack, session, carried, topic)
+                await _carry_while_tapped(stack, session, carried, topic, above)
                 topic = address.level_data(carried, topic)
             seen = 0
             done = asyncio.Event()

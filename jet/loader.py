@@ -31,7 +31,9 @@ from jet.definition.ports import ports_of
 from jet.levels import pump
 from jet.levels.call import CallError, levels_here
 from jet.runtime.registry import Registry
+from jet.transport import broker
 from jet.transport.client import CommandFailed, NoReply, Session
+from jet.transport.formats import Format
 
 
 class LoadError(RuntimeError):
@@ -61,6 +63,21 @@ def _unfinished(result: Any) -> str:
 
 def _quiet(_line: str) -> None:
     pass
+
+
+def level_brokers(app: AppDef) -> dict[str, broker.Broker]:
+    """The brokers an app's levels name (its file's ``levels``), each URL checked
+    (:class:`LoadError` naming the file and the level)."""
+    found = {}
+    for level, url in app.levels.items():
+        if url is None:
+            raise LoadError(f"{app.source}: level {level} names no broker (only `jet run` of"
+                            " a levels file that runs this app fills it in)")
+        try:
+            found[level] = broker.parse(url)
+        except broker.BrokerUrlError as exc:
+            raise LoadError(f"{app.source}: level {level}: {exc}") from None
+    return found
 
 
 class Loader:
@@ -189,7 +206,9 @@ class Loader:
         for wire in app.foreign:
             if not wire.inbound and wire.port.circuit == circuit.name:
                 key = f"{wire.port.gadget}.{wire.port.port}"
-                foreign.setdefault(key, []).append(wire.target())
+                target = wire.target()  # (the format as a circuit's status says it back)
+                target.update(Format.from_map(target).to_map())
+                foreign.setdefault(key, []).append(target)
         return foreign
 
     # -- commands ---------------------------------------------------------------------------
@@ -577,10 +596,13 @@ class Loader:
         return circuit
 
     async def _unload_missing(self, app: AppDef) -> None:
-        names = {c.name for c in app.circuits}
+        """Unload the app's circuits the file no longer has, or has at another level or
+        in another kind of container (a new copy runs there now)."""
+        wanted = {(c.name, c.level, c.container) for c in app.circuits}
         for level, running_here in list(self.running.items()):
             for place, running in list(running_here.items()):
-                if running.status.app == app.name and running.name not in names:
+                here = (running.name, level, place.kind)
+                if running.status.app == app.name and here not in wanted:
                     carried = self._carried_before(app, level, place)
                     await self._unload_one(running.name, level, place)
                     if level is not None and carried:

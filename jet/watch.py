@@ -28,7 +28,7 @@ import watchfiles
 from jet.definition.check import check_app
 from jet.definition.files import CircuitFileError, load_app
 from jet.definition.model import AppDef
-from jet.loader import Loader, LoadError
+from jet.loader import Loader, LoadError, level_brokers
 from jet.runtime.registry import Registry
 from jet.transport.client import CommandFailed, NoReply
 
@@ -92,8 +92,10 @@ class DirectoryWatch:
                 await self.sync(Path(name) for _change, name in changes)
 
     async def sync(self, paths: Iterable[Path]) -> None:
-        """Bring what runs in line with these files (each once, in name order)."""
-        for path in sorted(set(paths)):
+        """Bring what runs in line with these files (each once, in name order; the
+        deleted ones last, so a renamed file's app moves to its new name untouched)."""
+        ordered = sorted(set(paths), key=lambda path: (not path.is_file(), path))
+        for path in ordered:
             if path.is_file():
                 await self._apply(path)
             else:
@@ -105,14 +107,21 @@ class DirectoryWatch:
         except CircuitFileError as exc:
             self._refused(path, [str(exc)])
             return
-        problems = check_app(app, self.registry)
+        problems = [str(p) for p in check_app(app, self.registry)]
+        try:
+            level_brokers(app)
+        except LoadError as exc:
+            problems.append(str(exc))
         if problems:
-            self._refused(path, [str(p) for p in problems])
+            self._refused(path, problems)
             return
         owner = next((p for p, a in self.apps.items() if a.name == app.name and p != path), None)
-        if owner is not None:
+        if owner is not None and owner.is_file():
             self._refused(path, [f"{path}:1: app {app.name!r} is already the app of {owner}"])
             return
+        if owner is not None:  # renamed (or moved in git): the app is this file's now
+            self.apps[path] = self.apps.pop(owner)
+            self.progress(f"{path}: app {app.name} was {owner}'s")
         before = self.apps.get(path)
         if before == app:
             return  # saved again unchanged

@@ -301,3 +301,34 @@ def test_device_wires_come_back_with_a_pack_restarted_from_its_state_file(
         assert late.stdout.strip() == "cmnd/plug/POWER ON", late
     finally:
         pack.stop()
+
+
+def test_a_wire_made_later_and_a_changed_format_on_one_topic(
+        mosquitto: Mosquitto, pack: JetProcess, device: Device, tmp_path: Path) -> None:
+    """Wire A is made before the sensor ever says anything; it then says 21 (retained) and
+    22 (not). Wire B, added later by a reload, gets 21 at once; A does not get 21 again
+    after 22. Then A's format changes on the same topic: the new one reads."""
+    path = tmp_path / "later.yaml"
+    reads = {"topic": "sensors/s", "format": "json", "path": "temperature"}
+    load(write_app(path, [{"from": reads, "to": "probe.g0.in"}], 2), mosquitto.url)
+    device.publish("sensors/s", '{"temperature": 21, "humidity": 50}', retain=True)
+    device.publish("sensors/s", '{"temperature": 22, "humidity": 51}')
+    device.wait_for("pack/probe/g0/0", check=lambda p: decode(p) == 22)
+
+    def reload(wires: list[dict[str, Any]]) -> str:
+        return asyncio.run(jet_ok("reload", str(write_app(path, wires, 2)), "--broker",
+                                  mosquitto.url, "--allow", "gadgets_for_tests",
+                                  cwd=REPO / "tests"))
+
+    reload([{"from": reads, "to": "probe.g0.in"}, {"from": reads, "to": "probe.g1.in"}])
+    assert decode(device.wait_for("pack/probe/g1/0")) == 21
+    device.publish("sensors/s", '{"temperature": 23, "humidity": 52}')
+    device.wait_for("pack/probe/g1/0", check=lambda p: decode(p) == 23)
+    device.wait_for("pack/probe/g0/0", check=lambda p: decode(p) == 23)
+    assert device.values("pack/probe/g0/0") == [21, 22, 23]  # (21 live: it was wired then)
+
+    humidity = {**reads, "path": "humidity"}
+    reload([{"from": humidity, "to": "probe.g0.in"}, {"from": reads, "to": "probe.g1.in"}])
+    since = len(device.seen)
+    device.publish("sensors/s", '{"temperature": 24, "humidity": 53}')
+    assert decode(device.wait_for("pack/probe/g0/0", since=since)) == 53

@@ -771,10 +771,23 @@ def test_one_jet_load_deploys_an_app_across_levels(brokers: dict[str, Mosquitto]
                 "pack/average/avg/0"], since=mark)
             await fog.wait_for("levels/fog-north/pump", lambda p: decode(p) == [], since=mark)
 
+            # The store moves down to the fog: loaded there, unloaded at the cloud.
+            app.write_text(app.read_text().replace("    level: cloud\n",
+                                                   "    level: fog-north\n"))
+            out = await jet_ok("reload", str(app))
+            assert "loaded store into pack default at level fog-north as store" in out, out
+            assert "unloaded store (pack/store)" in out, out
+            mark = fog.mark()
+            await fog.wait_for("pack/store/x10/0", since=mark)
+            await fog.wait_for("pack/store/x10/0", since=fog.mark())
+            since = cloud.mark()
+            assert "store" not in (await jet_ok("ls", "--broker", brokers["cloud"].url))
+
             out = await jet_ok("unload", str(app))
             assert [line for line in out.splitlines() if line.startswith("unloaded")] == [
-                "unloaded sensor (pack/sensor)", "unloaded average (pack/average)",
-                "unloaded store (pack/store)"]
+                "unloaded sensor (pack/sensor)", "unloaded store (pack/store)",
+                "unloaded average (pack/average)"]
+            assert not any(t == "pack/store/x10/0" for t, _ in cloud.seen[since:])
             await dev.wait_for("levels/dev-1/pump", lambda p: decode(p) == [])
             await fog.wait_for("levels/fog-north/pump", lambda p: decode(p) == [])
 

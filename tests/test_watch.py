@@ -95,6 +95,13 @@ def test_a_watched_directory_loads_reloads_refuses_and_unloads(
         reloads = [line for line in watch.lines[mark:] if "app b reloaded" in line]
         assert len(reloads) == 1, watch.lines[mark:]
 
+        # A renamed file: its app goes on running, untouched.
+        mark = len(watch.lines)
+        os.replace(apps / "d.yaml", apps / "e.yaml")
+        watch.wait_for_line(f"{apps / 'e.yaml'}: app d was {apps / 'd.yaml'}'s", WAIT)
+        assert not any("unloaded" in line or "reloaded d-" in line
+                       for line in watch.lines[mark:]), watch.lines[mark:]
+
         # A deleted file: its app is unloaded.
         (apps / "b.yaml").unlink()
         watch.wait_for_line(f"{apps / 'b.yaml'}: deleted: app b unloaded", WAIT)

@@ -391,9 +391,6 @@ class CircuitBoundary:
         ``payload``: the topic is a device's, its messages read as it says
         (:class:`Format`'s map); from a filter, a gadget gets ``{"topic", "value"}``."""
         gadget, port = self.body.resolve_input(input_)
-        existing = self.wires.get((f"{gadget}.{port}", topic))
-        if existing is not None:
-            return existing  # idempotent: the loader may repeat a wire after a timeout
         if isinstance(qos, bool) or qos not in (0, 1, 2):
             raise CommandError(f"qos must be 0, 1 or 2, not {qos!r}")
         try:
@@ -420,6 +417,13 @@ class CircuitBoundary:
                 raise CommandError(f"wire from {topic}: {exc}") from None
         limit = queue or DEFAULT_LIMIT
         chosen = policy or EXTERNAL_POLICY
+        existing = self.wires.get((f"{gadget}.{port}", topic))
+        if existing is not None:
+            if (existing.qos, existing.limit, existing.policy, existing.payload) == (
+                qos, limit, chosen, reads
+            ):
+                return existing  # idempotent: the loader may repeat a wire after a timeout
+            await self.unwire(f"{gadget}.{port}", topic)  # the same wire, made otherwise now
         receive, receive_value = self.body.receive, self.body.receive_value
         trouble = Burst()
 

@@ -29,14 +29,18 @@ def filters_in(table: Any) -> list[str] | None:
 async def read(session: Session, level: str) -> list[str]:
     """The table on ``level``'s broker as it is now ([] when none was ever set)."""
     topic = address.level_pump(level)
-    found = await session.retained(topic, limit=1.0)
+    # (up to a second for it to come: a table read as empty too soon would be replaced
+    # by the loader's entries alone; an absent table costs that second)
+    found = await session.retained(topic, quiet=1.0, limit=3.0)
     return filters_in(found.get(topic)) or []
 
 
 async def change(session: Session, level: str, *, add: Iterable[str] = (),
                  remove: Iterable[str] = ()) -> list[str]:
     """Add and remove filters in ``level``'s table (everything else in it kept, in its
-    order), publish it retained and confirmed; the new table."""
+    order), publish it retained and confirmed; the new table.  Read, changed, written:
+    two changers at the same instant (two loaders, a loader and a tap) may lose one
+    change; the next load, reload or tap makes it again."""
     table = await read(session, level)
     gone = set(remove) - set(add)
     table = [f for f in table if f not in gone]

@@ -103,6 +103,8 @@ class Format:
             document = json.loads(text)
         except ValueError as exc:
             raise FormatError(f"not JSON: {exc} in {text[:60]!r}") from None
+        except RecursionError:
+            raise FormatError(f"JSON nested too deeply ({len(payload)} bytes)") from None
         return self._at_path(document)
 
     def _at_path(self, document: Any) -> Any:
@@ -110,7 +112,8 @@ class Format:
         for i, step in enumerate(self.path):
             if isinstance(value, Mapping) and step in value:
                 value = value[step]
-            elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+            elif isinstance(value, list) and step.isascii() and step.isdigit() and int(
+                step) < len(value):
                 value = value[int(step)]
             else:
                 where = ".".join(self.path[: i + 1])
@@ -122,7 +125,7 @@ class Format:
         if word.startswith("{"):  # Zigbee2MQTT's JSON availability: {"state": "online"}
             try:
                 document = json.loads(word)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise FormatError(f"not an availability message: {exc}") from None
             word = str(document.get("state", "")) if isinstance(document, dict) else ""
         online = PRESENCE_WORDS.get(word.lower())
@@ -152,7 +155,7 @@ class Format:
         if self.name == "json":
             try:
                 return json.dumps(value, separators=(",", ":"), allow_nan=False).encode("utf-8")
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, RecursionError) as exc:
                 raise FormatError(f"not JSON: {exc}") from None
         if self.name == "presence":
             return (value if isinstance(value, str) else _key(bool(value))).encode("utf-8")

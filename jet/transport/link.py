@@ -70,7 +70,7 @@ Handler = Callable[[str, bytes], Awaitable[None] | None]
 OUTBOX_LIMIT = 100_000
 PUBLISH_WINDOW = 256  # publishes handed to paho and not yet completed, at most
 ROUTES_LIMIT = 1024  # topics whose handlers are remembered (Link._route): ~300 KB at most
-REPLAYED_LIMIT = 10_000  # topics a subscription remembers having had a retained message of
+SEEN_LIMIT = 10_000  # topics a subscription remembers having had a message on (Subscription.seen)
 BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
 #: Messages one subscription holds while its handler cannot take them, at most;
@@ -101,10 +101,10 @@ class Subscription:
     qos: int
     handler: Handler
     retained: bool = True  # False: no retained messages at (re)subscription (MQTT 5 links)
-    #: topics whose retained message it has had since its broker subscription was made: a
-    #: broker replays them to everyone on the topic when a newcomer subscribes again, and
-    #: each subscription takes a topic's retained message once (see Link._dispatch)
-    replayed: set[str] = attrs.field(factory=set, repr=False)
+    #: topics it has had a message on since its broker subscription was made: a broker
+    #: replays retained messages to everyone on a topic when a newcomer subscribes again,
+    #: and a subscription that has the topic's value already skips them (Link._dispatch)
+    seen: set[str] = attrs.field(factory=set, repr=False)
     held: collections.deque[tuple[str, bytes]] = attrs.field(
         factory=collections.deque, repr=False
     )
@@ -522,7 +522,7 @@ class Link:
         wanted = {**self._exact, **self._filters}
         for topic, subs in wanted.items():
             for sub in subs:  # each takes what the broker replays for the new session
-                sub.replayed.clear()
+                sub.seen.clear()
             await self._subscribe_broker(topic, subs)
 
     async def _subscribe_broker(self, topic: str, subs: list[Subscription]) -> None:
@@ -550,7 +550,7 @@ class Link:
         existing = table.setdefault(topic, [])
         # Subscribing again also makes the broker send the retained messages again
         # (MQTT 3.1.1 3.8.4, MQTT 5 retain handling 0), for a newcomer that wants them;
-        # _dispatch gives each subscription a topic's retained message once.
+        # _dispatch gives them only to subscriptions that have no value of the topic yet.
         again = not existing or qos > max(s.qos for s in existing) or retained
         existing.append(sub)
         self._routes.clear()
@@ -596,12 +596,15 @@ class Link:
             return
         started = time.monotonic()
         for sub in subs:
-            if retain:  # replayed at a (re)subscription: once per subscription and topic
-                if topic in sub.replayed:
-                    continue
-                if len(sub.replayed) >= REPLAYED_LIMIT:  # (a filter over endless topics)
-                    sub.replayed.clear()
-                sub.replayed.add(topic)
+            seen = sub.seen
+            if topic not in seen:
+                if len(seen) >= SEEN_LIMIT:  # (a filter over endless topics)
+                    seen.clear()
+                seen.add(topic)
+            elif retain:  # replayed for a newcomer: this one has the value (or a newer one)
+                continue
+            if retain and not sub.retained:  # (a relay: only what is published from now on)
+                continue
             if sub.waiter is not None:
                 self._hold(sub, topic, data)
                 continue

@@ -517,11 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long a gadget may hold the pack (a slow handler) while the pack"
                    " keeps its MQTT connection alive; past it the pack is let go offline"
                    " (default 60)")
+    from jet.devices.cli import add_device_parsers
     from jet.levels.cli import add_level_parsers
     from jet.web.cli import add_web_parser
 
     add_web_parser(sub)
     add_level_parsers(sub)
+    add_device_parsers(sub)
     with contextlib.suppress(ImportError):
         from jet_rf12.cli import add_hub_parser, add_node_sim_parser
 
@@ -537,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Commands that run until stopped: they log what they do (INFO) unless told -q.
-DAEMONS = frozenset({"run", "pack", "web", "hub", "node-sim", "level"})
+DAEMONS = frozenset({"run", "pack", "web", "hub", "node-sim", "level", "devices",
+                     "device-sim"})
 #: Libraries whose INFO lines repeat ours or are per-connection chatter: they
 #: stay at warnings unless asked for with -vv.
 QUIET_LIBRARIES = ("aiohttp", "amqtt", "transitions", "asyncio")

@@ -1,10 +1,19 @@
 """Devices: the MQTT devices people already own, as JET meets them.
 
+:class:`RegistryServer` (``jet devices serve``) discovers the devices on a broker by
+their topic layouts (:mod:`jet.devices.layouts`) and keeps them, their latest data
+and their statistics in a :class:`Store` (SQLite: :class:`SqliteStore`).
 :class:`SimulatedDevices` plays the devices an app's wires name (a Zigbee2MQTT
-sensor, a Tasmota plug) on a broker, so an app for them runs with
-``jet run FILE --simulate`` and nothing else to own.
+sensor, a Tasmota plug) for ``jet run FILE --simulate``; :class:`SiteDevices`
+(``jet device-sim``) many devices in the site layout.  docs/devices.md.
 """
 
-from .sim import Plug, Room, Sensor, SimulatedDevices, devices_of
+from .layouts import BUILT_IN, Layout, Sighting, recognise
+from .registry import RegistryServer
+from .sim import Plug, Room, Sensor, SimulatedDevices, SiteDevices, devices_of
+from .store import SqliteStore, Store
 
-__all__ = ["Plug", "Room", "Sensor", "SimulatedDevices", "devices_of"]
+__all__ = [
+    "BUILT_IN", "Layout", "Plug", "RegistryServer", "Room", "Sensor", "Sighting",
+    "SimulatedDevices", "SiteDevices", "SqliteStore", "Store", "devices_of", "recognise",
+]

@@ -1,5 +1,6 @@
-"""Simulated devices for ``jet run FILE --simulate``: the devices an app's wires name,
-playing on the broker as the real ones do, in one room.
+"""Simulated devices: for ``jet run FILE --simulate`` (:class:`SimulatedDevices`, the
+devices an app's wires name, in one room) and for the registry (:class:`SiteDevices`,
+``jet device-sim``: many devices in the site layout, joining and leaving).
 
 Recognised from the app's wires to devices' topics (:func:`devices_of`):
 
@@ -171,3 +172,85 @@ class SimulatedDevices:
     def _publish(self, topic: str, value: Any, *, retain: bool = False) -> None:
         text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
         self.link.publish_nowait(topic, text.encode("utf-8"), qos=1, retain=retain)
+
+
+class SiteDevices:
+    """``count`` devices in the site layout ``<host>/<zone>/<type>/<id>/<post_type>``
+    (docs/devices.md), on one connection: each says ``online`` on ``.../state`` (retained)
+    when it joins, a ``temperature`` every ``period`` seconds (spread over the period),
+    and, with ``leave_every``, one device at a time leaves (``offline`` on its state
+    topic, as its will would) and comes back a period later.
+
+    Lifecycle: ``async with SiteDevices(...) as sim``; they say offline when it ends.
+    """
+
+    TYPES = ("thermo", "plug", "meter")
+
+    def __init__(self, where: broker.Broker, count: int, *, host: str = "sim",
+                 zones: int = 3, period: float = 5.0, leave_every: float = 0.0) -> None:
+        self.count = max(0, count)
+        self.host = host
+        self.zones = max(1, zones)
+        self.period = period
+        self.leave_every = leave_every
+        self.link = Link(where, f"jet-device-sim-{host}", clean_session=True)
+        self.away: set[int] = set()
+        self.published = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def topic(self, number: int, post_type: str) -> str:
+        kind = self.TYPES[number % len(self.TYPES)]
+        return f"{self.host}/zone-{number % self.zones}/{kind}/d{number:05d}/{post_type}"
+
+    def _say(self, number: int, post_type: str, value: Any, *, retain: bool = False) -> None:
+        text = value if isinstance(value, str) else json.dumps(value)
+        if self.link.publish_nowait(self.topic(number, post_type), text.encode(), qos=1,
+                                    retain=retain):
+            self.published += 1
+
+    async def __aenter__(self) -> Self:
+        await self.link.__aenter__()
+        for number in range(self.count):
+            self._say(number, "state", "online", retain=True)
+        await self.link.flush()
+        self._tasks.append(asyncio.create_task(self._readings(), name="device-sim"))
+        if self.leave_every > 0:
+            self._tasks.append(asyncio.create_task(self._comings_and_goings(),
+                                                   name="device-sim-churn"))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await cancel_all(self._tasks)
+        try:
+            for number in range(self.count):
+                self._say(number, "state", "offline", retain=True)
+            async with asyncio.timeout(5.0):
+                await self.link.flush()
+        except (TimeoutError, OSError, ConnectionError):
+            log.warning("simulated devices: could not say offline before stopping")
+        finally:
+            await self.link.__aexit__(None, None, None)
+
+    async def run_forever(self) -> None:
+        await asyncio.Event().wait()
+
+    async def _readings(self) -> None:
+        step = self.period / max(1, self.count)
+        tick = 0
+        while True:
+            for number in range(self.count):
+                if number not in self.away:
+                    self._say(number, "temperature", round(20 + (number % 7) + tick % 3 * 0.1, 2))
+                await asyncio.sleep(step)
+            tick += 1
+
+    async def _comings_and_goings(self) -> None:
+        number = 0
+        while self.count:
+            await asyncio.sleep(self.leave_every)
+            self.away.add(number)
+            self._say(number, "state", "offline", retain=True)
+            await asyncio.sleep(self.period)
+            self.away.discard(number)
+            self._say(number, "state", "online", retain=True)
+            number = (number + 1) % self.count

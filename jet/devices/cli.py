@@ -1,0 +1,145 @@
+"""`jet devices serve|ls|show` and `jet device-sim` (docs/devices.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from jet.devices.registry import SILENCE, RegistryServer
+from jet.devices.sim import SiteDevices
+from jet.devices.store import SqliteStore
+from jet.tasks import run_until_signalled
+from jet.transport import broker
+
+DEFAULT_DB = "jet-devices.sqlite"
+
+
+def _store(args: argparse.Namespace, *, must_exist: bool) -> SqliteStore:
+    path = Path(args.db)
+    if must_exist and not path.is_file():
+        raise OSError(f"{path}: no device registry here (start `jet devices serve --db {path}`)")
+    return SqliteStore(path)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    where = broker.parse(args.broker)
+    store = _store(args, must_exist=False)
+
+    async def serve() -> int:
+        async with RegistryServer(where, store, name=args.name or "",
+                                  silence=args.silence) as server:
+            print(f"device registry {server.name} on {where.url}, database {args.db}",
+                  flush=True)
+            await server.serve_forever()
+        return 0
+
+    try:
+        return run_until_signalled(serve())
+    finally:
+        store.close()
+
+
+def _age(stamp: float, now: float) -> str:
+    seconds = max(0.0, now - stamp)
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.0f}h ago"
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    store = _store(args, must_exist=True)
+    try:
+        devices = store.devices(zone=args.zone, device_class=getattr(args, "class"))
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(devices, default=str))
+        return 0
+    now = time.time()
+    print(f"{'DEVICE':<32} {'CLASS':<12} {'ZONE':<10} {'STATE':<8} {'LAST SEEN':<10}"
+          f" {'TODAY':>9}  FOCUS")
+    for d in devices:
+        today = d["today"]
+        print(f"{d['uid']:<32} {d['class']:<12} {d['zone'] or '-':<10}"
+              f" {'online' if d['online'] else 'offline':<8} {_age(d['last_seen'], now):<10}"
+              f" {today['attempts']:>5}/{today['failures']:<3}  {d['focus']}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = _store(args, must_exist=True)
+    try:
+        device = store.device(args.uid)
+    finally:
+        store.close()
+    if device is None:
+        print(f"jet devices show: error: no device {args.uid!r} in {args.db}", file=sys.stderr)
+        return 1
+    print(json.dumps(device, indent=2, default=str))
+    return 0
+
+
+def cmd_device_sim(args: argparse.Namespace) -> int:
+    where = broker.parse(args.broker)
+
+    async def simulate() -> int:
+        async with SiteDevices(where, args.count, host=args.host, zones=args.zones,
+                               period=args.period, leave_every=args.leave_every) as sim:
+            print(f"{args.count} simulated devices of {args.host} on {where.url}", flush=True)
+            if args.duration is not None:
+                await asyncio.sleep(args.duration)
+            else:
+                await sim.run_forever()
+        return 0
+
+    return run_until_signalled(simulate())
+
+
+def add_device_parsers(subparsers: Any) -> None:
+    """Add ``devices`` (serve, ls, show) and ``device-sim``."""
+    top = subparsers.add_parser("devices", help="the device registry: discovery, inventory",
+                                description="the device registry: discovery, inventory")
+    sub = top.add_subparsers(dest="devices_command", required=True)
+
+    def command(name: str, func: Any, help_: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        p.add_argument("--db", default=DEFAULT_DB,
+                       help=f"the registry's SQLite file (default ./{DEFAULT_DB})")
+        return p
+
+    p = command("serve", cmd_serve, "discover the devices on a broker and keep them in the"
+                " registry")
+    p.add_argument("--broker", help=f"broker URL (default ${broker.ENV_VAR} or "
+                   f"{broker.DEFAULT_URL})")
+    p.add_argument("--name", help="this server's name (default host-pid); its persistent"
+                   " session on the broker is jet-devices-NAME")
+    p.add_argument("--silence", type=float, default=SILENCE,
+                   help=f"seconds without a message before a device is offline ({SILENCE:g})")
+    p = command("ls", cmd_ls, "list the devices of the registry")
+    p.add_argument("--zone", help="only this zone's")
+    p.add_argument("--class", help="only this class's")
+    p.add_argument("--json", action="store_true", help="one JSON list")
+    p = command("show", cmd_show, "one device: its fields, latest data, uses, statistics")
+    p.add_argument("uid")
+    p = subparsers.add_parser("device-sim", help="simulated devices in the site layout",
+                              description="simulated devices publishing in the site layout"
+                              " <host>/<zone>/<type>/<id>/<post_type>, with wills")
+    p.set_defaults(func=cmd_device_sim)
+    p.add_argument("--broker", help=f"broker URL (default ${broker.ENV_VAR} or "
+                   f"{broker.DEFAULT_URL})")
+    p.add_argument("--count", type=int, default=10, help="how many devices (default 10)")
+    p.add_argument("--host", default="sim", help="their host level (default sim)")
+    p.add_argument("--zones", type=int, default=3, help="zones they are spread over")
+    p.add_argument("--period", type=float, default=5.0,
+                   help="seconds between two readings of a device (default 5)")
+    p.add_argument("--leave-every", type=float, default=0.0,
+                   help="seconds between a device leaving (its will) and coming back (0: never)")
+    p.add_argument("--for", dest="duration", type=float, help="stop after this many seconds")

@@ -1,0 +1,161 @@
+"""Topic layouts: how a device is recognised from the topic a message came on.
+
+A layout is a pattern of topic levels, some of them named (``{zone}``), the last
+one may take the rest (``{data...}``).  Built in (docs/devices.md):
+
+=============  ==================================================  =========================
+layout         pattern                                             device uid
+=============  ==================================================  =========================
+``site``       ``{host}/{zone}/{type}/{id}/{post_type}/{data...}``  ``<host>/<type>/<id>``
+``homie``      ``homie/{id}/{node}/{data...}``                      ``homie/<id>``
+``hass``       ``homeassistant/{component}/{data...}`` (``config``)  ``hass/<component>/<object>``
+``jet``        ``{kind}/{id}/status`` (pack, node, web)            ``<kind>/<id>``
+=============  ==================================================  =========================
+
+The ``site`` layout is the registry design's own: a zone is where the device is
+now (an access point, a last router, a VLAN), so it is not part of its uid: a
+device that moves keeps its history.  Topics of the other layouts, JET's own
+and the foreign devices' command topics are never taken for ``site`` devices.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+#: First topic levels that are never a ``site`` host (other layouts, JET, well-known devices).
+NOT_HOSTS = frozenset({
+    "homie", "homeassistant", "jet", "pack", "node", "web", "levels", "machine", "level",
+    "zigbee2mqtt", "tele", "cmnd", "stat", "shellies", "bench",
+})
+_NAME = re.compile(r"\{(\w+)(\.\.\.)?\}")
+
+
+@attrs.frozen
+class Sighting:
+    """What one message says of a device: who it is, and what it said."""
+
+    uid: str
+    layout: str
+    fields: Mapping[str, str]  # the pattern's named levels (host, zone, type, id, ...)
+    kind: str  # "data", "state" (online/offline), "announce" (a description), "status"
+    post_type: str = ""
+    data: tuple[str, ...] = ()  # the topic levels after the post type
+
+    @property
+    def zone(self) -> str:
+        return self.fields.get("zone", "")
+
+    @property
+    def device_class(self) -> str:
+        return self.fields.get("type") or self.fields.get("component") or self.layout
+
+
+@attrs.frozen
+class Layout:
+    """One pattern of topic levels (see the module doc)."""
+
+    name: str
+    pattern: str
+
+    @property
+    def levels(self) -> list[str]:
+        return self.pattern.split("/")
+
+    def topic_filter(self) -> str:
+        """The MQTT subscription that takes every topic of this layout."""
+        out = []
+        for level in self.levels:
+            match = _NAME.fullmatch(level)
+            if match is None:
+                out.append(level)
+            elif match.group(2):
+                out.append("#")
+                break
+            else:
+                out.append("+")
+        return "/".join(out)
+
+    def match(self, topic: str) -> dict[str, Any] | None:
+        """The named levels of ``topic`` (``data...`` as a tuple), or None."""
+        parts = topic.split("/")
+        found: dict[str, Any] = {}
+        for i, level in enumerate(self.levels):
+            match = _NAME.fullmatch(level)
+            if match is not None and match.group(2):
+                found[match.group(1)] = tuple(parts[i:])
+                return found
+            if i >= len(parts):
+                return None
+            if match is None:
+                if parts[i] != level:
+                    return None
+            elif not parts[i]:
+                return None
+            else:
+                found[match.group(1)] = parts[i]
+        return found if len(parts) == len(self.levels) else None
+
+
+SITE = Layout("site", "{host}/{zone}/{type}/{id}/{post_type}/{data...}")
+HOMIE = Layout("homie", "homie/{id}/{rest...}")
+HASS = Layout("hass", "homeassistant/{component}/{rest...}")
+JET = Layout("jet", "{kind}/{id}/status")
+BUILT_IN = {layout.name: layout for layout in (SITE, HOMIE, HASS, JET)}
+
+
+def recognise(topic: str, layouts: Iterable[Layout] = BUILT_IN.values()) -> Sighting | None:
+    """The device a message on ``topic`` is from, by the first layout that knows it."""
+    for layout in layouts:
+        found = layout.match(topic)
+        if found is None:
+            continue
+        sighting = _SIGHTING[layout.name](found) if layout.name in _SIGHTING else None
+        if sighting is not None:
+            return sighting
+    return None
+
+
+def _site(found: dict[str, Any]) -> Sighting | None:
+    if found["host"] in NOT_HOSTS or found["host"].startswith("$"):
+        return None
+    uid = f"{found['host']}/{found['type']}/{found['id']}"
+    fields = {k: v for k, v in found.items() if isinstance(v, str)}
+    post = found["post_type"]
+    kind = "state" if post in ("state", "will", "$state") else "data"
+    return Sighting(uid, "site", fields, kind, post, found["data"])
+
+
+def _homie(found: dict[str, Any]) -> Sighting | None:
+    rest: tuple[str, ...] = found["rest"]
+    if not rest:
+        return None
+    fields = {"id": found["id"]}
+    if rest == ("$state",):
+        return Sighting(f"homie/{found['id']}", "homie", fields, "state", "$state")
+    if rest[0].startswith("$") or rest[-1] == "set" or len(rest) < 2:
+        return None  # attributes of the device or a node, and commands to it
+    return Sighting(f"homie/{found['id']}", "homie", fields, "data", rest[0], rest[1:])
+
+
+def _hass(found: dict[str, Any]) -> Sighting | None:
+    rest: tuple[str, ...] = found["rest"]
+    # homeassistant/<component>/[<node_id>/]<object_id>/config
+    if len(rest) not in (2, 3) or rest[-1] != "config":
+        return None
+    uid = "/".join(("hass", found["component"], *rest[:-1]))
+    fields = {"component": found["component"], "id": rest[-2]}
+    return Sighting(uid, "hass", fields, "announce", "config")
+
+
+def _jet(found: dict[str, Any]) -> Sighting | None:
+    if found["kind"] not in ("pack", "node", "web"):
+        return None
+    fields = {"type": f"jet-{found['kind']}", "id": found["id"]}
+    return Sighting(f"{found['kind']}/{found['id']}", "jet", fields, "status", "status")
+
+
+_SIGHTING = {"site": _site, "homie": _homie, "hass": _hass, "jet": _jet}

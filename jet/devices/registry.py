@@ -1,0 +1,151 @@
+"""`jet devices serve`: discovery and the device registry (docs/devices.md).
+
+A :class:`RegistryServer` connects to a broker with a persistent session (clean
+session off, QoS 1), subscribes to its layouts' topic filters
+(:mod:`jet.devices.layouts`) and, for every message, recognises the device,
+records it in its :class:`~jet.devices.store.Store`, and only then lets its link
+acknowledge the message: what the broker was told is handled is in the database.
+
+A device is online from its first message (or its announcement) until its will or
+its ``$state`` says otherwise, or it has been silent longer than ``silence``
+seconds.  A message's payload is read as JSON when it is JSON, as text otherwise.
+
+Lifecycle: ``async with RegistryServer(...) as server: await server.serve_forever()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable
+from typing import Any, Self
+
+from jet.devices.layouts import BUILT_IN, Layout, Sighting, recognise
+from jet.devices.store import Store
+from jet.tasks import Burst, cancel_all
+from jet.transport import Link
+from jet.transport.broker import Broker
+
+log = logging.getLogger("jet.devices")
+
+#: Seconds a device may be silent before it is taken for offline (a class may say otherwise).
+SILENCE = 300.0
+#: Words a will or a state message says a device is offline with.
+OFFLINE_WORDS = frozenset({"offline", "lost", "disconnected", "dead", "0", "false"})
+
+
+def payload_value(payload: bytes) -> Any:
+    """A device's payload as a value: JSON when it is, else its text, else its bytes in hex."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"hex": payload.hex()}
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+
+
+class RegistryServer:
+    """Discovers devices on one broker and keeps them in ``store`` (see the module doc)."""
+
+    def __init__(self, broker: Broker, store: Store, *, name: str = "",
+                 layouts: Iterable[Layout] = BUILT_IN.values(), silence: float = SILENCE,
+                 check_every: float = 1.0) -> None:
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.store = store
+        self.layouts = list(layouts)
+        self.silence = silence
+        self.check_every = check_every
+        # Persistent: what devices say while the server is away waits for it.
+        self.link = Link(broker, f"jet-devices-{self.name}", clean_session=False,
+                         connect_timeout=10.0)
+        self.handled = 0
+        self.unrecognised = 0
+        self._trouble = Burst()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Self:
+        # Subscribed before connecting: what the persistent session kept for us arrives
+        # as soon as we connect, and must find its handler.
+        for layout in self.layouts:
+            await self.link.subscribe(layout.topic_filter(), 1, self._on_message)
+        await self.link.__aenter__()
+        try:
+            self.store.fellow(socket.gethostname(), self.name, active=True, role="registry",
+                              at=time.time())
+        except BaseException:
+            await self.link.__aexit__(None, None, None)
+            raise
+        self._tasks.append(asyncio.create_task(self._watch_silence(), name="devices-silence"))
+        log.info("device registry %s on %s: %s", self.name, self.link.broker.url,
+                 ", ".join(layout.topic_filter() for layout in self.layouts))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await cancel_all(self._tasks)
+        try:
+            self.store.fellow(socket.gethostname(), self.name, active=False, role="registry",
+                              at=time.time())
+        finally:
+            await self.link.__aexit__(None, None, None)
+
+    async def serve_forever(self) -> None:
+        await asyncio.Event().wait()
+
+    # -- messages ----------------------------------------------------------------------
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        sighting = recognise(topic, self.layouts)
+        if sighting is None:
+            self.unrecognised += 1
+            return
+        try:
+            self.handle(sighting, topic, payload, time.time())
+        except Exception as exc:  # a database error: said, and the message is not lost
+            if self._trouble.starts():
+                log.error("device registry: %s from %s not stored: %s", topic[:200],
+                          sighting.uid, exc)
+            raise
+        self.handled += 1
+
+    def handle(self, sighting: Sighting, topic: str, payload: bytes, at: float) -> None:
+        """Record what one message says of its device."""
+        store, uid = self.store, sighting.uid
+        if sighting.kind == "state":
+            word = str(payload_value(payload)).strip().lower() if payload else "offline"
+            if word in OFFLINE_WORDS or word in ("init", "sleeping", "alert"):
+                store.seen(uid, sighting.fields, sighting.layout, topic, at)
+                store.set_online(uid, False, at, f"{sighting.post_type}: {word}")
+                return
+        if sighting.kind == "status":
+            value = payload_value(payload) if payload else None
+            state = value.get("state") if isinstance(value, dict) else None
+            if not payload or state == "offline":
+                if store.set_online(uid, False, at, "status: offline"):
+                    log.info("device %s offline (its status)", uid)
+                return
+        if sighting.kind == "announce" and not payload:
+            store.set_online(uid, False, at, "announcement removed")
+            return
+        if store.seen(uid, sighting.fields, sighting.layout, topic, at):
+            log.info("device %s found (%s, zone %s)", uid, sighting.layout,
+                     sighting.zone or "-")
+        if sighting.kind == "announce":
+            store.describe(uid, payload_value(payload))
+        elif sighting.kind == "data":
+            value = payload_value(payload)
+            # (a post type with data subtopics: kept as a dictionary of them, not dropped)
+            store.record(uid, sighting.post_type, value, at, "/".join(sighting.data))
+
+    async def _watch_silence(self) -> None:
+        while True:
+            await asyncio.sleep(self.check_every)
+            now = time.time()
+            for uid in self.store.silent(now - self.silence):
+                if self.store.set_online(uid, False, now, f"silent for {self.silence:g} s"):
+                    log.info("device %s offline: silent for %g s", uid, self.silence)

@@ -1,0 +1,162 @@
+"""The device registry through real processes: mosquitto, `jet devices serve` on a real
+SQLite file, `jet device-sim`, devices' messages from mosquitto_pub, and kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cli_helpers import JetProcess, assert_no_traceback, jet_async
+from conftest import Mosquitto
+
+WAIT = 15.0
+
+
+def pub(port: int, topic: str, payload: str, *options: str) -> None:
+    exe = shutil.which("mosquitto_pub")
+    assert exe is not None, "mosquitto_pub (Debian's mosquitto-clients) is needed"
+    subprocess.run([exe, "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-t", topic,
+                    "-m", payload, *options], check=True, timeout=WAIT)
+
+
+def jet(*args: str) -> tuple[int, str, str]:
+    return asyncio.run(jet_async(*args))
+
+
+def devices(db: Path, *options: str) -> list[dict[str, Any]]:
+    code, out, err = jet("devices", "ls", "--db", str(db), "--json", *options)
+    assert code == 0, err
+    found: list[dict[str, Any]] = json.loads(out)
+    return found
+
+
+def until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    """Ask again (each time a real `jet devices` call) until ``check`` holds, bounded."""
+    deadline = time.monotonic() + timeout
+    for _ in range(200):
+        if check():
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def serve(mosquitto: Mosquitto, db: Path, *extra: str) -> JetProcess:
+    proc = JetProcess("devices", "serve", "--broker", mosquitto.url, "--db", str(db),
+                      "--name", "reg1", *extra)
+    proc.wait_for_line("device registry reg1 on", WAIT)
+    return proc
+
+
+def test_simulated_devices_are_found_listed_by_zone_and_shown(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    db = tmp_path / "registry.sqlite"
+    server = serve(mosquitto, db)
+    sim = JetProcess("device-sim", "--broker", mosquitto.url, "--count", "12", "--zones", "3",
+                     "--period", "0.5", "--host", "plant")
+    try:
+        sim.wait_for_line("12 simulated devices of plant", WAIT)
+        until(lambda: len(devices(db)) == 12, "12 devices in the registry")
+        zone = devices(db, "--zone", "zone-1")
+        assert len(zone) == 4 and all(d["zone"] == "zone-1" for d in zone)
+        assert {d["class"] for d in devices(db)} == {"thermo", "plug", "meter"}
+        assert len(devices(db, "--class", "plug")) == 4
+        until(lambda: all(d["online"] for d in devices(db)), "every device online")
+        code, out, _ = jet("devices", "ls", "--db", str(db))
+        assert code == 0 and out.splitlines()[0].split()[:4] == ["DEVICE", "CLASS", "ZONE",
+                                                                  "STATE"]
+        assert "plant/thermo/d00000" in out and "zone-0" in out
+        code, out, _ = jet("devices", "show", "plant/thermo/d00000", "--db", str(db))
+        shown = json.loads(out)
+        assert shown["host"] == "plant" and shown["focus"].startswith("plant/zone-0/thermo/")
+        assert isinstance(shown["data"]["temperature"]["value"], float)
+        assert shown["statistics"]["today"]["attempts"] >= 2
+        assert set(shown["statistics"]) == {"today", "daily", "weekly", "monthly", "yearly"}
+    finally:
+        sim.stop()
+        server.stop()
+    # The simulator said each device's will as it stopped; the registry, stopped after it,
+    # had them offline... or, stopped at once, finds them offline when it starts again.
+    server = serve(mosquitto, db)
+    try:
+        until(lambda: not any(d["online"] for d in devices(db)), "every device offline")
+        assert devices(db)[0]["reason"] == "state: offline"
+    finally:
+        server.stop()
+    code, _out, err = jet("devices", "show", "plant/thermo/nope", "--db", str(db))
+    assert code == 1 and err.strip() == (f"jet devices show: error: no device "
+                                         f"'plant/thermo/nope' in {db}")
+
+
+def test_homie_home_assistant_and_unknown_post_types(mosquitto: Mosquitto,
+                                                     tmp_path: Path) -> None:
+    db = tmp_path / "registry.sqlite"
+    server = serve(mosquitto, db, "--silence", "2")
+    try:
+        pub(mosquitto.port, "homie/boiler/$state", "ready", "-r")
+        pub(mosquitto.port, "homie/boiler/water/temperature", "54")
+        pub(mosquitto.port, "homeassistant/sensor/hall/temperature/config",
+            '{"name": "Hall temperature", "state_topic": "hall/temperature",'
+            ' "unique_id": "hall-t", "device_class": "temperature"}', "-r")
+        pub(mosquitto.port, "yard/gate/lock/l1/battery", "87")
+        # a post type no class describes, with data subtopics: kept as a dictionary
+        pub(mosquitto.port, "yard/gate/lock/l1/diag/rssi", "-71")
+        pub(mosquitto.port, "yard/gate/lock/l1/diag/uptime/s", "3600")
+        until(lambda: len(devices(db)) == 3, "3 devices")
+
+        def show(uid: str) -> dict[str, Any]:
+            code, out, err = jet("devices", "show", uid, "--db", str(db))
+            assert code == 0, err
+            found: dict[str, Any] = json.loads(out)
+            return found
+
+        until(lambda: "water" in show("homie/boiler")["data"], "homie data")
+        assert show("homie/boiler")["data"]["water"]["value"] == {"temperature": 54}
+        hall = show("hass/sensor/hall/temperature")
+        assert hall["description"]["unique_id"] == "hall-t" and hall["class"] == "sensor"
+        until(lambda: "uptime/s" in show("yard/lock/l1")["data"].get("diag", {}).get(
+            "value", {}), "diag subtopics")
+        lock = show("yard/lock/l1")
+        assert lock["data"]["diag"]["value"] == {"rssi": -71, "uptime/s": 3600}
+        assert lock["data"]["battery"]["value"] == 87 and lock["zone"] == "gate"
+        # Homie says lost: offline at once; the lock says nothing: offline after 2 s.
+        pub(mosquitto.port, "homie/boiler/$state", "lost", "-r")
+        until(lambda: not show("homie/boiler")["online"], "homie offline")
+        assert show("homie/boiler")["reason"] == "$state: lost"
+        until(lambda: not show("yard/lock/l1")["online"], "the silent lock offline")
+        assert show("yard/lock/l1")["reason"] == "silent for 2 s"
+        # ... and back when it speaks again.
+        pub(mosquitto.port, "yard/gate/lock/l1/battery", "86")
+        until(lambda: show("yard/lock/l1")["online"], "the lock online again")
+    finally:
+        server.stop()
+
+
+def test_nothing_is_lost_across_a_kill_9_of_the_registry(mosquitto: Mosquitto,
+                                                        tmp_path: Path) -> None:
+    """Its session is persistent: what devices say while it is dead waits in the broker,
+    and what it had acknowledged is in the SQLite file."""
+    db = tmp_path / "registry.sqlite"
+    server = serve(mosquitto, db)
+    for n in range(5):
+        pub(mosquitto.port, f"site/a/thermo/t{n}/temperature", str(20 + n))
+    until(lambda: len(devices(db)) == 5, "the first five")
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait(WAIT)
+    assert_no_traceback(server.output)
+    for n in range(5, 10):  # while it is dead
+        pub(mosquitto.port, f"site/b/thermo/t{n}/temperature", str(20 + n))
+    server = serve(mosquitto, db)
+    try:
+        until(lambda: len(devices(db)) == 10, "all ten, five of them said while it was dead")
+        assert sorted(d["zone"] for d in devices(db)) == ["a"] * 5 + ["b"] * 5
+    finally:
+        server.stop()

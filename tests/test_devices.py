@@ -80,6 +80,22 @@ def test_simulated_devices_are_found_listed_by_zone_and_shown(
         assert isinstance(shown["data"]["temperature"]["value"], float)
         assert shown["statistics"]["today"]["attempts"] >= 2
         assert set(shown["statistics"]) == {"today", "daily", "weekly", "monthly", "yearly"}
+        # A command: sent to the device's zone, confirmed by the device, counted.
+        code, out, err = jet("devices", "send", "plant/thermo/d00000", "setpoint", "21.5",
+                             "--db", str(db), "--broker", mosquitto.url)
+        assert code == 0 and out.strip() == "plant/thermo/d00000: setpoint 21.5 confirmed", err
+        sim.stop()
+        # ... and with nobody to confirm it: a failure, counted too.
+        code, out, err = jet("devices", "send", "plant/thermo/d00000", "setpoint", "22",
+                             "--db", str(db), "--broker", mosquitto.url, "--window", "0.5")
+        assert code == 1 and "did not confirm setpoint 22 within 0.5 s" in err, err
+        code, out, _ = jet("devices", "show", "plant/thermo/d00000", "--db", str(db))
+        shown = json.loads(out)
+        assert [(u["command"], u["failed"]) for u in shown["uses"]] == [
+            ("setpoint 22", 1), ("setpoint 21.5", 0)]
+        assert shown["statistics"]["today"]["failures"] == 1
+        # (the command topic is no device's: nothing new was discovered from it)
+        assert len(devices(db)) == 12
     finally:
         sim.stop()
         server.stop()

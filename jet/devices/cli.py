@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from jet.devices.registry import SILENCE, RegistryServer
+from jet.devices.layouts import command_topic, confirmation_topic
+from jet.devices.registry import SILENCE, RegistryServer, payload_value
 from jet.devices.sim import SiteDevices
 from jet.devices.store import SqliteStore
 from jet.tasks import run_until_signalled
-from jet.transport import broker
+from jet.transport import Link, broker
 
 DEFAULT_DB = "jet-devices.sqlite"
 
@@ -86,6 +88,57 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_send(args: argparse.Namespace) -> int:
+    """Publish a command to a registered device; wait for its confirmation within the
+    window; record the use (a failure when none came).  Exit 1 on a failure."""
+    store = _store(args, must_exist=True)
+    try:
+        device = store.device(args.uid)
+        if device is None:
+            print(f"jet devices send: error: no device {args.uid!r} in {args.db}",
+                  file=sys.stderr)
+            return 1
+        try:
+            topic = command_topic(device, args.post_type)
+        except ValueError as exc:
+            print(f"jet devices send: error: {exc}", file=sys.stderr)
+            return 1
+        value = payload_value(args.value.encode())
+        confirmed = asyncio.run(_send(broker.parse(args.broker), topic,
+                                      confirmation_topic(device, args.post_type),
+                                      args.value, value, args.window))
+        store.use(args.uid, f"{args.post_type} {args.value}", time.time(),
+                  failed=not confirmed)
+    finally:
+        store.close()
+    if not confirmed:
+        print(f"jet devices send: error: {args.uid} did not confirm {args.post_type}"
+              f" {args.value} within {args.window:g} s (counted as a failure)", file=sys.stderr)
+        return 1
+    print(f"{args.uid}: {args.post_type} {args.value} confirmed")
+    return 0
+
+
+async def _send(where: broker.Broker, topic: str, confirmation: str, text: str, value: Any,
+                window: float) -> bool:
+    done = asyncio.Event()
+
+    def on_confirmation(_topic: str, payload: bytes) -> None:
+        if payload_value(payload) == value:
+            done.set()
+
+    async with Link(where, f"jet-devices-send-{os.getpid()}", clean_session=True) as link:
+        # (retained=False: the value it said before the command is no confirmation)
+        await link.subscribe(confirmation, 1, on_confirmation, retained=False)
+        await link.publish(topic, text.encode(), qos=1)
+        try:
+            async with asyncio.timeout(window):
+                await done.wait()
+        except TimeoutError:
+            return False
+    return True
+
+
 def cmd_device_sim(args: argparse.Namespace) -> int:
     where = broker.parse(args.broker)
 
@@ -129,6 +182,15 @@ def add_device_parsers(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="one JSON list")
     p = command("show", cmd_show, "one device: its fields, latest data, uses, statistics")
     p.add_argument("uid")
+    p = command("send", cmd_send, "send a device a command and wait for its confirmation")
+    p.add_argument("uid")
+    p.add_argument("post_type", help="what to set (site layout: .../set/POST_TYPE; Homie:"
+                   " NODE/PROPERTY)")
+    p.add_argument("value", help="the value, as the device takes it (JSON or text)")
+    p.add_argument("--broker", help=f"broker URL (default ${broker.ENV_VAR} or "
+                   f"{broker.DEFAULT_URL})")
+    p.add_argument("--window", type=float, default=5.0,
+                   help="seconds to wait for the device to confirm (default 5)")
     p = subparsers.add_parser("device-sim", help="simulated devices in the site layout",
                               description="simulated devices publishing in the site layout"
                               " <host>/<zone>/<type>/<id>/<post_type>, with wills")

@@ -100,6 +100,29 @@ class Layout:
         return found if len(parts) == len(self.levels) else None
 
 
+#: The site layout's command post type: ``<host>/<zone>/<type>/<id>/set/<post_type>``.
+COMMAND = "set"
+
+
+def command_topic(device: Mapping[str, Any], post_type: str) -> str:
+    """Where a command for ``post_type`` goes to a registered device (its latest zone)."""
+    if device["layout"] == "homie":
+        node, _, prop = post_type.partition("/")
+        return f"{device['uid']}/{node}/{prop or node}/set"
+    if device["layout"] != "site":
+        raise ValueError(f"{device['uid']}: a {device['layout']} device takes no commands here")
+    return (f"{device['host']}/{device['zone']}/{device['class']}/{device['id']}/{COMMAND}/"
+            f"{post_type}")
+
+
+def confirmation_topic(device: Mapping[str, Any], post_type: str) -> str:
+    """Where a device says it did what a command asked (the post type's own topic)."""
+    if device["layout"] == "homie":
+        node, _, prop = post_type.partition("/")
+        return f"{device['uid']}/{node}/{prop or node}"
+    return f"{device['host']}/{device['zone']}/{device['class']}/{device['id']}/{post_type}"
+
+
 SITE = Layout("site", "{host}/{zone}/{type}/{id}/{post_type}/{data...}")
 HOMIE = Layout("homie", "homie/{id}/{rest...}")
 HASS = Layout("hass", "homeassistant/{component}/{rest...}")
@@ -125,6 +148,8 @@ def _site(found: dict[str, Any]) -> Sighting | None:
     uid = f"{found['host']}/{found['type']}/{found['id']}"
     fields = {k: v for k, v in found.items() if isinstance(v, str)}
     post = found["post_type"]
+    if post == COMMAND:
+        return None  # a command to the device (jet devices send), not a message from it
     kind = "state" if post in ("state", "will", "$state") else "data"
     return Sighting(uid, "site", fields, kind, post, found["data"])
 

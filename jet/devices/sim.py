@@ -209,6 +209,8 @@ class SiteDevices:
             self.published += 1
 
     async def __aenter__(self) -> Self:
+        # (before connecting, as a persistent client would: commands find their handler)
+        await self.link.subscribe(f"{self.host}/+/+/+/set/#", 1, self._command)
         await self.link.__aenter__()
         for number in range(self.count):
             self._say(number, "state", "online", retain=True)
@@ -233,6 +235,18 @@ class SiteDevices:
 
     async def run_forever(self) -> None:
         await asyncio.Event().wait()
+
+    def _command(self, topic: str, payload: bytes) -> None:
+        """``<host>/<zone>/<type>/d<n>/set/<post_type>``: done, and said on the post type's
+        own topic (the confirmation), unless the device is away."""
+        levels = topic.split("/")
+        ident = levels[3]
+        if len(levels) != 6 or not ident.startswith("d") or not ident[1:].isdigit():
+            return
+        number = int(ident[1:])
+        if number >= self.count or number in self.away:
+            return
+        self._say(number, levels[5], payload.decode("utf-8", "replace"))
 
     async def _readings(self) -> None:
         step = self.period / max(1, self.count)

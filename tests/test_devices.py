@@ -176,3 +176,42 @@ def test_nothing_is_lost_across_a_kill_9_of_the_registry(mosquitto: Mosquitto,
         assert sorted(d["zone"] for d in devices(db)) == ["a"] * 5 + ["b"] * 5
     finally:
         server.stop()
+
+
+def test_two_servers_share_the_work_and_nothing_is_lost_or_doubled_across_a_kill_9(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """Two `jet devices serve --group` on one broker and one SQLite file: every message is
+    handled by exactly one of them (each counts once in the devices' attempts).  After a
+    kill -9 of one, the survivor goes on with its share; the broker keeps the dead one's
+    share in its persistent session, handled when it comes back: nothing lost, nothing twice
+    (docs/devices.md says why the survivor does not take that share over)."""
+    db = tmp_path / "registry.sqlite"
+
+    def start(name: str) -> JetProcess:
+        proc = JetProcess("devices", "serve", "--broker", mosquitto.url, "--db", str(db),
+                          "--name", name, "--group", "registry")
+        proc.wait_for_line(f"device registry {name} on", WAIT)
+        return proc
+
+    servers = [start("r1"), start("r2")]
+    try:
+        def attempts() -> int:
+            return sum(d["today"]["attempts"] for d in devices(db))
+
+        for n in range(40):
+            pub(mosquitto.port, f"site/a/meter/m{n % 10}/energy", str(n))
+        until(lambda: attempts() == 40, "40 messages, each counted once")
+        servers[0].proc.send_signal(signal.SIGKILL)
+        servers[0].proc.wait(WAIT)
+        assert_no_traceback(servers[0].output)
+        for n in range(40, 80):
+            pub(mosquitto.port, f"site/a/meter/m{n % 10}/energy", str(n))
+        until(lambda: attempts() > 40, "the survivor handling its share")
+        servers[0] = start("r1")
+        until(lambda: attempts() == 80, "all 80, the dead one's share when it is back")
+        for n in range(80, 90):  # (and later ones: had any come twice, this would show it)
+            pub(mosquitto.port, f"site/a/meter/m{n % 10}/energy", str(n))
+        until(lambda: attempts() == 90, "90 messages, 90 counted")
+    finally:
+        for server in servers:
+            server.stop()

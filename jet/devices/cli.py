@@ -33,8 +33,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store = _store(args, must_exist=False)
 
     async def serve() -> int:
-        async with RegistryServer(where, store, name=args.name or "",
-                                  silence=args.silence) as server:
+        async with RegistryServer(where, store, name=args.name or "", silence=args.silence,
+                                  group=args.group or "") as server:
             print(f"device registry {server.name} on {where.url}, database {args.db}",
                   flush=True)
             await server.serve_forever()
@@ -174,6 +174,8 @@ def add_device_parsers(subparsers: Any) -> None:
                    f"{broker.DEFAULT_URL})")
     p.add_argument("--name", help="this server's name (default host-pid); its persistent"
                    " session on the broker is jet-devices-NAME")
+    p.add_argument("--group", help="share the work with the other servers of this group on"
+                   " the broker (shared subscriptions): each message is handled by one")
     p.add_argument("--silence", type=float, default=SILENCE,
                    help=f"seconds without a message before a device is offline ({SILENCE:g})")
     p = command("ls", cmd_ls, "list the devices of the registry")

@@ -55,12 +55,15 @@ class RegistryServer:
 
     def __init__(self, broker: Broker, store: Store, *, name: str = "",
                  layouts: Iterable[Layout] = BUILT_IN.values(), silence: float = SILENCE,
-                 check_every: float = 1.0) -> None:
+                 check_every: float = 1.0, group: str = "") -> None:
+        """``group``: servers sharing the work (MQTT shared subscriptions
+        ``$share/<group>/...``): each message is handled by one of them."""
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.store = store
         self.layouts = list(layouts)
         self.silence = silence
         self.check_every = check_every
+        self.group = group
         # Persistent: what devices say while the server is away waits for it.
         self.link = Link(broker, f"jet-devices-{self.name}", clean_session=False,
                          connect_timeout=10.0)
@@ -72,8 +75,9 @@ class RegistryServer:
     async def __aenter__(self) -> Self:
         # Subscribed before connecting: what the persistent session kept for us arrives
         # as soon as we connect, and must find its handler.
+        share = f"$share/{self.group}/" if self.group else ""
         for layout in self.layouts:
-            await self.link.subscribe(layout.topic_filter(), 1, self._on_message)
+            await self.link.subscribe(share + layout.topic_filter(), 1, self._on_message)
         await self.link.__aenter__()
         try:
             self.store.fellow(socket.gethostname(), self.name, active=True, role="registry",

@@ -141,7 +141,9 @@ class Outgoing:
 
 
 def is_filter(topic: str) -> bool:
-    return "+" in topic or "#" in topic
+    """A filter (wildcards, or an MQTT 5 shared subscription ``$share/<group>/...``),
+    routed by matching, not by the exact topic."""
+    return "+" in topic or "#" in topic or topic.startswith("$share/")
 
 
 class Outbox:

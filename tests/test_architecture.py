@@ -24,8 +24,10 @@ ALLOWED = {
         "jet.tasks",
     },
     # Devices: the MQTT devices people own (simulated ones, for now), on the transport.
+    # (plug-n-process loads circuits: the loader, and the statuses it reads)
     "jet.devices": {
         "jet.devices", "jet.transport", "jet.definition", "jet.address", "jet.tasks",
+        "jet.loader", "jet.containers", "jet.runtime", "jet.levels",
     },
     # Levels carry messages between brokers: the transport, and a CLI value reader.
     "jet.levels": {

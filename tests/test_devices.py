@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import shutil
 import signal
 import subprocess
@@ -215,3 +216,76 @@ def test_two_servers_share_the_work_and_nothing_is_lost_or_doubled_across_a_kill
     finally:
         for server in servers:
             server.stop()
+
+
+THERMO_CLASS = """\
+class: thermo
+silence: 30
+template: thermo-app.yaml
+grace: 1
+"""
+THERMO_APP = """\
+app: thermo
+circuits:
+  heat-${id}:
+    gadgets:
+      t: {type: jet.lib.Thermostat, params: {setpoint: 21.0, hysteresis: 1.0}}
+wires:
+  - from: {topic: "${topic}/temperature", format: text}
+    to: heat-${id}.t.temp
+  - from: heat-${id}.t.heat
+    to: {topic: "${topic}/set/heater", format: text, map: {true: "ON", false: "OFF"}}
+"""
+
+
+def test_plug_n_process_runs_a_circuit_per_device_as_devices_come_and_go(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    classes = tmp_path / "classes"
+    classes.mkdir()
+    (classes / "thermo.yaml").write_text(THERMO_CLASS)
+    (classes / "thermo-app.yaml").write_text(THERMO_APP)
+    (classes / "bad.yaml").write_text("class: meter\nsilence: -1\n")
+    db = tmp_path / "registry.sqlite"
+    pack = JetProcess("pack", "--broker", mosquitto.url)
+    pack.wait_for_line("pack default on ", WAIT)
+    server = JetProcess("devices", "serve", "--broker", mosquitto.url, "--db", str(db),
+                        "--name", "reg1", "--classes", str(classes))
+    watcher = subprocess.Popen([shutil.which("mosquitto_sub") or "mosquitto_sub", "-h",
+                                "127.0.0.1", "-p", str(mosquitto.port), "-t", "+/+/+/+/set/#",
+                                "-v"], stdout=subprocess.PIPE, text=True)
+
+    def circuits() -> str:
+        code, out, err = jet("ls", "--broker", mosquitto.url)
+        assert code == 0, err
+        return out
+
+    try:
+        server.wait_for_line("device registry reg1 on", WAIT)
+        assert f"{classes / 'bad.yaml'}:2: silence:" in server.output  # refused, one line
+        pub(mosquitto.port, "house/hall/thermo/t1/temperature", "18.5")
+        pub(mosquitto.port, "house/attic/thermo/t2/temperature", "23")
+        until(lambda: "heat-t1" in circuits() and "heat-t2" in circuits(),
+              "a circuit for each thermo")
+        # each circuit is the device's: it reads its temperature and commands its heater
+        pub(mosquitto.port, "house/hall/thermo/t1/temperature", "18.0")
+        assert watcher.stdout is not None
+        ready, _, _ = select.select([watcher.stdout], [], [], WAIT)
+        assert ready, "no command to the heater"
+        assert watcher.stdout.readline().strip() == "house/hall/thermo/t1/set/heater ON"
+        # t2 leaves: after its grace (1 s) its circuit is unloaded; t1's stays
+        pub(mosquitto.port, "house/attic/thermo/t2/state", "offline")
+        until(lambda: "heat-t2" not in circuits(), "t2's circuit unloaded")
+        assert "heat-t1" in circuits()
+        # a restart of the registry: reconciled, nothing loaded twice, nothing orphaned
+        server.stop()
+        pub(mosquitto.port, "house/attic/thermo/t2/temperature", "22")  # back while away
+        server = JetProcess("devices", "serve", "--broker", mosquitto.url, "--db", str(db),
+                            "--name", "reg1", "--classes", str(classes))
+        until(lambda: "heat-t2" in circuits(), "t2's circuit back")
+        listed = circuits()
+        assert listed.count("heat-t1") == 1 and listed.count("heat-t2") == 1, listed
+        assert_no_traceback(server.output)
+    finally:
+        watcher.kill()
+        server.stop()
+        pack.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -11,12 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jet.devices.classes import DeviceClass, load_classes
 from jet.devices.layouts import command_topic, confirmation_topic
+from jet.devices.pnp import PlugAndProcess
 from jet.devices.registry import SILENCE, RegistryServer, payload_value
 from jet.devices.sim import SiteDevices
 from jet.devices.store import SqliteStore
 from jet.tasks import run_until_signalled
 from jet.transport import Link, broker
+from jet.transport.client import Session
 
 DEFAULT_DB = "jet-devices.sqlite"
 
@@ -30,13 +34,24 @@ def _store(args: argparse.Namespace, *, must_exist: bool) -> SqliteStore:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     where = broker.parse(args.broker)
+    classes: dict[str, DeviceClass] = {}
+    if args.classes:
+        classes, errors = load_classes(Path(args.classes))
+        for error in errors:  # (refused; the valid ones are used)
+            print(f"jet devices serve: {error} (refused)", file=sys.stderr, flush=True)
     store = _store(args, must_exist=False)
 
     async def serve() -> int:
-        async with RegistryServer(where, store, name=args.name or "", silence=args.silence,
-                                  group=args.group or "") as server:
-            print(f"device registry {server.name} on {where.url}, database {args.db}",
-                  flush=True)
+        async with contextlib.AsyncExitStack() as stack:
+            pnp = None
+            if any(c.template is not None for c in classes.values()):
+                session = await stack.enter_async_context(Session(where, name="devices"))
+                pnp = await stack.enter_async_context(PlugAndProcess(session, classes, store))
+            server = await stack.enter_async_context(RegistryServer(
+                where, store, name=args.name or "", silence=args.silence,
+                group=args.group or "", classes=classes, pnp=pnp))
+            print(f"device registry {server.name} on {where.url}, database {args.db}"
+                  + (f", {len(classes)} classes" if classes else ""), flush=True)
             await server.serve_forever()
         return 0
 
@@ -174,6 +189,8 @@ def add_device_parsers(subparsers: Any) -> None:
                    f"{broker.DEFAULT_URL})")
     p.add_argument("--name", help="this server's name (default host-pid); its persistent"
                    " session on the broker is jet-devices-NAME")
+    p.add_argument("--classes", metavar="DIR", help="device classes (YAML files): silence"
+                   " limits, and circuit templates run for each device (plug-n-process)")
     p.add_argument("--group", help="share the work with the other servers of this group on"
                    " the broker (shared subscriptions): each message is handled by one")
     p.add_argument("--silence", type=float, default=SILENCE,

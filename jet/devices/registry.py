@@ -21,10 +21,12 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any, Self
 
+from jet.devices.classes import DeviceClass
 from jet.devices.layouts import BUILT_IN, Layout, Sighting, recognise
+from jet.devices.pnp import PlugAndProcess
 from jet.devices.store import Store
 from jet.tasks import Burst, cancel_all
 from jet.transport import Link
@@ -55,7 +57,9 @@ class RegistryServer:
 
     def __init__(self, broker: Broker, store: Store, *, name: str = "",
                  layouts: Iterable[Layout] = BUILT_IN.values(), silence: float = SILENCE,
-                 check_every: float = 1.0, group: str = "") -> None:
+                 check_every: float = 1.0, group: str = "",
+                 classes: Mapping[str, DeviceClass] | None = None,
+                 pnp: PlugAndProcess | None = None) -> None:
         """``group``: servers sharing the work (MQTT shared subscriptions
         ``$share/<group>/...``): each message is handled by one of them."""
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
@@ -64,6 +68,9 @@ class RegistryServer:
         self.silence = silence
         self.check_every = check_every
         self.group = group
+        self.classes = dict(classes or {})
+        self.pnp = pnp
+        self._pnp_tasks: set[asyncio.Task[None]] = set()
         # Persistent: what devices say while the server is away waits for it.
         self.link = Link(broker, f"jet-devices-{self.name}", clean_session=False,
                          connect_timeout=10.0)
@@ -86,12 +93,14 @@ class RegistryServer:
             await self.link.__aexit__(None, None, None)
             raise
         self._tasks.append(asyncio.create_task(self._watch_silence(), name="devices-silence"))
+        if self.pnp is not None:  # what runs, in line with who is online
+            self._spawn(self.pnp.reconcile())
         log.info("device registry %s on %s: %s", self.name, self.link.broker.url,
                  ", ".join(layout.topic_filter() for layout in self.layouts))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await cancel_all(self._tasks)
+        await cancel_all([*self._tasks, *self._pnp_tasks])
         try:
             self.store.fellow(socket.gethostname(), self.name, active=False, role="registry",
                               at=time.time())
@@ -100,6 +109,19 @@ class RegistryServer:
 
     async def serve_forever(self) -> None:
         await asyncio.Event().wait()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name="devices-pnp")
+        self._pnp_tasks.add(task)
+        task.add_done_callback(self._pnp_tasks.discard)
+
+    def _came(self, uid: str) -> None:
+        if self.pnp is not None:
+            self._spawn(self.pnp.online(uid))
+
+    def _went(self, uid: str) -> None:
+        if self.pnp is not None:
+            self.pnp.offline(uid)
 
     # -- messages ----------------------------------------------------------------------
 
@@ -124,7 +146,8 @@ class RegistryServer:
             word = str(payload_value(payload)).strip().lower() if payload else "offline"
             if word in OFFLINE_WORDS or word in ("init", "sleeping", "alert"):
                 store.seen(uid, sighting.fields, sighting.layout, topic, at)
-                store.set_online(uid, False, at, f"{sighting.post_type}: {word}")
+                if store.set_online(uid, False, at, f"{sighting.post_type}: {word}"):
+                    self._went(uid)
                 return
         if sighting.kind == "status":
             value = payload_value(payload) if payload else None
@@ -132,13 +155,18 @@ class RegistryServer:
             if not payload or state == "offline":
                 if store.set_online(uid, False, at, "status: offline"):
                     log.info("device %s offline (its status)", uid)
+                    self._went(uid)
                 return
         if sighting.kind == "announce" and not payload:
-            store.set_online(uid, False, at, "announcement removed")
+            if store.set_online(uid, False, at, "announcement removed"):
+                self._went(uid)
             return
-        if store.seen(uid, sighting.fields, sighting.layout, topic, at):
+        came = store.seen(uid, sighting.fields, sighting.layout, topic, at)
+        if came == "new":
             log.info("device %s found (%s, zone %s)", uid, sighting.layout,
                      sighting.zone or "-")
+        if came:
+            self._came(uid)
         if sighting.kind == "announce":
             store.describe(uid, payload_value(payload))
         elif sighting.kind == "data":
@@ -146,10 +174,19 @@ class RegistryServer:
             # (a post type with data subtopics: kept as a dictionary of them, not dropped)
             store.record(uid, sighting.post_type, value, at, "/".join(sighting.data))
 
+    def _silence_of(self, device_class: str) -> float:
+        found = self.classes.get(device_class)
+        return found.silence if found is not None and found.silence else self.silence
+
     async def _watch_silence(self) -> None:
+        shortest = min([self.silence, *(c.silence for c in self.classes.values() if c.silence)])
         while True:
             await asyncio.sleep(self.check_every)
             now = time.time()
-            for uid in self.store.silent(now - self.silence):
-                if self.store.set_online(uid, False, now, f"silent for {self.silence:g} s"):
-                    log.info("device %s offline: silent for %g s", uid, self.silence)
+            for uid, device_class, last_seen in self.store.silent(now - shortest):
+                limit = self._silence_of(device_class)
+                if now - last_seen <= limit:
+                    continue
+                if self.store.set_online(uid, False, now, f"silent for {limit:g} s"):
+                    log.info("device %s offline: silent for %g s", uid, limit)
+                    self._went(uid)

@@ -70,8 +70,8 @@ class Store(Protocol):
     """What the registry keeps, whatever the database (see the module doc)."""
 
     def seen(self, uid: str, fields: Mapping[str, str], layout: str, focus: str,
-             at: float) -> bool:
-        """A device was heard from (new or known; online again); True when it is new."""
+             at: float) -> str:
+        """A device was heard from: ``"new"``, ``"back"`` (it was offline) or ``""``."""
         ...
 
     def record(self, uid: str, post_type: str, value: Any, at: float,
@@ -88,8 +88,8 @@ class Store(Protocol):
 
     def use(self, uid: str, command: str, at: float, *, failed: bool = False) -> None: ...
 
-    def silent(self, older_than: float) -> list[str]:
-        """Online devices not heard from since ``older_than``."""
+    def silent(self, older_than: float) -> list[tuple[str, str, float]]:
+        """Online devices not heard from since ``older_than``: (uid, class, last seen)."""
         ...
 
     def devices(self, *, zone: str | None = None, device_class: str | None = None
@@ -125,7 +125,7 @@ class SqliteStore:
                 self.db.execute(sql, args)
 
     def seen(self, uid: str, fields: Mapping[str, str], layout: str, focus: str,
-             at: float) -> bool:
+             at: float) -> str:
         row = self.db.execute("SELECT online FROM devices WHERE uid = ?", (uid,)).fetchone()
         host, ident = fields.get("host", ""), fields.get("id", uid)
         device_class = fields.get("type") or fields.get("component") or layout
@@ -139,7 +139,7 @@ class SqliteStore:
                  (uid, host, ident, device_class, layout, focus, zone, at, at, at)),
                 count,
             ])
-            return True
+            return "new"
         since = "since" if row["online"] else "?"
         self._write([
             (f"UPDATE devices SET focus = ?, last_seen = ?, online = 1, reason = '',"
@@ -147,7 +147,7 @@ class SqliteStore:
              (focus, at, *((at,) if not row["online"] else ()), zone, zone, uid)),
             count,
         ])
-        return False
+        return "" if row["online"] else "back"
 
     def record(self, uid: str, post_type: str, value: Any, at: float,
                subtopic: str = "") -> None:
@@ -183,10 +183,10 @@ class SqliteStore:
              " failures = failures + excluded.failures", (uid, _day(at), int(failed))),
         ])
 
-    def silent(self, older_than: float) -> list[str]:
-        rows = self.db.execute("SELECT uid FROM devices WHERE online = 1 AND last_seen < ?"
-                               " AND layout != 'hass'", (older_than,))
-        return [row["uid"] for row in rows]
+    def silent(self, older_than: float) -> list[tuple[str, str, float]]:
+        rows = self.db.execute("SELECT uid, class, last_seen FROM devices WHERE online = 1"
+                               " AND last_seen < ? AND layout != 'hass'", (older_than,))
+        return [(row["uid"], row["class"], row["last_seen"]) for row in rows]
 
     def devices(self, *, zone: str | None = None, device_class: str | None = None
                 ) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ import json
 import select
 import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -289,3 +290,44 @@ def test_plug_n_process_runs_a_circuit_per_device_as_devices_come_and_go(
         watcher.kill()
         server.stop()
         pack.stop()
+
+
+def test_class_files_apply_as_they_are_saved_and_each_version_is_recorded(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    classes = tmp_path / "classes"
+    classes.mkdir()
+    (classes / "meter.yaml").write_text("class: meter\nsilence: 600\n")
+    db = tmp_path / "registry.sqlite"
+    server = JetProcess("devices", "serve", "--broker", mosquitto.url, "--db", str(db),
+                        "--name", "reg1", "--classes", str(classes))
+
+    def meter() -> dict[str, Any]:
+        code, out, err = jet("devices", "show", "plant/meter/m1", "--db", str(db))
+        assert code == 0, err
+        found: dict[str, Any] = json.loads(out)
+        return found
+
+    try:
+        server.wait_for_line("device registry reg1 on", WAIT)
+        pub(mosquitto.port, "plant/hall/meter/m1/energy", "1.5")
+        until(lambda: len(devices(db)) == 1 and meter()["online"], "the meter online")
+        # A new version: a meter is offline after 1 s of silence now, without a restart.
+        (classes / "meter.yaml").write_text("class: meter\nsilence: 1\n")
+        until(lambda: not meter()["online"], "the meter offline after 1 s of silence")
+        assert meter()["reason"] == "silent for 1 s"
+        # A broken version is refused in one line; the one before stays in force.
+        (classes / "meter.yaml").write_text("class: meter\nsilence: soon\n")
+        server.wait_for_line(f"{classes / 'meter.yaml'}:2: silence: 'soon' is not of type",
+                             WAIT)
+        pub(mosquitto.port, "plant/hall/meter/m1/energy", "1.6")
+        until(lambda: meter()["online"], "the meter back")
+        until(lambda: not meter()["online"], "offline again after 1 s: the version in force")
+        with sqlite3.connect(db) as database:
+            versions = database.execute(
+                "SELECT name, version, data FROM configs ORDER BY version").fetchall()
+        assert [(name, version) for name, version, _ in versions] == [("meter", 1),
+                                                                      ("meter", 2)]
+        assert "silence: 1" in versions[1][2]
+        assert_no_traceback(server.output)
+    finally:
+        server.stop()

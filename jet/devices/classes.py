@@ -14,6 +14,7 @@ Every file is checked against a JSON Schema; every mistake is ``file:line: what`
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
 from collections.abc import Mapping
@@ -53,6 +54,8 @@ class DeviceClass:
     silence: float | None = None
     template: Path | None = None
     grace: float = 5.0
+    #: the class file's text (and its template's) as applied: what is recorded
+    text: str = attrs.field(default="", eq=False, repr=False)
 
     def instantiate(self, device: Mapping[str, Any]) -> str:
         """The template's text with this device's values in its placeholders."""
@@ -87,22 +90,32 @@ def load_class(path: Path) -> DeviceClass:
     if template is not None and not template.is_file():
         raise ClassError(f"{path}:{lines.get(('template',), 1)}: template {template}: no such"
                          " file")
+    text = path.read_text(encoding="utf-8")
+    if template is not None:
+        text += "\n---\n" + template.read_text(encoding="utf-8")
     return DeviceClass(data["class"], str(path), data.get("silence"), template,
-                       float(data.get("grace", 5.0)))
+                       float(data.get("grace", 5.0)), text)
 
 
-def load_classes(directory: Path) -> tuple[dict[str, DeviceClass], list[str]]:
+def load_classes(directory: Path, before: Mapping[str, DeviceClass] | None = None
+                 ) -> tuple[dict[str, DeviceClass], list[str]]:
     """The classes of a directory's ``*.yaml`` files (circuit files, the templates, are
-    let be), and the errors of those refused."""
+    let be), and the errors of those refused; a refused file's class stays as it was in
+    ``before`` (the classes applied until now)."""
     found: dict[str, DeviceClass] = {}
     errors: list[str] = []
     for path in sorted(directory.glob("*.y*ml")):
+        if path.name.startswith("."):
+            continue
         try:
             device_class = load_class(path)
         except IsTemplate:
             continue
         except ClassError as exc:
             errors.append(str(exc))
+            kept = next((c for c in (before or {}).values() if c.source == str(path)), None)
+            if kept is not None:
+                found.setdefault(kept.name, kept)
             continue
         if device_class.name in found:
             errors.append(f"{path}:1: class {device_class.name!r} is already"
@@ -110,3 +123,8 @@ def load_classes(directory: Path) -> tuple[dict[str, DeviceClass], list[str]]:
             continue
         found[device_class.name] = device_class
     return found, errors
+
+
+def digest(device_class: DeviceClass) -> tuple[str, str]:
+    """A class as recorded: (sha256 of its text, its text as applied)."""
+    return hashlib.sha256(device_class.text.encode()).hexdigest(), device_class.text

@@ -44,12 +44,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     async def serve() -> int:
         async with contextlib.AsyncExitStack() as stack:
             pnp = None
-            if any(c.template is not None for c in classes.values()):
+            if args.classes:  # (a template may come with a class file saved later)
                 session = await stack.enter_async_context(Session(where, name="devices"))
                 pnp = await stack.enter_async_context(PlugAndProcess(session, classes, store))
             server = await stack.enter_async_context(RegistryServer(
                 where, store, name=args.name or "", silence=args.silence,
-                group=args.group or "", classes=classes, pnp=pnp))
+                group=args.group or "", classes=classes, pnp=pnp,
+                class_dir=Path(args.classes) if args.classes else None))
             print(f"device registry {server.name} on {where.url}, database {args.db}"
                   + (f", {len(classes)} classes" if classes else ""), flush=True)
             await server.serve_forever()

@@ -22,9 +22,12 @@ import os
 import socket
 import time
 from collections.abc import Coroutine, Iterable, Mapping
+from pathlib import Path
 from typing import Any, Self
 
-from jet.devices.classes import DeviceClass
+import watchfiles
+
+from jet.devices.classes import DeviceClass, digest, load_classes
 from jet.devices.layouts import BUILT_IN, Layout, Sighting, recognise
 from jet.devices.pnp import PlugAndProcess
 from jet.devices.store import Store
@@ -36,6 +39,8 @@ log = logging.getLogger("jet.devices")
 
 #: Seconds a device may be silent before it is taken for offline (a class may say otherwise).
 SILENCE = 300.0
+#: Milliseconds without a change to the class directory before it is read again.
+CLASS_DEBOUNCE_MS = 300
 #: Words a will or a state message says a device is offline with.
 OFFLINE_WORDS = frozenset({"offline", "lost", "disconnected", "dead", "0", "false"})
 
@@ -59,7 +64,7 @@ class RegistryServer:
                  layouts: Iterable[Layout] = BUILT_IN.values(), silence: float = SILENCE,
                  check_every: float = 1.0, group: str = "",
                  classes: Mapping[str, DeviceClass] | None = None,
-                 pnp: PlugAndProcess | None = None) -> None:
+                 pnp: PlugAndProcess | None = None, class_dir: Path | None = None) -> None:
         """``group``: servers sharing the work (MQTT shared subscriptions
         ``$share/<group>/...``): each message is handled by one of them."""
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
@@ -69,6 +74,7 @@ class RegistryServer:
         self.check_every = check_every
         self.group = group
         self.classes = dict(classes or {})
+        self.class_dir = class_dir
         self.pnp = pnp
         self._pnp_tasks: set[asyncio.Task[None]] = set()
         # Persistent: what devices say while the server is away waits for it.
@@ -95,6 +101,10 @@ class RegistryServer:
         self._tasks.append(asyncio.create_task(self._watch_silence(), name="devices-silence"))
         if self.pnp is not None:  # what runs, in line with who is online
             self._spawn(self.pnp.reconcile())
+        if self.class_dir is not None:
+            self._record_classes()
+            self._tasks.append(asyncio.create_task(self._watch_classes(self.class_dir),
+                                                   name="devices-classes"))
         log.info("device registry %s on %s: %s", self.name, self.link.broker.url,
                  ", ".join(layout.topic_filter() for layout in self.layouts))
         return self
@@ -174,14 +184,35 @@ class RegistryServer:
             # (a post type with data subtopics: kept as a dictionary of them, not dropped)
             store.record(uid, sighting.post_type, value, at, "/".join(sighting.data))
 
+    async def _watch_classes(self, directory: Path) -> None:
+        """New and changed class files applied as they are saved, refused ones said in one
+        line each (their class stays as it was), every applied version recorded."""
+        async for _changes in watchfiles.awatch(directory, debounce=CLASS_DEBOUNCE_MS,
+                                                recursive=False):
+            classes, errors = load_classes(directory, self.classes)
+            for error in errors:
+                log.error("%s (refused: the class stays as it was)", error)
+            self.classes = classes
+            if self.pnp is not None:
+                self.pnp.classes = dict(classes)
+            self._record_classes()
+
+    def _record_classes(self) -> None:
+        for device_class in self.classes.values():
+            sha, text = digest(device_class)
+            version = self.store.record_config(device_class.name, "class", sha, text)
+            log.info("class %s: version %d applied (%s)", device_class.name, version,
+                     device_class.source)
+
     def _silence_of(self, device_class: str) -> float:
         found = self.classes.get(device_class)
         return found.silence if found is not None and found.silence else self.silence
 
     async def _watch_silence(self) -> None:
-        shortest = min([self.silence, *(c.silence for c in self.classes.values() if c.silence)])
         while True:
             await asyncio.sleep(self.check_every)
+            shortest = min([self.silence,
+                            *(c.silence for c in self.classes.values() if c.silence)])
             now = time.time()
             for uid, device_class, last_seen in self.store.silent(now - shortest):
                 limit = self._silence_of(device_class)

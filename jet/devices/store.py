@@ -99,6 +99,13 @@ class Store(Protocol):
 
     def fellow(self, host: str, ident: str, *, active: bool, role: str, at: float) -> None: ...
 
+    def record_config(self, name: str, kind: str, digest: str, data: str) -> int:
+        """A configuration version applied (a class file): its version number, a new one
+        only when ``digest`` differs from the latest's."""
+        ...
+
+    def configs(self) -> list[dict[str, Any]]: ...
+
     def close(self) -> None: ...
 
 
@@ -253,3 +260,17 @@ class SqliteStore:
             " last_active = excluded.last_active, role = excluded.role",
             (host, ident, int(active), at, role),
         )])
+
+    def record_config(self, name: str, kind: str, digest: str, data: str) -> int:
+        row = self.db.execute("SELECT version, hash FROM configs WHERE name = ? ORDER BY"
+                              " version DESC LIMIT 1", (name,)).fetchone()
+        if row is not None and row["hash"] == digest:
+            return int(row["version"])
+        version = 1 if row is None else int(row["version"]) + 1
+        self._write([("INSERT INTO configs (name, type, hash, version, data) VALUES"
+                      " (?, ?, ?, ?, ?)", (name, kind, digest, version, data))])
+        return version
+
+    def configs(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute(
+            "SELECT name, type, hash, version FROM configs ORDER BY name, version")]

@@ -24,6 +24,7 @@ import attrs
 
 from jet import address
 from jet.address import CircuitAddress
+from jet.containers.conf import wire_command
 from jet.containers.status import Circuit, Statuses, WireStatus
 from jet.definition.check import check_app
 from jet.definition.model import AppDef, CircuitDef, PortRef, WireDef, circuit_to_msgpack
@@ -185,9 +186,10 @@ class Loader:
     def _circuit(cls, app: AppDef, ref: PortRef) -> CircuitDef:
         return cls._circuit_named(app, ref.circuit or "")
 
-    def input_name(self, app: AppDef, wire: WireDef, place: CircuitAddress) -> str:
-        """The destination of ``wire``, running at ``place``, as its circuit's commands name it."""
-        return self._port(app, wire.dst, place, output=False).name
+    def input_name(self, app: AppDef, ref: PortRef, places: _Places) -> str:
+        """The input ``ref`` (a wire's destination), as its circuit's commands name it
+        where it runs."""
+        return self._port(app, ref, places[ref.circuit or ""], output=False).name
 
     @staticmethod
     def exports_of(app: AppDef, circuit: CircuitDef) -> dict[str, dict[str, int]]:
@@ -219,33 +221,18 @@ class Loader:
         for wire in app.foreign:
             if not wire.inbound or wire.port.circuit != circuit.name:
                 continue
-            command: dict[str, Any] = {
-                "cmd": "wire",
-                "input": self._port(app, wire.port, place, output=False).name,
-                "topic": wire.topic,
-                "qos": wire.qos,
-                "payload": dict(wire.payload),
-            }
-            if wire.queue is not None:
-                command["queue"] = wire.queue
-            if wire.policy is not None:
-                command["policy"] = wire.policy
+            command = wire_command(
+                self.input_name(app, wire.port, places), wire.topic, wire.qos,
+                queue=wire.queue, policy=wire.policy, payload=wire.payload,
+            )
             await self.session(circuit.level).request(place.conf, command)
             self.progress(f"wired {wire}")
 
     async def _wire(self, app: AppDef, wire: WireDef, places: _Places) -> None:
         dst = self._circuit(app, wire.dst)
         topic = self.source_topic(app, wire, places)
-        command: dict[str, Any] = {
-            "cmd": "wire",
-            "input": self.input_name(app, wire, places[dst.name]),
-            "topic": topic,
-            "qos": wire.qos,
-        }
-        if wire.queue is not None:
-            command["queue"] = wire.queue
-        if wire.policy is not None:
-            command["policy"] = wire.policy
+        command = wire_command(self.input_name(app, wire.dst, places), topic, wire.qos,
+                               queue=wire.queue, policy=wire.policy)
         await self.session(dst.level).request(places[dst.name].conf, command)
         self.progress(f"wired {wire}  ({topic})")
 
@@ -564,12 +551,11 @@ class Loader:
         """Remove the wires into kept circuits that come from this app's circuits but that
         ``app`` no longer has (once every circuit is placed: a source may come later)."""
         wanted = {
-            (wire.dst.circuit, self.input_name(app, wire, places[wire.dst.circuit or ""]),
+            (wire.dst.circuit, self.input_name(app, wire.dst, places),
              self.source_topic(app, wire, places))
             for wire in app.wires
         } | {
-            (wire.port.circuit, self._port(app, wire.port, places[wire.port.circuit or ""],
-                                           output=False).name, wire.topic)
+            (wire.port.circuit, self.input_name(app, wire.port, places), wire.topic)
             for wire in app.foreign
             if wire.inbound
         }

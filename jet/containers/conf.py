@@ -58,6 +58,26 @@ CONTAINER_COMMANDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] =
 }
 
 
+def wire_command(
+    input_: str,
+    topic: str,
+    qos: int = 1,
+    *,
+    queue: int | None = None,
+    policy: str | None = None,
+    payload: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``wire`` command (CIRCUIT_COMMANDS), its optional fields only when given."""
+    command: dict[str, Any] = {"cmd": "wire", "input": input_, "topic": topic, "qos": qos}
+    if queue is not None:
+        command["queue"] = queue
+    if policy is not None:
+        command["policy"] = policy
+    if payload is not None:
+        command["payload"] = dict(payload)
+    return command
+
+
 class ConfError(ValueError):
     """A conf message that cannot be obeyed; ``str()`` is one line naming the topic."""
 

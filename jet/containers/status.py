@@ -32,6 +32,7 @@ import attrs
 
 from jet import address
 from jet.address import CircuitAddress, UnknownPort
+from jet.containers.conf import wire_command
 from jet.definition.model import CircuitDef, GadgetDef, circuit_from_msgpack
 from jet.definition.ports import ports_of
 from jet.runtime.registry import Registry
@@ -236,15 +237,8 @@ class WireStatus:
 
     def command(self, input_: str) -> dict[str, Any]:
         """The ``wire`` command that makes this wire again."""
-        command: dict[str, Any] = {"cmd": "wire", "input": input_, "topic": self.topic,
-                                   "qos": self.qos}
-        if self.queue is not None:
-            command["queue"] = self.queue
-        if self.policy is not None:
-            command["policy"] = self.policy
-        if self.payload is not None:
-            command["payload"] = dict(self.payload)
-        return command
+        return wire_command(input_, self.topic, self.qos, queue=self.queue, policy=self.policy,
+                            payload=self.payload)
 
 
 @attrs.frozen

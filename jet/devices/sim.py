@@ -45,6 +45,18 @@ LOSS = 0.05
 OUTSIDE = 12.0
 
 
+async def _close_said(link: Link, timeout: float) -> None:
+    """Close ``link`` once what was queued on it (the devices saying offline) has gone
+    out, waiting at most ``timeout`` seconds for that."""
+    try:
+        async with asyncio.timeout(timeout):
+            await link.flush()
+    except (TimeoutError, OSError, ConnectionError):
+        log.warning("simulated devices: could not say offline before stopping")
+    finally:
+        await link.__aexit__(None, None, None)
+
+
 @attrs.define
 class Sensor:
     name: str  # Zigbee2MQTT's friendly name
@@ -123,17 +135,11 @@ class SimulatedDevices:
 
     async def __aexit__(self, *exc: object) -> None:
         await cancel_all(self._tasks)
-        try:
-            for plug in self.plugs:
-                self._publish(f"tele/{plug.topic}/LWT", "Offline", retain=True)
-            for sensor in self.sensors:
-                self._publish(sensor.availability_topic, {"state": "offline"}, retain=True)
-            async with asyncio.timeout(2.0):
-                await self.link.flush()
-        except (TimeoutError, OSError, ConnectionError):
-            log.warning("simulated devices: could not say offline before stopping")
-        finally:
-            await self.link.__aexit__(None, None, None)
+        for plug in self.plugs:
+            self._publish(f"tele/{plug.topic}/LWT", "Offline", retain=True)
+        for sensor in self.sensors:
+            self._publish(sensor.availability_topic, {"state": "offline"}, retain=True)
+        await _close_said(self.link, 2.0)
 
     async def _run(self) -> None:
         while True:
@@ -223,15 +229,9 @@ class SiteDevices:
 
     async def __aexit__(self, *exc: object) -> None:
         await cancel_all(self._tasks)
-        try:
-            for number in range(self.count):
-                self._say(number, "state", "offline", retain=True)
-            async with asyncio.timeout(5.0):
-                await self.link.flush()
-        except (TimeoutError, OSError, ConnectionError):
-            log.warning("simulated devices: could not say offline before stopping")
-        finally:
-            await self.link.__aexit__(None, None, None)
+        for number in range(self.count):
+            self._say(number, "state", "offline", retain=True)
+        await _close_said(self.link, 5.0)
 
     async def run_forever(self) -> None:
         await asyncio.Event().wait()

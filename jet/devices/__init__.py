@@ -11,9 +11,10 @@ sensor, a Tasmota plug) for ``jet run FILE --simulate``; :class:`SiteDevices`
 from .layouts import BUILT_IN, Layout, Sighting, recognise
 from .registry import RegistryServer
 from .sim import Plug, Room, Sensor, SimulatedDevices, SiteDevices, devices_of
-from .store import SqliteStore, Store
+from .store import SqliteStore, Store, open_store
 
 __all__ = [
     "BUILT_IN", "Layout", "Plug", "RegistryServer", "Room", "Sensor", "Sighting",
-    "SimulatedDevices", "SiteDevices", "SqliteStore", "Store", "devices_of", "recognise",
+    "SimulatedDevices", "SiteDevices", "SqliteStore", "Store", "devices_of", "open_store",
+    "recognise",
 ]

@@ -17,7 +17,7 @@ from jet.devices.layouts import command_topic, confirmation_topic
 from jet.devices.pnp import PlugAndProcess
 from jet.devices.registry import SILENCE, RegistryServer, payload_value
 from jet.devices.sim import SiteDevices
-from jet.devices.store import SqliteStore
+from jet.devices.store import Store, open_store
 from jet.tasks import run_until_signalled
 from jet.transport import Link, broker
 from jet.transport.client import Session
@@ -25,11 +25,8 @@ from jet.transport.client import Session
 DEFAULT_DB = "jet-devices.sqlite"
 
 
-def _store(args: argparse.Namespace, *, must_exist: bool) -> SqliteStore:
-    path = Path(args.db)
-    if must_exist and not path.is_file():
-        raise OSError(f"{path}: no device registry here (start `jet devices serve --db {path}`)")
-    return SqliteStore(path)
+def _store(args: argparse.Namespace, *, must_exist: bool) -> Store:
+    return open_store(args.db, must_exist=must_exist)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

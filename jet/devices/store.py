@@ -274,3 +274,17 @@ class SqliteStore:
     def configs(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.execute(
             "SELECT name, type, hash, version FROM configs ORDER BY name, version")]
+
+
+def open_store(where: str | Path, *, must_exist: bool = False) -> Store:
+    """The registry's store named by ``where``: a SQLite file's path (the default), or a
+    PostgreSQL URL (``postgresql://...``) when several servers share one inventory.
+    ``must_exist``: a SQLite file that is not there is an error (``jet devices ls``
+    should not make an empty registry)."""
+    text = str(where)
+    if text.startswith(("postgresql://", "postgres://")):
+        raise OSError(f"{text}: PostgreSQL stores are not built yet")
+    path = Path(text)
+    if must_exist and not path.is_file():
+        raise OSError(f"{path}: no device registry here (start `jet devices serve --db {path}`)")
+    return SqliteStore(path)

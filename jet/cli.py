@@ -34,6 +34,7 @@ from jet.containers.status import Statuses  # noqa: E402
 from jet.definition.check import check_app  # noqa: E402
 from jet.definition.files import CircuitFileError, load_app, load_value  # noqa: E402
 from jet.definition.model import AppDef  # noqa: E402
+from jet.devices.config import ConfigError  # noqa: E402
 from jet.levels import pump  # noqa: E402
 from jet.levels.call import CallError, levels_here  # noqa: E402
 from jet.loader import Loader, LoadError, level_brokers  # noqa: E402
@@ -586,6 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (
         CliError,
         CircuitFileError,
+        ConfigError,
         LoadError,
         CommandFailed,
         NoReply,

@@ -180,13 +180,13 @@ def test_nothing_is_lost_across_a_kill_9_of_the_registry(mosquitto: Mosquitto,
         server.stop()
 
 
-def test_two_servers_share_the_work_and_nothing_is_lost_or_doubled_across_a_kill_9(
+def test_two_servers_share_the_work_and_the_survivor_takes_a_killed_ones_share(
         mosquitto: Mosquitto, tmp_path: Path) -> None:
     """Two `jet devices serve --group` on one broker and one SQLite file: every message is
     handled by exactly one of them (each counts once in the devices' attempts).  After a
-    kill -9 of one, the survivor goes on with its share; the broker keeps the dead one's
-    share in its persistent session, handled when it comes back: nothing lost, nothing twice
-    (docs/devices.md says why the survivor does not take that share over)."""
+    kill -9 of one, the survivor takes its share (what waits in its session, and what
+    keeps coming) within seconds; when it is back, it takes its session again: nothing
+    lost, nothing twice."""
     db = tmp_path / "registry.sqlite"
 
     def start(name: str) -> JetProcess:
@@ -205,15 +205,23 @@ def test_two_servers_share_the_work_and_nothing_is_lost_or_doubled_across_a_kill
         until(lambda: attempts() == 40, "40 messages, each counted once")
         servers[0].proc.send_signal(signal.SIGKILL)
         servers[0].proc.wait(WAIT)
+        killed = time.monotonic()
         assert_no_traceback(servers[0].output)
         for n in range(40, 80):
             pub(mosquitto.port, f"site/a/meter/m{n % 10}/energy", str(n))
-        until(lambda: attempts() > 40, "the survivor handling its share")
+        until(lambda: attempts() == 80, "all 80: the survivor took the dead one's share", 10.0)
+        taken = time.monotonic() - killed
+        assert taken < 8.0, f"the share was taken {taken:.1f} s after the kill"
+        servers[1].wait_for_line("r2 holds r1's share", WAIT)
+        fellows = {r[0]: r[1] for r in sqlite3.connect(db).execute(
+            "SELECT id, active FROM fellows")}
+        assert fellows == {"r1": 0, "r2": 1}
         servers[0] = start("r1")
-        until(lambda: attempts() == 80, "all 80, the dead one's share when it is back")
-        for n in range(80, 90):  # (and later ones: had any come twice, this would show it)
+        servers[1].wait_for_line("r2 let go of r1's share", WAIT)
+        for n in range(80, 120):  # (had any come twice, or been lost, this would show it)
             pub(mosquitto.port, f"site/a/meter/m{n % 10}/energy", str(n))
-        until(lambda: attempts() == 90, "90 messages, 90 counted")
+        until(lambda: attempts() == 120, "120 messages, 120 counted")
+        assert "r1 holds" not in servers[0].output
     finally:
         for server in servers:
             server.stop()

@@ -323,9 +323,10 @@ def _schema_problem(error: jsonschema.ValidationError) -> tuple[_Path, str]:
     return path, f"{where}: {error.message}"  # pragma: no cover
 
 
-def _validate(source: str, data: Any, lines: Mapping[_Path, int]) -> None:
+def _validate(source: str, data: Any, lines: Mapping[_Path, int],
+              validator: jsonschema.Draft202012Validator | None = None) -> None:
     found = []
-    for error in _validator().iter_errors(data):
+    for error in (validator or _validator()).iter_errors(data):
         path, message = _schema_problem(error)
         found.append((_line_of(path, lines), -len(path), message))
     if found:
@@ -682,6 +683,14 @@ def _read_text(path: str | Path) -> str:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise CircuitFileError(source, line, "file is not valid UTF-8") from None
+
+
+def check_schema(source: str, data: Any, lines: Mapping[_Path, int],
+                 schema_: Mapping[str, Any]) -> None:
+    """Check another of JET's YAML files (``load_yaml``) against its JSON Schema: the
+    first mistake, by line, as :class:`CircuitFileError` naming file:line, in the words
+    circuit files' mistakes are said in."""
+    _validate(source, data, lines, jsonschema.Draft202012Validator(schema_))
 
 
 def load_yaml(path: str | Path) -> tuple[Any, dict[tuple[str | int, ...], int]]:

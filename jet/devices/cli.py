@@ -11,8 +11,12 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
 
 from jet.devices.classes import DeviceClass, load_classes
+from jet.devices.config import ConfigError, RegistryConfig, Source, load_config
 from jet.devices.layouts import command_topic, confirmation_topic
 from jet.devices.pnp import PlugAndProcess
 from jet.devices.registry import SILENCE, RegistryServer, payload_value
@@ -29,27 +33,50 @@ def _store(args: argparse.Namespace, *, must_exist: bool) -> Store:
     return open_store(args.db, must_exist=must_exist)
 
 
+def _serving(args: argparse.Namespace) -> RegistryConfig:
+    """What ``serve`` is to do: its ``--config`` file's, with the options given on the
+    command line over it (a ConfigError names file:line)."""
+    if args.config:
+        if args.broker:
+            raise ConfigError(f"{args.config}: --broker is not used with --config (its"
+                              " brokers: are)")
+        config = load_config(args.config)
+    else:
+        config = RegistryConfig(sources=(Source(broker.parse(args.broker)),))
+    given = {k: getattr(args, k) for k in ("name", "group", "classes", "silence")
+             if getattr(args, k) is not None}
+    if args.db is not None:
+        given["db"] = args.db
+    return attrs.evolve(config, **given)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    where = broker.parse(args.broker)
+    config = _serving(args)
     classes: dict[str, DeviceClass] = {}
-    if args.classes:
-        classes, errors = load_classes(Path(args.classes))
+    if config.classes:
+        classes, errors = load_classes(Path(config.classes))
         for error in errors:  # (refused; the valid ones are used)
             print(f"jet devices serve: {error} (refused)", file=sys.stderr, flush=True)
-    store = _store(args, must_exist=False)
+    db = config.db or DEFAULT_DB
+    store = open_store(db)
 
     async def serve() -> int:
         async with contextlib.AsyncExitStack() as stack:
             pnp = None
-            if args.classes:  # (a template may come with a class file saved later)
-                session = await stack.enter_async_context(Session(where, name="devices"))
+            if config.classes:  # (a template may come with a class file saved later)
+                session = await stack.enter_async_context(
+                    Session(config.sources[0].broker, name="devices"))
                 pnp = await stack.enter_async_context(PlugAndProcess(session, classes, store))
             server = await stack.enter_async_context(RegistryServer(
-                where, store, name=args.name or "", silence=args.silence,
-                group=args.group or "", classes=classes, pnp=pnp,
-                class_dir=Path(args.classes) if args.classes else None))
-            print(f"device registry {server.name} on {where.url}, database {args.db}"
-                  + (f", {len(classes)} classes" if classes else ""), flush=True)
+                config.sources, store, name=config.name or "",
+                silence=config.silence or SILENCE, layouts=config.layouts,
+                group=config.group or "", classes=classes, pnp=pnp,
+                class_dir=Path(config.classes) if config.classes else None,
+                keepalive=config.keepalive))
+            where = ", ".join(source.broker.url for source in config.sources)
+            print(f"device registry {server.name} on {where}, database {_safe(db)}"
+                  + (f", {len(classes)} classes" if classes else "")
+                  + (f", group {config.group}" if config.group else ""), flush=True)
             await server.serve_forever()
         return 0
 
@@ -57,6 +84,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return run_until_signalled(serve())
     finally:
         store.close()
+
+
+def _safe(db: str) -> str:
+    """A database named without its password."""
+    parts = urlsplit(db)
+    if parts.password:
+        return db.replace(f":{parts.password}@", ":***@", 1)
+    return db
 
 
 def _age(stamp: float, now: float) -> str:
@@ -177,21 +212,25 @@ def add_device_parsers(subparsers: Any) -> None:
     def command(name: str, func: Any, help_: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(func=func)
-        p.add_argument("--db", default=DEFAULT_DB,
-                       help=f"the registry's SQLite file (default ./{DEFAULT_DB})")
+        p.add_argument("--db", default=None if name == "serve" else DEFAULT_DB,
+                       help=f"the registry's SQLite file (default ./{DEFAULT_DB}), or a"
+                       " PostgreSQL URL (postgresql://user@host/db)")
         return p
 
     p = command("serve", cmd_serve, "discover the devices on a broker and keep them in the"
                 " registry")
     p.add_argument("--broker", help=f"broker URL (default ${broker.ENV_VAR} or "
                    f"{broker.DEFAULT_URL})")
+    p.add_argument("--config", metavar="FILE", help="a YAML file: brokers (TLS, users,"
+                   " certificates), topics, layouts of one's own, and the options below"
+                   " (docs/devices.md); options given here win")
     p.add_argument("--name", help="this server's name (default host-pid); its persistent"
                    " session on the broker is jet-devices-NAME")
     p.add_argument("--classes", metavar="DIR", help="device classes (YAML files): silence"
                    " limits, and circuit templates run for each device (plug-n-process)")
     p.add_argument("--group", help="share the work with the other servers of this group on"
                    " the broker (shared subscriptions): each message is handled by one")
-    p.add_argument("--silence", type=float, default=SILENCE,
+    p.add_argument("--silence", type=float, default=None,
                    help=f"seconds without a message before a device is offline ({SILENCE:g})")
     p = command("ls", cmd_ls, "list the devices of the registry")
     p.add_argument("--zone", help="only this zone's")

@@ -54,12 +54,41 @@ class Sighting:
         return self.fields.get("type") or self.fields.get("component") or self.layout
 
 
+class LayoutError(ValueError):
+    """A pattern of one's own that cannot be used."""
+
+
 @attrs.frozen
 class Layout:
     """One pattern of topic levels (see the module doc)."""
 
     name: str
     pattern: str
+
+    @classmethod
+    def custom(cls, name: str, pattern: str) -> Layout:
+        """A pattern of one's own (``jet devices serve --config``): levels that are words
+        or ``{name}``, the last one may be ``{name...}``; ``{id}`` is required, and
+        ``{host}``, ``{zone}``, ``{type}``, ``{post_type}`` mean what they mean in the
+        site layout.  The device's uid is ``<host or the layout's name>/<type>/<id>``."""
+        levels = pattern.split("/")
+        names = []
+        for n, level in enumerate(levels):
+            match = _NAME.fullmatch(level)
+            if match is None:
+                if not level or any(c in level for c in "+#{}"):
+                    raise LayoutError(f"pattern {pattern!r}: level {level!r} is neither a word"
+                                      " nor {name}")
+                continue
+            if match.group(2) and n != len(levels) - 1:
+                raise LayoutError(f"pattern {pattern!r}: only the last level may be"
+                                  f" {{{match.group(1)}...}}")
+            names.append(match.group(1))
+        if "id" not in names:
+            raise LayoutError(f"pattern {pattern!r}: no {{id}} level (which device?)")
+        if len(set(names)) != len(names):
+            raise LayoutError(f"pattern {pattern!r}: a name is used twice")
+        return cls(name, pattern)
 
     @property
     def levels(self) -> list[str]:
@@ -136,7 +165,8 @@ def recognise(topic: str, layouts: Iterable[Layout] = BUILT_IN.values()) -> Sigh
         found = layout.match(topic)
         if found is None:
             continue
-        sighting = _SIGHTING[layout.name](found) if layout.name in _SIGHTING else None
+        sighting = (_SIGHTING[layout.name](found) if layout.name in _SIGHTING
+                    else _own(layout.name, found))
         if sighting is not None:
             return sighting
     return None
@@ -152,6 +182,20 @@ def _site(found: dict[str, Any]) -> Sighting | None:
         return None  # a command to the device (jet devices send), not a message from it
     kind = "state" if post in ("state", "will", "$state") else "data"
     return Sighting(uid, "site", fields, kind, post, found["data"])
+
+
+def _own(name: str, found: dict[str, Any]) -> Sighting | None:
+    """A message on a pattern of one's own: as the site layout reads it."""
+    fields = {k: v for k, v in found.items() if isinstance(v, str)}
+    fields.setdefault("host", name)
+    fields.setdefault("type", name)
+    uid = f"{fields['host']}/{fields['type']}/{fields['id']}"
+    post = fields.get("post_type", "")
+    if post == COMMAND:
+        return None
+    data = next((v for v in found.values() if isinstance(v, tuple)), ())
+    kind = "state" if post in ("state", "will", "$state") else "data"
+    return Sighting(uid, name, fields, kind, post or "value", data)
 
 
 def _homie(found: dict[str, Any]) -> Sighting | None:

@@ -16,18 +16,21 @@ Lifecycle: ``async with RegistryServer(...) as server: await server.serve_foreve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import socket
 import time
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
 import watchfiles
 
 from jet.devices.classes import DeviceClass, digest, load_classes
+from jet.devices.config import Source
+from jet.devices.fellows import GROUP_KEEPALIVE, Fellowship, presence_will, session_name
 from jet.devices.layouts import BUILT_IN, Layout, Sighting, recognise
 from jet.devices.pnp import PlugAndProcess
 from jet.devices.store import Store
@@ -60,13 +63,18 @@ def payload_value(payload: bytes) -> Any:
 class RegistryServer:
     """Discovers devices on one broker and keeps them in ``store`` (see the module doc)."""
 
-    def __init__(self, broker: Broker, store: Store, *, name: str = "",
+    def __init__(self, sources: Broker | Sequence[Source], store: Store, *, name: str = "",
                  layouts: Iterable[Layout] = BUILT_IN.values(), silence: float = SILENCE,
                  check_every: float = 1.0, group: str = "",
                  classes: Mapping[str, DeviceClass] | None = None,
-                 pnp: PlugAndProcess | None = None, class_dir: Path | None = None) -> None:
-        """``group``: servers sharing the work (MQTT shared subscriptions
-        ``$share/<group>/...``): each message is handled by one of them."""
+                 pnp: PlugAndProcess | None = None, class_dir: Path | None = None,
+                 keepalive: int | None = None) -> None:
+        """``sources``: the brokers to listen to (one :class:`Source` each; a bare
+        broker: its layouts' filters).  ``group``: servers sharing the work (MQTT
+        shared subscriptions ``$share/<group>/...``): each message is handled by one of
+        them, and a server that goes has its share taken over (:mod:`.fellows`).
+        ``keepalive``: seconds (a group's default is short: a dead server's will, and
+        so the take-over, comes after 1.5 keepalives)."""
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.store = store
         self.layouts = list(layouts)
@@ -77,27 +85,49 @@ class RegistryServer:
         self.class_dir = class_dir
         self.pnp = pnp
         self._pnp_tasks: set[asyncio.Task[None]] = set()
-        # Persistent: what devices say while the server is away waits for it.
-        self.link = Link(broker, f"jet-devices-{self.name}", clean_session=False,
-                         connect_timeout=10.0)
+        self.sources = ([Source(sources)] if isinstance(sources, Broker) else list(sources))
+        keepalive = keepalive or (GROUP_KEEPALIVE if group else 10)
+        # Persistent, acknowledged once stored: what devices say while the server is
+        # away waits for it, and what it was told is handled is in the database.
+        self.links: list[Link] = []
+        self.fellowships: list[Fellowship] = []
+        for source in self.sources:
+            link = Link(source.broker, session_name(self.name), clean_session=False,
+                        connect_timeout=10.0, ack_after_handling=True, keepalive=keepalive,
+                        will=presence_will(group, self.name) if group else None)
+            self.links.append(link)
+            if group:
+                self.fellowships.append(Fellowship(
+                    link, group, self.name, self.filters(source), self._on_message, store))
         self.handled = 0
         self.unrecognised = 0
         self._trouble = Burst()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def __aenter__(self) -> Self:
-        # Subscribed before connecting: what the persistent session kept for us arrives
-        # as soon as we connect, and must find its handler.
+    @property
+    def link(self) -> Link:
+        """The first broker's link."""
+        return self.links[0]
+
+    def filters(self, source: Source) -> list[str]:
+        """What this server subscribes to on ``source`` (shared in a group)."""
         share = f"$share/{self.group}/" if self.group else ""
-        for layout in self.layouts:
-            await self.link.subscribe(share + layout.topic_filter(), 1, self._on_message)
-        await self.link.__aenter__()
-        try:
+        topics = source.topics or [layout.topic_filter() for layout in self.layouts]
+        return [share + topic for topic in dict.fromkeys(topics)]
+
+    async def __aenter__(self) -> Self:
+        async with contextlib.AsyncExitStack() as stack:
+            for source, link in zip(self.sources, self.links, strict=True):
+                # Subscribed before connecting: what the persistent session kept for us
+                # arrives as soon as we connect, and must find its handler.
+                for topic in self.filters(source):
+                    await link.subscribe(topic, 1, self._on_message)
+                await stack.enter_async_context(link)
+            for fellowship in self.fellowships:
+                await stack.enter_async_context(fellowship)
             self.store.fellow(socket.gethostname(), self.name, active=True, role="registry",
                               at=time.time())
-        except BaseException:
-            await self.link.__aexit__(None, None, None)
-            raise
+            self._stack = stack.pop_all()
         self._tasks.append(asyncio.create_task(self._watch_silence(), name="devices-silence"))
         if self.pnp is not None:  # what runs, in line with who is online
             self._spawn(self.pnp.reconcile())
@@ -105,8 +135,9 @@ class RegistryServer:
             self._record_classes()
             self._tasks.append(asyncio.create_task(self._watch_classes(self.class_dir),
                                                    name="devices-classes"))
-        log.info("device registry %s on %s: %s", self.name, self.link.broker.url,
-                 ", ".join(layout.topic_filter() for layout in self.layouts))
+        for source in self.sources:
+            log.info("device registry %s on %s: %s", self.name, source.broker.url,
+                     ", ".join(self.filters(source)))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -115,7 +146,7 @@ class RegistryServer:
             self.store.fellow(socket.gethostname(), self.name, active=False, role="registry",
                               at=time.time())
         finally:
-            await self.link.__aexit__(None, None, None)
+            await self._stack.aclose()
 
     async def serve_forever(self) -> None:
         await asyncio.Event().wait()

@@ -1,0 +1,180 @@
+"""A registry group's fellows: who is there, and who holds the share of one who is not.
+
+Each server of a group (``jet devices serve --group G``) says it is there with a
+retained presence on ``jet/devices/<group>/fellows/<name>``
+(``{"state": "online", "host": ..., "since": ...}``); its will, and its clean leave,
+say ``offline``.  Its share of the group's shared subscriptions lives in its
+persistent session on the broker (client id ``jet-devices-<name>``): while it is
+gone, the broker keeps queueing that share for it, and no other member gets it.
+
+So when a fellow goes, one live fellow connects *as* the gone fellow's session and
+handles what the session holds and what keeps coming to it, until the fellow is
+back: its own connection then takes the session over (the broker allows one
+connection per client id), and the holder lets go.  Nothing waits longer than the
+gone fellow's will takes (1.5 keepalives: ``GROUP_KEEPALIVE``).
+
+Which fellow holds a gone one's session: the live fellow (as its presences show it)
+that a rendezvous hash of the two names ranks first; every fellow computes it alike,
+so one holds it.  Split brain (two fellows seeing different memberships, each
+choosing itself): each connection to the session kicks the other; a kicked holder
+lets go at once and tries again only after ``RETRY`` seconds if it is still the one,
+so the two settle as their views agree.  Meanwhile the session keeps queueing:
+nothing is lost; a message in flight at a kick may be handled twice.
+
+Lifecycle: ``async with Fellowship(link, ...)`` on a connected link: says it is
+there, follows the others' presences, holds and lets go of sessions as they
+change; leaving lets go of every session it holds and says ``offline``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import socket
+import time
+from collections.abc import Callable
+from typing import Any, Self
+
+from jet.devices.store import Store
+from jet.tasks import cancel_all
+from jet.transport import Link
+from jet.transport.connection import Will
+
+log = logging.getLogger("jet.devices.fellows")
+
+#: Seconds of keepalive of a group's servers: a dead one's will comes after 1.5 of them.
+GROUP_KEEPALIVE = 2
+#: Seconds a holder that was kicked off a session waits before it tries again.
+RETRY = 3.0
+PRESENCE = "jet/devices/{group}/fellows/{name}"
+OFFLINE = json.dumps({"state": "offline"}).encode()
+
+
+def session_name(name: str) -> str:
+    """The client id of a registry server's persistent session."""
+    return f"jet-devices-{name}"
+
+
+def presence_will(group: str, name: str) -> Will:
+    return Will(PRESENCE.format(group=group, name=name), OFFLINE, qos=1, retain=True)
+
+
+def holder(gone: str, live: set[str]) -> str:
+    """The live fellow that holds ``gone``'s session (rendezvous hashing)."""
+    return max(sorted(live), key=lambda n: hashlib.sha256(f"{gone}\0{n}".encode()).digest())
+
+
+class Fellowship:
+    """One server's place in its group on one broker (see the module doc)."""
+
+    def __init__(self, link: Link, group: str, name: str, filters: list[str],
+                 handler: Callable[[str, bytes], None], store: Store) -> None:
+        self.link = link
+        self.group = group
+        self.name = name
+        self.filters = filters
+        self.handler = handler
+        self.store = store
+        self.fellows: dict[str, dict[str, Any]] = {}  # name -> its latest presence
+        self.holding: dict[str, Link] = {}  # a gone fellow's name -> our link to its session
+        self._kicked: dict[str, float] = {}  # when a holding link of ours was kicked off
+        self._changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._letting_go: set[asyncio.Task[None]] = set()
+
+    def _presence(self, state: str) -> bytes:
+        return json.dumps({"state": state, "host": socket.gethostname(),
+                           "since": time.time()}).encode()
+
+    async def __aenter__(self) -> Self:
+        await self.link.subscribe(PRESENCE.format(group=self.group, name="+"), 1,
+                                  self._on_presence)
+        await self.link.publish(PRESENCE.format(group=self.group, name=self.name),
+                                self._presence("online"), qos=1, retain=True)
+        self._tasks.append(asyncio.create_task(self._keep(), name=f"fellows-{self.group}"))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await cancel_all([*self._tasks, *self._letting_go])
+        for gone in list(self.holding):
+            await self._let_go(gone)
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await self.link.publish(PRESENCE.format(group=self.group, name=self.name),
+                                    OFFLINE, qos=1, retain=True)
+            await asyncio.wait_for(self.link.flush(), 2.0)
+
+    def live(self) -> set[str]:
+        return {name for name, presence in self.fellows.items()
+                if presence.get("state") == "online"} | {self.name}
+
+    def _on_presence(self, topic: str, payload: bytes) -> None:
+        name = topic.rsplit("/", 1)[-1]
+        try:
+            presence = json.loads(payload) if payload else {"state": "offline"}
+        except ValueError:
+            presence = None
+        if not isinstance(presence, dict):
+            log.warning("%s: not a fellow's presence (ignored)", topic)
+            return
+        self.fellows[name] = presence
+        if name != self.name:
+            online = presence.get("state") == "online"
+            self.store.fellow(str(presence.get("host", "?")), name, active=online,
+                              role="registry", at=time.time())
+        self._changed.set()
+
+    async def _keep(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RETRY):
+                    await self._changed.wait()
+            self._changed.clear()
+            await self._settle()
+
+    async def _settle(self) -> None:
+        live = self.live()
+        for name in sorted(self.fellows):
+            mine = (name not in live and holder(name, live) == self.name)
+            if mine and name not in self.holding:
+                if time.monotonic() - self._kicked.get(name, -math.inf) >= RETRY:
+                    await self._take(name)
+            elif not mine and name in self.holding:
+                await self._let_go(name)
+
+    async def _take(self, gone: str) -> None:
+        link = Link(self.link.broker, session_name(gone), clean_session=False,
+                    ack_after_handling=True, keepalive=self.link.keepalive,
+                    connect_timeout=10.0, on_lost=lambda _reason: self._lost(gone))
+        for topic in self.filters:
+            await link.subscribe(topic, 1, self.handler)
+        try:
+            await link.__aenter__()
+        except ConnectionError as exc:
+            self._kicked[gone] = time.monotonic()
+            log.warning("%s's share not taken: %s", gone, exc)
+            return
+        self.holding[gone] = link
+        log.info("group %s: %s holds %s's share while it is gone", self.group, self.name, gone)
+
+    def _lost(self, gone: str) -> None:
+        # Kicked off (the fellow is back, or another holder came): let go, no reconnecting.
+        link = self.holding.pop(gone, None)
+        if link is None:
+            return
+        self._kicked[gone] = time.monotonic()
+        task = asyncio.create_task(link.close(), name=f"let-go-{gone}")
+        self._letting_go.add(task)
+        task.add_done_callback(self._letting_go.discard)
+        log.info("group %s: %s let go of %s's share (its session was taken)", self.group,
+                 self.name, gone)
+
+    async def _let_go(self, gone: str) -> None:
+        link = self.holding.pop(gone, None)
+        if link is not None:
+            await link.close()
+            log.info("group %s: %s let go of %s's share (it is back)", self.group, self.name,
+                     gone)

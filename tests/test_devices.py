@@ -65,7 +65,7 @@ def test_simulated_devices_are_found_listed_by_zone_and_shown(
     sim = JetProcess("device-sim", "--broker", mosquitto.url, "--count", "12", "--zones", "3",
                      "--period", "0.5", "--host", "plant")
     try:
-        sim.wait_for_line("12 simulated devices of plant", WAIT)
+        sim.wait_for_line("12 simulated site devices of plant", WAIT)
         until(lambda: len(devices(db)) == 12, "12 devices in the registry")
         zone = devices(db, "--zone", "zone-1")
         assert len(zone) == 4 and all(d["zone"] == "zone-1" for d in zone)
@@ -112,6 +112,33 @@ def test_simulated_devices_are_found_listed_by_zone_and_shown(
     code, _out, err = jet("devices", "show", "plant/thermo/nope", "--db", str(db))
     assert code == 1 and err.strip() == (f"jet devices show: error: no device "
                                          f"'plant/thermo/nope' in {db}")
+
+
+def test_simulated_homie_devices_join_at_their_rate_and_confirm_commands(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    db = tmp_path / "registry.sqlite"
+    server = serve(mosquitto, db)
+    sim = JetProcess("device-sim", "--broker", mosquitto.url, "--count", "8", "--layout",
+                     "homie", "--join-rate", "4", "--period", "0.5", "--host", "lab")
+    try:
+        sim.wait_for_line("8 simulated homie devices of lab", WAIT)
+        started = time.monotonic()
+        until(lambda: len(devices(db)) == 8, "8 Homie devices in the registry")
+        joined = time.monotonic() - started
+        assert 1.0 < joined < 8.0, f"8 devices at 4/s joined in {joined:.1f} s"
+        assert {d["layout"] for d in devices(db)} == {"homie"}
+        code, out, err = jet("devices", "send", "homie/lab-d00003", "sensor/led", "on",
+                             "--db", str(db), "--broker", mosquitto.url)
+        assert code == 0 and out.strip() == "homie/lab-d00003: sensor/led on confirmed", err
+    finally:
+        sim.stop()
+        server.stop()
+    server = serve(mosquitto, db)
+    try:  # their $state said lost as the simulator stopped
+        until(lambda: not any(d["online"] for d in devices(db)), "every device offline")
+        assert devices(db)[0]["reason"] == "$state: lost"
+    finally:
+        server.stop()
 
 
 def test_homie_home_assistant_and_unknown_post_types(mosquitto: Mosquitto,

@@ -192,8 +192,11 @@ def cmd_device_sim(args: argparse.Namespace) -> int:
 
     async def simulate() -> int:
         async with SiteDevices(where, args.count, host=args.host, zones=args.zones,
-                               period=args.period, leave_every=args.leave_every) as sim:
-            print(f"{args.count} simulated devices of {args.host} on {where.url}", flush=True)
+                               period=args.period, leave_every=args.leave_every,
+                               join_rate=args.join_rate, layout=args.layout) as sim:
+            print(f"{args.count} simulated {args.layout} devices of {args.host} on"
+                  f" {where.url}" + (f", joining {args.join_rate:g}/s" if args.join_rate
+                                     else ""), flush=True)
             if args.duration is not None:
                 await asyncio.sleep(args.duration)
             else:
@@ -249,7 +252,8 @@ def add_device_parsers(subparsers: Any) -> None:
                    help="seconds to wait for the device to confirm (default 5)")
     p = subparsers.add_parser("device-sim", help="simulated devices in the site layout",
                               description="simulated devices publishing in the site layout"
-                              " <host>/<zone>/<type>/<id>/<post_type>, with wills")
+                              " <host>/<zone>/<type>/<id>/<post_type> (or Homie 4), with"
+                              " wills, joining and leaving at a chosen rate")
     p.set_defaults(func=cmd_device_sim)
     p.add_argument("--broker", help=f"broker URL (default ${broker.ENV_VAR} or "
                    f"{broker.DEFAULT_URL})")
@@ -260,4 +264,8 @@ def add_device_parsers(subparsers: Any) -> None:
                    help="seconds between two readings of a device (default 5)")
     p.add_argument("--leave-every", type=float, default=0.0,
                    help="seconds between a device leaving (its will) and coming back (0: never)")
+    p.add_argument("--join-rate", type=float, default=0.0,
+                   help="devices joining per second (default 0: all at once)")
+    p.add_argument("--layout", choices=SiteDevices.LAYOUTS, default="site",
+                   help="site (default): <host>/<zone>/<type>/<id>/...; homie: Homie 4")
     p.add_argument("--for", dest="duration", type=float, help="stop after this many seconds")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -182,33 +183,48 @@ class SimulatedDevices:
 
 class SiteDevices:
     """``count`` devices in the site layout ``<host>/<zone>/<type>/<id>/<post_type>``
-    (docs/devices.md), on one connection: each says ``online`` on ``.../state`` (retained)
-    when it joins, a ``temperature`` every ``period`` seconds (spread over the period),
-    and, with ``leave_every``, one device at a time leaves (``offline`` on its state
-    topic, as its will would) and comes back a period later.
+    (docs/devices.md), or Homie 4 devices (``homie/<host>-d<n>/...``), on one
+    connection: each says it is there (``online`` on ``.../state``, Homie's ``$state``
+    ``ready``; retained) as it joins, ``join_rate`` devices a second (0: all at once),
+    a ``temperature`` every ``period`` seconds (spread over the period), and, with
+    ``leave_every``, one device at a time leaves (``offline`` on its state topic, as its
+    will would say; Homie's ``lost``) and comes back a period later.  :attr:`joined`
+    is set once every device has joined.
 
     Lifecycle: ``async with SiteDevices(...) as sim``; they say offline when it ends.
     """
 
     TYPES = ("thermo", "plug", "meter")
+    LAYOUTS = ("site", "homie")
 
     def __init__(self, where: broker.Broker, count: int, *, host: str = "sim",
-                 zones: int = 3, period: float = 5.0, leave_every: float = 0.0) -> None:
+                 zones: int = 3, period: float = 5.0, leave_every: float = 0.0,
+                 join_rate: float = 0.0, layout: str = "site") -> None:
+        if layout not in self.LAYOUTS:
+            raise ValueError(f"layout {layout!r}: one of {', '.join(self.LAYOUTS)}")
         self.count = max(0, count)
         self.host = host
         self.zones = max(1, zones)
         self.period = period
         self.leave_every = leave_every
+        self.join_rate = join_rate
+        self.layout = layout
         self.link = Link(where, f"jet-device-sim-{host}", clean_session=True)
-        self.away: set[int] = set()
+        self.away: set[int] = set(range(self.count))  # (until each has joined)
+        self.joined = asyncio.Event()
         self.published = 0
         self._tasks: list[asyncio.Task[None]] = []
 
     def topic(self, number: int, post_type: str) -> str:
+        if self.layout == "homie":
+            device = f"homie/{self.host}-d{number:05d}"
+            return f"{device}/$state" if post_type == "state" else f"{device}/sensor/{post_type}"
         kind = self.TYPES[number % len(self.TYPES)]
         return f"{self.host}/zone-{number % self.zones}/{kind}/d{number:05d}/{post_type}"
 
     def _say(self, number: int, post_type: str, value: Any, *, retain: bool = False) -> None:
+        if self.layout == "homie" and post_type == "state":
+            value = "ready" if value == "online" else "lost"
         text = value if isinstance(value, str) else json.dumps(value)
         if self.link.publish_nowait(self.topic(number, post_type), text.encode(), qos=1,
                                     retain=retain):
@@ -216,16 +232,31 @@ class SiteDevices:
 
     async def __aenter__(self) -> Self:
         # (before connecting, as a persistent client would: commands find their handler)
-        await self.link.subscribe(f"{self.host}/+/+/+/set/#", 1, self._command)
+        commands = "homie/+/+/+/set" if self.layout == "homie" else f"{self.host}/+/+/+/set/#"
+        await self.link.subscribe(commands, 1, self._command)
         await self.link.__aenter__()
-        for number in range(self.count):
-            self._say(number, "state", "online", retain=True)
-        await self.link.flush()
+        self._tasks.append(asyncio.create_task(self._join(), name="device-sim-join"))
         self._tasks.append(asyncio.create_task(self._readings(), name="device-sim"))
         if self.leave_every > 0:
             self._tasks.append(asyncio.create_task(self._comings_and_goings(),
                                                    name="device-sim-churn"))
+        if self.join_rate <= 0:
+            await self.joined.wait()
+            await self.link.flush()
         return self
+
+    async def _join(self) -> None:
+        started = time.monotonic()
+        for number in range(self.count):
+            if self.join_rate > 0:  # (on a schedule, not a sleep per device: no drift)
+                due = started + number / self.join_rate - time.monotonic()
+                if due > 0:
+                    await asyncio.sleep(due)
+            self.away.discard(number)
+            self._say(number, "state", "online", retain=True)
+            if number % 500 == 499:
+                await asyncio.sleep(0)  # (others' turn: the outbox, commands)
+        self.joined.set()
 
     async def __aexit__(self, *exc: object) -> None:
         await cancel_all(self._tasks)
@@ -240,13 +271,18 @@ class SiteDevices:
         """``<host>/<zone>/<type>/d<n>/set/<post_type>``: done, and said on the post type's
         own topic (the confirmation), unless the device is away."""
         levels = topic.split("/")
-        ident = levels[3]
-        if len(levels) != 6 or not ident.startswith("d") or not ident[1:].isdigit():
+        if self.layout == "homie":  # homie/<host>-d<n>/sensor/<property>/set
+            ident, post = levels[1].rpartition("-")[2], levels[3]
+        else:
+            ident, post = levels[3], levels[-1]
+            if len(levels) != 6:
+                return
+        if not ident.startswith("d") or not ident[1:].isdigit():
             return
         number = int(ident[1:])
         if number >= self.count or number in self.away:
             return
-        self._say(number, levels[5], payload.decode("utf-8", "replace"))
+        self._say(number, post, payload.decode("utf-8", "replace"))
 
     async def _readings(self) -> None:
         step = self.period / max(1, self.count)

@@ -101,6 +101,7 @@ def test_devices_tab_shows_zones_devices_states_counts_and_circuits(
                 circuit = t1.locator("td.circuit")
                 await expect(circuit).to_contain_text("pnp-house-thermo-t1", timeout=WAIT_MS)
                 await expect(circuit).to_contain_text("heat-t1 in pack default")
+                await page.screenshot(path=str(tmp_path / "devices-running.png"), full_page=True)
                 await expect(hall.locator('tr[data-device="house/meter/m1"] td.circuit')
                              ).to_have_text(NO_CIRCUIT)
 

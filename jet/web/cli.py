@@ -19,6 +19,7 @@ DEFAULT_PORT = 8080
 def cmd_web(args: argparse.Namespace) -> int:
     """Serve until stopped (Ctrl-C, SIGTERM, SIGHUP: :class:`~jet.tasks.Signalled`);
     errors (bad URL, port in use) raise for the caller to print."""
+    from jet.web.devices import shown_store
     from jet.web.server import serving
 
     if not address.NAME_RE.match(args.id):
@@ -29,9 +30,11 @@ def cmd_web(args: argparse.Namespace) -> int:
     async def serve() -> int:
         async with serving(
             args.broker, host=args.host, port=args.port, server_id=args.id,
-            operator_view=args.operator,
+            operator_view=args.operator, devices=args.devices,
         ) as url:
             view = "operator view on: pages may inject" if args.operator else "panels only"
+            if args.devices:
+                view += f"; devices of {shown_store(args.devices)}"
             print(f"web {args.id} on {url} (broker {shown}; {view})", flush=True)
             await asyncio.Event().wait()
         return 0
@@ -61,5 +64,11 @@ def add_web_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="let pages inject values into any circuit's input (default: a page only sets"
         " its own sliders, switches and buttons, within their ranges)",
+    )
+    p.add_argument(
+        "--devices",
+        metavar="DB_OR_URL",
+        help="show the device registry of `jet devices serve --db DB_OR_URL` in the"
+        " Devices tab (its SQLite file)",
     )
     return p

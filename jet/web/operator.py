@@ -10,6 +10,7 @@ the pages holding a tap.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -56,6 +57,8 @@ class Operator:
         self.rates = WireRates(link)
         self.rate_interval = rate_interval
         self._board_changed = asyncio.Event()
+        #: called after each board frame (the circuits running changed)
+        self.on_board: list[Callable[[], None]] = []
         self._subs: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -103,6 +106,8 @@ class Operator:
             await asyncio.sleep(BOARD_INTERVAL)
             self._board_changed.clear()
             self.pages.broadcast(self.board_frame())
+            for callback in self.on_board:
+                callback()
 
     async def _push_rates(self) -> None:
         while True:

@@ -35,6 +35,7 @@ from websockets.http11 import Request, Response
 
 from jet.transport import broker
 from jet.web.container import PageError, WebContainer
+from jet.web.devices import DeviceView
 from jet.web.jsonvalue import to_json
 from jet.web.operator import RATE_INTERVAL, Operator
 from jet.web.pages import Page, Pages
@@ -118,12 +119,14 @@ class PageServer:
         operator: Operator,
         pages: Pages,
         *,
+        devices: DeviceView | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         operator_view: bool = False,
     ) -> None:
         self.container = container
         self.operator = operator
+        self.devices = devices
         #: a page may inject into any circuit's input (else only emit on its own gadgets)
         self.operator_view = operator_view
         self.pages = pages
@@ -202,6 +205,8 @@ class PageServer:
         )
         self.container.greet(page)
         self.operator.greet(page)
+        if self.devices is not None:
+            self.devices.greet(page)
         self.pages.add(page)
         try:
             async for frame in connection:
@@ -289,11 +294,14 @@ async def serving(
     stats_interval: float | None = None,
     rate_interval: float = RATE_INTERVAL,
     operator_view: bool = False,
+    devices: str | None = None,
 ) -> AsyncIterator[str]:
     """Run the web container ``server_id`` and its page server; yields the page URL.
 
     ``broker_url`` None means ``$JET_BROKER`` or the local default, as everywhere.
     ``operator_view``: pages may inject into any circuit's input (``--operator``).
+    ``devices``: the device registry's store (``--devices``: a SQLite file or a URL)
+    shown in the Devices tab; None: the tab says how to turn it on.
 
     ``connect_timeout`` None waits for the broker as long as it takes (a
     daemon); a number raises ConnectionError after that many seconds.
@@ -306,9 +314,12 @@ async def serving(
     async with (
         container,
         Operator(container.link, pages, rate_interval=rate_interval) as operator,
+        DeviceView(devices, operator.board, pages) as device_view,
         PageServer(
-            container, operator, pages, host=host, port=port, operator_view=operator_view
+            container, operator, pages, host=host, port=port, operator_view=operator_view,
+            devices=device_view,
         ) as server,
     ):
+        operator.on_board.append(device_view.board_changed)
         container.set_url(server.url)
         yield server.url

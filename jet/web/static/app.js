@@ -821,11 +821,114 @@
     }
   }
 
+  // -- devices: the device registry of `jet devices serve`, by zone ---------------------------
+
+  function age(seconds) {
+    const s = Math.max(0, seconds);
+    if (s < 120) return `${Math.round(s)}s ago`;
+    if (s < 7200) return `${Math.round(s / 60)}m ago`;
+    if (s < 172800) return `${Math.round(s / 3600)}h ago`;
+    return `${Math.round(s / 86400)}d ago`;
+  }
+
+  class Devices {
+    constructor() {
+      this.note = document.getElementById("devices-note");
+      this.root = document.getElementById("zones");
+      this.skew = 0; // this browser's clock minus the server's
+      this.frame = null;
+      // Ages grow by themselves: redrawn every second, without asking the server.
+      setInterval(() => this.showAges(), 1000);
+    }
+
+    serverNow() {
+      return Date.now() / 1000 - this.skew;
+    }
+
+    show(frame) {
+      this.frame = frame;
+      this.skew = Date.now() / 1000 - frame.now;
+      const note = this.note;
+      note.className = "hint";
+      if (!frame.enabled) {
+        note.textContent = "The device registry is not shown here: start the web server with"
+          + " jet web --devices FILE (the file of jet devices serve --db FILE).";
+        this.root.replaceChildren();
+        return;
+      }
+      const count = frame.zones.reduce((n, z) => n + z.devices.length, 0);
+      if (frame.error) {
+        note.textContent = frame.error;
+        note.className = "hint error";
+      } else if (!frame.ready) {
+        note.textContent = `Reading the device registry ${frame.store}…`;
+      } else {
+        const zones = frame.zones.length;
+        note.textContent = `${count} device${count === 1 ? "" : "s"} in ${zones} zone${zones === 1 ? "" : "s"}`
+          + ` (registry ${frame.store})`;
+      }
+      // (after an error the devices last read stay shown)
+      if (frame.error && !count) return;
+      this.root.replaceChildren(...frame.zones.map((z) => this.zone(z)));
+    }
+
+    zone(z) {
+      const online = z.devices.filter((d) => d.online).length;
+      const rows = z.devices.map((d) => this.row(d));
+      return el(
+        "section", { class: "card zone", "data-zone": z.zone },
+        el("h2", {}, z.zone || "(no zone)", " ",
+          el("small", { text: `${online} of ${z.devices.length} online` })),
+        el(
+          "table", { class: "devices" },
+          el("thead", {}, el(
+            "tr", {},
+            el("th", { text: "device" }), el("th", { text: "class" }), el("th", { text: "state" }),
+            el("th", { text: "last seen" }), el("th", { class: "num", text: "attempts today" }),
+            el("th", { class: "num", text: "failures today" }), el("th", { text: "circuit" }),
+          )),
+          el("tbody", {}, ...rows),
+        ),
+      );
+    }
+
+    row(d) {
+      const state = d.online ? "online" : "offline";
+      const circuit = d.circuits.length
+        ? d.circuits.map((c) => `${d.app}: ${c.name} in ${c.kind} ${c.pack}${c.state === "online" ? "" : ` (${c.state})`}`).join(", ")
+        : "–";
+      return el(
+        "tr", { "data-device": d.uid, "data-state": state },
+        el("td", { class: "uid", text: d.uid }),
+        el("td", { class: "class", text: d["class"] }),
+        el("td", {
+          class: `state ${state}`, "data-state": state, text: state,
+          title: d.reason ? `${state}: ${d.reason}` : state,
+        }),
+        el("td", { class: "seen", "data-last-seen": d.last_seen, text: age(this.serverNow() - d.last_seen) }),
+        el("td", { class: "num attempts", text: d.today.attempts }),
+        el("td", { class: "num failures", text: d.today.failures }),
+        el("td", { class: "circuit", "data-app": d.app, text: circuit }),
+      );
+    }
+
+    showAges() {
+      if (document.getElementById("view-devices").hidden) return;
+      const now = this.serverNow();
+      for (const cell of this.root.querySelectorAll("td.seen")) {
+        cell.textContent = age(now - Number(cell.dataset.lastSeen));
+      }
+    }
+  }
+
   // -- views and wiring ---------------------------------------------------------------------
 
+  const VIEWS = ["panels", "operator", "devices"];
+
   function showView() {
-    const view = location.hash === "#operator" ? "operator" : "panels";
-    for (const name of ["panels", "operator"]) {
+    const asked = location.hash.slice(1);
+    const view = VIEWS.includes(asked) ? asked : "panels";
+    for (const name of VIEWS) {
       document.getElementById(`view-${name}`).hidden = name !== view;
       document.getElementById(`tab-${name}`).setAttribute("aria-selected", String(name === view));
     }
@@ -837,6 +940,7 @@
     const status = document.getElementById("conn");
     let panels;
     let operator;
+    let devices;
     let connectedOnce = false;
     const handlers = {
       hello: (f) => {
@@ -851,6 +955,7 @@
       board: (f) => operator.setBoard(f),
       rates: (f) => operator.setRates(f.rates),
       tap_value: (f) => operator.tapValue(f),
+      devices: (f) => devices.show(f),
       dropped: (f) => console.warn(f.error),
     };
     const conn = new Connection(
@@ -867,7 +972,8 @@
     );
     panels = new Panels(document.getElementById("panels"), conn);
     operator = new Operator(conn);
-    window.jet = { conn, panels, operator }; // for the console and for tests
+    devices = new Devices();
+    window.jet = { conn, panels, operator, devices }; // for the console and for tests
   }
 
   document.addEventListener("DOMContentLoaded", start);

@@ -48,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 where, store, name=args.name or "", silence=args.silence,
                 group=args.group or "", classes=classes, pnp=pnp,
                 class_dir=Path(args.classes) if args.classes else None))
-            print(f"device registry {server.name} on {where.url}, database {args.db}"
+            print(f"device registry {server.name} on {where.url}, database {store.where}"
                   + (f", {len(classes)} classes" if classes else ""), flush=True)
             await server.serve_forever()
         return 0
@@ -95,7 +95,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if device is None:
-        print(f"jet devices show: error: no device {args.uid!r} in {args.db}", file=sys.stderr)
+        print(f"jet devices show: error: no device {args.uid!r} in {store.where}",
+              file=sys.stderr)
         return 1
     print(json.dumps(device, indent=2, default=str))
     return 0
@@ -108,7 +109,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     try:
         device = store.device(args.uid)
         if device is None:
-            print(f"jet devices send: error: no device {args.uid!r} in {args.db}",
+            print(f"jet devices send: error: no device {args.uid!r} in {store.where}",
                   file=sys.stderr)
             return 1
         try:
@@ -178,7 +179,9 @@ def add_device_parsers(subparsers: Any) -> None:
         p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(func=func)
         p.add_argument("--db", default=DEFAULT_DB,
-                       help=f"the registry's SQLite file (default ./{DEFAULT_DB})")
+                       help=f"the registry: a SQLite file (default ./{DEFAULT_DB}) or a"
+                       " PostgreSQL URL (postgresql://user@host:port/dbname), which servers"
+                       " on several machines can share")
         return p
 
     p = command("serve", cmd_serve, "discover the devices on a broker and keep them in the"

@@ -15,6 +15,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -113,14 +114,18 @@ class Postgres:
             admin.execute(f"CREATE DATABASE {name}")  # (a name of our own: no injection)
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
-    def stop(self) -> None:
-        """Fast shutdown (SIGINT), SIGKILL if it has not ended within 15 s; the directory
-        removed."""
+    def stop_server(self) -> None:
+        """Fast shutdown (SIGINT), SIGKILL if it has not ended within 15 s; :meth:`start`
+        starts it again."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(2)  # SIGINT: PostgreSQL's fast shutdown
+            self.proc.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+    def stop(self) -> None:
+        """The server stopped and its directory removed."""
+        self.stop_server()
         shutil.rmtree(self.dir, ignore_errors=True)

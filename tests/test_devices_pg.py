@@ -14,6 +14,7 @@ from typing import Any
 
 from cli_helpers import JetProcess, assert_no_traceback
 from conftest import Mosquitto, free_port
+from pg_helpers import Postgres
 from test_devices import WAIT, devices, jet, pub, until
 
 from jet.devices import PostgresStore, open_store
@@ -196,3 +197,28 @@ def test_a_bad_or_unreachable_postgresql_url_is_one_line_naming_it(
     code, _out, err = jet("devices", "ls", "--db", postgres)
     assert code == 1 and err.strip() == (f"jet devices: error: {postgres}: no device registry"
                                          f" here (start `jet devices serve --db {postgres}`)")
+
+
+def test_a_store_goes_on_after_postgresql_restarts() -> None:
+    """Its connection found broken as a transaction begins is made again; while the
+    database is down, each call is one OSError naming the URL."""
+    server = Postgres()
+    try:
+        url = server.database()
+        store = PostgresStore(url)
+        try:
+            assert store.seen("site/thermo/t1", {}, "site", "site/a/thermo/t1", 1.0e9) == "new"
+            server.stop_server()
+            try:
+                store.seen("site/thermo/t2", {}, "site", "site/a/thermo/t2", 1.0e9)
+            except OSError as exc:
+                assert str(exc).startswith(f"{url}: "), exc
+            else:
+                raise AssertionError("stored with the database down")
+            server.start()
+            assert store.seen("site/thermo/t3", {}, "site", "site/a/thermo/t3", 1.0e9) == "new"
+            assert [d["uid"] for d in store.devices()] == ["site/thermo/t1", "site/thermo/t3"]
+        finally:
+            store.close()
+    finally:
+        server.stop()

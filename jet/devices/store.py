@@ -433,6 +433,8 @@ class PostgresStore(SqlStore):
             return step()
 
     def _run(self, sql: str, args: Sequence[Any]) -> list[Row]:
+        # (the SQL is written with ?, psycopg's placeholder is %s; no value is ever in
+        # the SQL's text, so no ? there is anything but a placeholder)
         cursor = self.db.execute(sql.replace("?", "%s"), args)
         return cursor.fetchall() if cursor.description is not None else []
 

@@ -91,6 +91,23 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A real PostgreSQL server (tests/pg_helpers.py), one for the test session."""
+    from pg_helpers import Postgres  # (psycopg imported only by the tests that need it)
+
+    server = Postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres(postgres_server: Any) -> str:
+    """The URL of a new, empty database on the tests' PostgreSQL server."""
+    url: str = postgres_server.database()
+    return url
+
+
 #: Fault tests add their message accounting here; printed at the end of the run.
 FAULT_REPORT: dict[str, dict[str, int]] = {}
 

@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 
@@ -74,7 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 class_dir=Path(config.classes) if config.classes else None,
                 keepalive=config.keepalive))
             where = ", ".join(source.broker.url for source in config.sources)
-            print(f"device registry {server.name} on {where}, database {_safe(db)}"
+            print(f"device registry {server.name} on {where}, database {store.where}"
                   + (f", {len(classes)} classes" if classes else "")
                   + (f", group {config.group}" if config.group else ""), flush=True)
             await server.serve_forever()
@@ -84,14 +83,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return run_until_signalled(serve())
     finally:
         store.close()
-
-
-def _safe(db: str) -> str:
-    """A database named without its password."""
-    parts = urlsplit(db)
-    if parts.password:
-        return db.replace(f":{parts.password}@", ":***@", 1)
-    return db
 
 
 def _age(stamp: float, now: float) -> str:
@@ -130,7 +121,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if device is None:
-        print(f"jet devices show: error: no device {args.uid!r} in {args.db}", file=sys.stderr)
+        print(f"jet devices show: error: no device {args.uid!r} in {store.where}",
+              file=sys.stderr)
         return 1
     print(json.dumps(device, indent=2, default=str))
     return 0
@@ -143,7 +135,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     try:
         device = store.device(args.uid)
         if device is None:
-            print(f"jet devices send: error: no device {args.uid!r} in {args.db}",
+            print(f"jet devices send: error: no device {args.uid!r} in {store.where}",
                   file=sys.stderr)
             return 1
         try:
@@ -216,8 +208,9 @@ def add_device_parsers(subparsers: Any) -> None:
         p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(func=func)
         p.add_argument("--db", default=None if name == "serve" else DEFAULT_DB,
-                       help=f"the registry's SQLite file (default ./{DEFAULT_DB}), or a"
-                       " PostgreSQL URL (postgresql://user@host/db)")
+                       help=f"the registry: a SQLite file (default ./{DEFAULT_DB}) or a"
+                       " PostgreSQL URL (postgresql://user@host:port/dbname), which servers"
+                       " on several machines can share")
         return p
 
     p = command("serve", cmd_serve, "discover the devices on a broker and keep them in the"

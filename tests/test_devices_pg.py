@@ -41,7 +41,7 @@ def test_a_registry_on_postgresql_finds_lists_and_shows_devices(
                      "--period", "0.5", "--host", "plant")
     try:
         server.wait_for_line(f"database {postgres}", WAIT)
-        sim.wait_for_line("6 simulated devices of plant", WAIT)
+        sim.wait_for_line("6 simulated site devices of plant", WAIT)
         # a post type with data subtopics: one dictionary
         pub(mosquitto.port, "yard/gate/lock/l1/battery", "87")
         pub(mosquitto.port, "yard/gate/lock/l1/diag/rssi", "-71")

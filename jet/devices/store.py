@@ -106,6 +106,10 @@ class Store(Protocol):
 
     def configs(self) -> list[dict[str, Any]]: ...
 
+    def latest_config(self, name: str) -> dict[str, Any] | None:
+        """The latest version of one configuration (name, type, hash, version, data)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -274,6 +278,11 @@ class SqliteStore:
     def configs(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.execute(
             "SELECT name, type, hash, version FROM configs ORDER BY name, version")]
+
+    def latest_config(self, name: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT name, type, hash, version, data FROM configs WHERE"
+                              " name = ? ORDER BY version DESC LIMIT 1", (name,)).fetchone()
+        return None if row is None else dict(row)
 
 
 def open_store(where: str | Path, *, must_exist: bool = False) -> Store:

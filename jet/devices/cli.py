@@ -9,21 +9,29 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from jet.devices.classes import DeviceClass, load_classes
+from jet.devices.classes import (
+    Command,
+    DeviceClass,
+    from_record,
+    load_classes,
+    plain_command,
+)
 from jet.devices.config import ConfigError, RegistryConfig, Source, load_config
 from jet.devices.layouts import command_topic, confirmation_topic
 from jet.devices.pnp import PlugAndProcess
-from jet.devices.registry import SILENCE, RegistryServer, payload_value
+from jet.devices.registry import SILENCE, RegistryServer
 from jet.devices.sim import SiteDevices
 from jet.devices.store import Store, open_store
 from jet.tasks import run_until_signalled
 from jet.transport import Link, broker
 from jet.transport.client import Session
+from jet.transport.formats import FormatError
 
 DEFAULT_DB = "jet-devices.sqlite"
 
@@ -128,9 +136,25 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Seconds `jet devices send` waits for a confirmation when neither --window nor the
+#: device's class says.
+WINDOW = 5.0
+
+
+def _class_of(store: Store, device: Mapping[str, Any]) -> DeviceClass | None:
+    """The device's class as the registry last applied it (its latest version in
+    ``configs``), or None."""
+    record = store.latest_config(str(device["class"]))
+    if record is None:
+        return None
+    return from_record(str(record["type"]), str(record["data"]),
+                       f"class {record['name']} version {record['version']}")
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     """Publish a command to a registered device; wait for its confirmation within the
-    window; record the use (a failure when none came).  Exit 1 on a failure."""
+    window (--window, else its class's for the post type, else 5 s); record the use (a
+    failure when none came).  Exit 1 on a failure or a refusal."""
     store = _store(args, must_exist=True)
     try:
         device = store.device(args.uid)
@@ -140,37 +164,42 @@ def cmd_send(args: argparse.Namespace) -> int:
             return 1
         try:
             topic = command_topic(device, args.post_type)
-        except ValueError as exc:
-            print(f"jet devices send: error: {exc}", file=sys.stderr)
+            device_class = _class_of(store, device)
+            command = (device_class.command(args.post_type, args.value)
+                       if device_class is not None
+                       else plain_command(args.post_type, args.value))
+            payload = command.payload
+        except (ValueError, FormatError) as exc:  # (ClassError is a ValueError)
+            print(f"jet devices send: error: {args.uid}: {exc} (refused)", file=sys.stderr)
             return 1
-        value = payload_value(args.value.encode())
-        confirmed = asyncio.run(_send(broker.parse(args.broker), topic,
-                                      confirmation_topic(device, args.post_type),
-                                      args.value, value, args.window))
+        window = args.window if args.window is not None else command.window or WINDOW
+        confirmed = asyncio.run(_send(broker.parse(args.broker), topic, payload,
+                                      confirmation_topic(device, command.confirm.name),
+                                      command, window))
         store.use(args.uid, f"{args.post_type} {args.value}", time.time(),
                   failed=not confirmed)
     finally:
         store.close()
     if not confirmed:
         print(f"jet devices send: error: {args.uid} did not confirm {args.post_type}"
-              f" {args.value} within {args.window:g} s (counted as a failure)", file=sys.stderr)
+              f" {args.value} within {window:g} s (counted as a failure)", file=sys.stderr)
         return 1
     print(f"{args.uid}: {args.post_type} {args.value} confirmed")
     return 0
 
 
-async def _send(where: broker.Broker, topic: str, confirmation: str, text: str, value: Any,
-                window: float) -> bool:
+async def _send(where: broker.Broker, topic: str, payload: bytes, confirmation: str,
+                command: Command, window: float) -> bool:
     done = asyncio.Event()
 
-    def on_confirmation(_topic: str, payload: bytes) -> None:
-        if payload_value(payload) == value:
+    def on_confirmation(_topic: str, message: bytes) -> None:
+        if command.confirms(message):
             done.set()
 
     async with Link(where, f"jet-devices-send-{os.getpid()}", clean_session=True) as link:
         # (retained=False: the value it said before the command is no confirmation)
         await link.subscribe(confirmation, 1, on_confirmation, retained=False)
-        await link.publish(topic, text.encode(), qos=1)
+        await link.publish(topic, payload, qos=1)
         try:
             async with asyncio.timeout(window):
                 await done.wait()
@@ -222,8 +251,9 @@ def add_device_parsers(subparsers: Any) -> None:
                    " (docs/devices.md); options given here win")
     p.add_argument("--name", help="this server's name (default host-pid); its persistent"
                    " session on the broker is jet-devices-NAME")
-    p.add_argument("--classes", metavar="DIR", help="device classes (YAML files): silence"
-                   " limits, and circuit templates run for each device (plug-n-process)")
+    p.add_argument("--classes", metavar="DIR", help="device classes (YAML or XML files):"
+                   " silence limits, post types (formats, commands, confirmation windows),"
+                   " circuit templates run for each device (plug-n-process)")
     p.add_argument("--group", help="share the work with the other servers of this group on"
                    " the broker (shared subscriptions): each message is handled by one")
     p.add_argument("--silence", type=float, default=None,
@@ -241,8 +271,9 @@ def add_device_parsers(subparsers: Any) -> None:
     p.add_argument("value", help="the value, as the device takes it (JSON or text)")
     p.add_argument("--broker", help=f"broker URL (default ${broker.ENV_VAR} or "
                    f"{broker.DEFAULT_URL})")
-    p.add_argument("--window", type=float, default=5.0,
-                   help="seconds to wait for the device to confirm (default 5)")
+    p.add_argument("--window", type=float,
+                   help="seconds to wait for the device to confirm (default: its class's"
+                   f" window for the post type, else {WINDOW:g})")
     p = subparsers.add_parser("device-sim", help="simulated devices in the site layout",
                               description="simulated devices publishing in the site layout"
                               " <host>/<zone>/<type>/<id>/<post_type> (or Homie 4), with"

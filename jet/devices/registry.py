@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -37,6 +36,7 @@ from jet.devices.store import Store
 from jet.tasks import Burst, cancel_all
 from jet.transport import Link
 from jet.transport.broker import Broker
+from jet.transport.formats import FormatError, payload_value
 
 log = logging.getLogger("jet.devices")
 
@@ -46,18 +46,6 @@ SILENCE = 300.0
 CLASS_DEBOUNCE_MS = 300
 #: Words a will or a state message says a device is offline with.
 OFFLINE_WORDS = frozenset({"offline", "lost", "disconnected", "dead", "0", "false"})
-
-
-def payload_value(payload: bytes) -> Any:
-    """A device's payload as a value: JSON when it is, else its text, else its bytes in hex."""
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError:
-        return {"hex": payload.hex()}
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        return text
 
 
 class RegistryServer:
@@ -102,6 +90,7 @@ class RegistryServer:
         self.handled = 0
         self.unrecognised = 0
         self._trouble = Burst()
+        self._unreadable = Burst()
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -211,9 +200,26 @@ class RegistryServer:
         if sighting.kind == "announce":
             store.describe(uid, payload_value(payload))
         elif sighting.kind == "data":
-            value = payload_value(payload)
             # (a post type with data subtopics: kept as a dictionary of them, not dropped)
-            store.record(uid, sighting.post_type, value, at, "/".join(sighting.data))
+            store.record(uid, sighting.post_type, self._read(sighting, topic, payload), at,
+                         "/".join(sighting.data))
+
+    def _read(self, sighting: Sighting, topic: str, payload: bytes) -> Any:
+        """A data message's value: decoded in its post type's format when the device's
+        class describes the post type (``node/property`` for Homie), else (or when it does
+        not read in that format: said, and kept as it came) JSON when it is, else text."""
+        device_class = self.classes.get(sighting.device_class)
+        post = (device_class.posts.get("/".join((sighting.post_type, *sighting.data)))
+                if device_class is not None else None)
+        if post is not None:
+            try:
+                return post.read(payload)
+            except FormatError as exc:
+                if self._unreadable.starts():
+                    log.warning("device registry: %s does not read as class %s's %s: %s"
+                                " (kept as it came)", topic[:200], sighting.device_class,
+                                post.name, exc)
+        return payload_value(payload)
 
     async def _watch_classes(self, directory: Path) -> None:
         """New and changed class files applied as they are saved, refused ones said in one
@@ -231,7 +237,8 @@ class RegistryServer:
     def _record_classes(self) -> None:
         for device_class in self.classes.values():
             sha, text = digest(device_class)
-            version = self.store.record_config(device_class.name, "class", sha, text)
+            version = self.store.record_config(device_class.name, device_class.kind, sha,
+                                               text)
             log.info("class %s: version %d applied (%s)", device_class.name, version,
                      device_class.source)
 

@@ -137,6 +137,10 @@ class Store(Protocol):
 
     def configs(self) -> list[dict[str, Any]]: ...
 
+    def latest_config(self, name: str) -> dict[str, Any] | None:
+        """The latest version of one configuration (name, type, hash, version, data)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -313,6 +317,11 @@ class SqlStore:
     def configs(self) -> list[dict[str, Any]]:
         found = self._query("SELECT name, type, hash, version FROM configs")
         return sorted(found, key=lambda r: (str(r["name"]), int(r["version"])))
+
+    def latest_config(self, name: str) -> dict[str, Any] | None:
+        found = self._query("SELECT name, type, hash, version, data FROM configs WHERE"
+                            " name = ? ORDER BY version DESC LIMIT 1", (name,))
+        return dict(found[0]) if found else None
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Row:

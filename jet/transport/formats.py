@@ -37,6 +37,19 @@ class FormatError(ValueError):
     """A payload that does not read (or a value that does not write) in the wire's format."""
 
 
+def payload_value(payload: bytes) -> Any:
+    """A payload read when no format is said (the device registry): JSON when it is JSON,
+    else its text, else its bytes in hex (``{"hex": ...}``)."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"hex": payload.hex()}
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+
+
 def _text_value(text: str) -> Any:
     """Text as a device sends it: ``21.5`` and ``42`` are numbers, ``true``/``false``
     booleans, anything else the text itself (``ON`` stays ``ON``: map it)."""

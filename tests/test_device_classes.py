@@ -117,22 +117,13 @@ YAML_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize(("text", "said"), XML_ERRORS)
-def test_an_invalid_xml_class_is_refused_with_its_file_and_line(
-        tmp_path: Path, text: str, said: str) -> None:
-    path = tmp_path / "plug.xml"
-    path.write_text(text)
-    with pytest.raises(ClassError) as caught:
-        load_class(path)
-    error = str(caught.value)
-    assert error.startswith(f"{path}{said}"), error
-    assert "\n" not in error
-
-
-@pytest.mark.parametrize(("text", "said"), YAML_ERRORS)
-def test_an_invalid_yaml_class_is_refused_with_its_file_and_line(
-        tmp_path: Path, text: str, said: str) -> None:
-    path = tmp_path / "plug.yaml"
+@pytest.mark.parametrize(("name", "text", "said"), [
+    *(("plug.xml", text, said) for text, said in XML_ERRORS),
+    *(("plug.yaml", text, said) for text, said in YAML_ERRORS),
+])
+def test_an_invalid_class_file_is_refused_with_its_file_and_line(
+        tmp_path: Path, name: str, text: str, said: str) -> None:
+    path = tmp_path / name
     path.write_text(text)
     with pytest.raises(ClassError) as caught:
         load_class(path)

@@ -17,6 +17,7 @@ from typing import Any
 from cli_helpers import JetProcess, jet_async
 from conftest import Mosquitto, free_port
 from helpers import run
+from test_devices import THERMO_APP, THERMO_CLASS
 from web_helpers import browser_page, require_chromium
 from websockets.asyncio.client import connect
 
@@ -28,22 +29,6 @@ WAIT_MS = int(WAIT * 1000)
 #: What the circuit column shows for a device with no circuit running (an en dash).
 NO_CIRCUIT = "\u2013"
 
-THERMO_CLASS = """\
-class: thermo
-silence: 60
-template: thermo-app.yaml
-grace: 1
-"""
-THERMO_APP = """\
-app: thermo
-circuits:
-  heat-${id}:
-    gadgets:
-      t: {type: jet.lib.Thermostat, params: {setpoint: 21.0, hysteresis: 1.0}}
-wires:
-  - from: {topic: "${topic}/temperature", format: text}
-    to: heat-${id}.t.temp
-"""
 
 
 def pub(port: int, topic: str, payload: str) -> None:

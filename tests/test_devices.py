@@ -52,10 +52,11 @@ def until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
     raise AssertionError(f"not within {timeout} s: {what}")
 
 
-def serve(mosquitto: Mosquitto, db: Path, *extra: str) -> JetProcess:
+def serve(mosquitto: Mosquitto, db: Path | str, *extra: str, name: str = "reg1") -> JetProcess:
+    """A `jet devices serve` process, once it says it is serving."""
     proc = JetProcess("devices", "serve", "--broker", mosquitto.url, "--db", str(db),
-                      "--name", "reg1", *extra)
-    proc.wait_for_line("device registry reg1 on", WAIT)
+                      "--name", name, *extra)
+    proc.wait_for_line(f"device registry {name} on", WAIT)
     return proc
 
 
@@ -218,10 +219,7 @@ def test_two_servers_share_the_work_and_the_survivor_takes_a_killed_ones_share(
     db = tmp_path / "registry.sqlite"
 
     def start(name: str) -> JetProcess:
-        proc = JetProcess("devices", "serve", "--broker", mosquitto.url, "--db", str(db),
-                          "--name", name, "--group", "registry")
-        proc.wait_for_line(f"device registry {name} on", WAIT)
-        return proc
+        return serve(mosquitto, db, "--group", "registry", name=name)
 
     servers = [start("r1"), start("r2")]
     try:
@@ -263,10 +261,7 @@ def test_a_kill_9_in_a_stream_loses_nothing(mosquitto: Mosquitto, tmp_path: Path
     db = tmp_path / "registry.sqlite"
 
     def start(name: str) -> JetProcess:
-        proc = JetProcess("devices", "serve", "--broker", mosquitto.url, "--db", str(db),
-                          "--name", name, "--group", "stream")
-        proc.wait_for_line(f"device registry {name} on", WAIT)
-        return proc
+        return serve(mosquitto, db, "--group", "stream", name=name)
 
     servers = [start("s1"), start("s2")]
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="stream")

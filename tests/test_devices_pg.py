@@ -15,16 +15,9 @@ from typing import Any
 from cli_helpers import JetProcess, assert_no_traceback
 from conftest import Mosquitto, free_port
 from pg_helpers import Postgres
-from test_devices import WAIT, devices, jet, pub, until
+from test_devices import WAIT, devices, jet, pub, serve, until
 
 from jet.devices import PostgresStore, open_store
-
-
-def serve(mosquitto: Mosquitto, url: str, name: str, *extra: str) -> JetProcess:
-    proc = JetProcess("devices", "serve", "--broker", mosquitto.url, "--db", url,
-                      "--name", name, *extra)
-    proc.wait_for_line(f"device registry {name} on", WAIT)
-    return proc
 
 
 def show(url: str, uid: str) -> dict[str, Any]:
@@ -36,7 +29,7 @@ def show(url: str, uid: str) -> dict[str, Any]:
 
 def test_a_registry_on_postgresql_finds_lists_and_shows_devices(
         mosquitto: Mosquitto, postgres: str) -> None:
-    server = serve(mosquitto, postgres, "reg1")
+    server = serve(mosquitto, postgres, name="reg1")
     sim = JetProcess("device-sim", "--broker", mosquitto.url, "--count", "6", "--zones", "3",
                      "--period", "0.5", "--host", "plant")
     try:
@@ -88,9 +81,9 @@ def test_two_servers_on_one_postgresql_share_the_inventory_across_a_kill_9(
         mosquitto: Mosquitto, postgres: str) -> None:
     """Two `jet devices serve --group` on one broker and one PostgreSQL database, as on
     two machines: every message handled by one of them and counted once; after a kill -9
-    of one, nothing it acknowledged is lost and its share waits for it (docs/devices.md)."""
-    servers = [serve(mosquitto, postgres, "r1", "--group", "registry"),
-               serve(mosquitto, postgres, "r2", "--group", "registry")]
+    of one, nothing it acknowledged is lost and the survivor takes its share (docs/devices.md)."""
+    servers = [serve(mosquitto, postgres, "--group", "registry", name="r1"),
+               serve(mosquitto, postgres, "--group", "registry", name="r2")]
     try:
         def attempts() -> int:
             return sum(d["today"]["attempts"] for d in devices(postgres))
@@ -105,7 +98,7 @@ def test_two_servers_on_one_postgresql_share_the_inventory_across_a_kill_9(
         for n in range(40, 80):
             pub(mosquitto.port, f"site/b/meter/m{n % 10}/energy", str(n))
         until(lambda: attempts() > 40, "the survivor handling its share")
-        servers[0] = serve(mosquitto, postgres, "r1", "--group", "registry")
+        servers[0] = serve(mosquitto, postgres, "--group", "registry", name="r1")
         until(lambda: attempts() == 80, "all 80, the dead one's share when it is back")
         for n in range(80, 90):  # (had any come twice, this would show it)
             pub(mosquitto.port, f"site/c/meter/m{n % 10}/energy", str(n))

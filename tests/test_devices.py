@@ -73,6 +73,10 @@ def test_simulated_devices_are_found_listed_by_zone_and_shown(
         assert len(zone) == 4 and all(d["zone"] == "zone-1" for d in zone)
         assert {d["class"] for d in devices(db)} == {"thermo", "plug", "meter"}
         assert len(devices(db, "--class", "plug")) == 4
+        code, out, err = jet("devices", "zones", "--db", str(db), "--json")
+        assert code == 0, err
+        assert [(z["zone"], len(z["devices"])) for z in json.loads(out)] == [
+            ("zone-0", 4), ("zone-1", 4), ("zone-2", 4)]
         until(lambda: all(d["online"] for d in devices(db)), "every device online")
         code, out, _ = jet("devices", "ls", "--db", str(db))
         assert code == 0 and out.splitlines()[0].split()[:4] == ["DEVICE", "CLASS", "ZONE",
@@ -239,9 +243,9 @@ def test_two_servers_share_the_work_and_the_survivor_takes_a_killed_ones_share(
         taken = time.monotonic() - killed
         assert taken < 8.0, f"the share was taken {taken:.1f} s after the kill"
         servers[1].wait_for_line("r2 holds r1's share", WAIT)
-        fellows = {r[0]: r[1] for r in sqlite3.connect(db).execute(
-            "SELECT id, active FROM fellows")}
-        assert fellows == {"r1": 0, "r2": 1}
+        code, out, err = jet("devices", "fellows", "--db", str(db), "--json")
+        assert code == 0, err
+        assert {f["id"]: f["active"] for f in json.loads(out)} == {"r1": 0, "r2": 1}
         servers[0] = start("r1")
         servers[1].wait_for_line("r2 let go of r1's share", WAIT)
         for n in range(80, 120):  # (had any come twice, or been lost, this would show it)

@@ -122,6 +122,45 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_zones(args: argparse.Namespace) -> int:
+    """The zones and the devices in each (how many, how many online)."""
+    store = _store(args, must_exist=True)
+    try:
+        devices = store.devices()
+    finally:
+        store.close()
+    zones: dict[str, dict[str, Any]] = {}
+    for device in devices:
+        zone = zones.setdefault(device["zone"] or "", {"devices": [], "online": 0})
+        zone["devices"].append(device["uid"])
+        zone["online"] += 1 if device["online"] else 0
+    if args.json:
+        print(json.dumps([{"zone": name, **zone} for name, zone in sorted(zones.items())]))
+        return 0
+    print(f"{'ZONE':<16} {'DEVICES':>7} {'ONLINE':>6}")
+    for name, zone in sorted(zones.items()):
+        print(f"{name or '-':<16} {len(zone['devices']):>7} {zone['online']:>6}")
+    return 0
+
+
+def cmd_fellows(args: argparse.Namespace) -> int:
+    """The registry servers that keep this inventory, and their latest presence."""
+    store = _store(args, must_exist=True)
+    try:
+        fellows = store.fellows()
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(fellows))
+        return 0
+    now = time.time()
+    print(f"{'SERVER':<20} {'HOST':<20} {'STATE':<8} {'LAST ACTIVE':<12} ROLE")
+    for f in fellows:
+        print(f"{f['id']:<20} {f['host']:<20} {'active' if f['active'] else 'gone':<8}"
+              f" {_age(f['last_active'], now):<12} {f['role']}")
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     store = _store(args, must_exist=True)
     try:
@@ -261,6 +300,10 @@ def add_device_parsers(subparsers: Any) -> None:
     p = command("ls", cmd_ls, "list the devices of the registry")
     p.add_argument("--zone", help="only this zone's")
     p.add_argument("--class", help="only this class's")
+    p.add_argument("--json", action="store_true", help="one JSON list")
+    p = command("zones", cmd_zones, "the zones and the devices in each")
+    p.add_argument("--json", action="store_true", help="one JSON list")
+    p = command("fellows", cmd_fellows, "the registry servers keeping this inventory")
     p.add_argument("--json", action="store_true", help="one JSON list")
     p = command("show", cmd_show, "one device: its fields, latest data, uses, statistics")
     p.add_argument("uid")

@@ -51,7 +51,11 @@ GROUP_KEEPALIVE = 2
 #: Seconds a holder that was kicked off a session waits before it tries again.
 RETRY = 3.0
 PRESENCE = "jet/devices/{group}/fellows/{name}"
-OFFLINE = json.dumps({"state": "offline"}).encode()
+
+
+def _presence(state: str) -> bytes:
+    return json.dumps({"state": state, "host": socket.gethostname(),
+                       "since": time.time()}).encode()
 
 
 def session_name(name: str) -> str:
@@ -60,7 +64,9 @@ def session_name(name: str) -> str:
 
 
 def presence_will(group: str, name: str) -> Will:
-    return Will(PRESENCE.format(group=group, name=name), OFFLINE, qos=1, retain=True)
+    # (its time is when it was set: the will's own comes with the fellows' noticing)
+    return Will(PRESENCE.format(group=group, name=name), _presence("offline"), qos=1,
+                retain=True)
 
 
 def holder(gone: str, live: set[str]) -> str:
@@ -86,15 +92,11 @@ class Fellowship:
         self._tasks: list[asyncio.Task[None]] = []
         self._letting_go: set[asyncio.Task[None]] = set()
 
-    def _presence(self, state: str) -> bytes:
-        return json.dumps({"state": state, "host": socket.gethostname(),
-                           "since": time.time()}).encode()
-
     async def __aenter__(self) -> Self:
         await self.link.subscribe(PRESENCE.format(group=self.group, name="+"), 1,
                                   self._on_presence)
         await self.link.publish(PRESENCE.format(group=self.group, name=self.name),
-                                self._presence("online"), qos=1, retain=True)
+                                _presence("online"), qos=1, retain=True)
         self._tasks.append(asyncio.create_task(self._keep(), name=f"fellows-{self.group}"))
         return self
 
@@ -104,7 +106,7 @@ class Fellowship:
             await self._let_go(gone)
         with contextlib.suppress(ConnectionError, TimeoutError):
             await self.link.publish(PRESENCE.format(group=self.group, name=self.name),
-                                    OFFLINE, qos=1, retain=True)
+                                    _presence("offline"), qos=1, retain=True)
             await asyncio.wait_for(self.link.flush(), 2.0)
 
     def live(self) -> set[str]:
@@ -120,7 +122,7 @@ class Fellowship:
         if not isinstance(presence, dict):
             log.warning("%s: not a fellow's presence (ignored)", topic)
             return
-        self.fellows[name] = presence
+        self.fellows[name] = {**self.fellows.get(name, {}), **presence}
         if name != self.name:
             online = presence.get("state") == "online"
             self.store.fellow(str(presence.get("host", "?")), name, active=online,

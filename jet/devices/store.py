@@ -130,6 +130,10 @@ class Store(Protocol):
 
     def fellow(self, host: str, ident: str, *, active: bool, role: str, at: float) -> None: ...
 
+    def fellows(self) -> list[dict[str, Any]]:
+        """The registry servers: host, id, active, last active, role."""
+        ...
+
     def record_config(self, name: str, kind: str, digest: str, data: str) -> int:
         """A configuration version applied (a class file): its version number, a new one
         only when ``digest`` differs from the latest's."""
@@ -313,6 +317,10 @@ class SqlStore:
                     return version
         raise OSError(f"{self.where}: configuration {name}: no version number free after"
                       f" {CONFIG_TRIES} tries")
+
+    def fellows(self) -> list[dict[str, Any]]:
+        found = self._query("SELECT host, id, active, last_active, role FROM fellows")
+        return sorted(found, key=lambda r: (str(r["id"]), str(r["host"])))
 
     def configs(self) -> list[dict[str, Any]]:
         found = self._query("SELECT name, type, hash, version FROM configs")

@@ -329,6 +329,14 @@ class Connection:
 
     # -- session -----------------------------------------------------------------
 
+    def use_server(self, host: str, port: int) -> None:
+        """Connect to ``host:port`` from the next ``async with`` on (one of a
+        cluster's servers: the same client, so paho keeps the QoS 1 messages in
+        flight and sends them again there)."""
+        client: Any = self._client
+        client._hostname = host  # reach: where aiomqtt's __aenter__ connects
+        client._port = port  # reach: (ditto)
+
     async def __aenter__(self) -> Self:
         await self._client.__aenter__()
         return self

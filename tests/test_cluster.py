@@ -24,6 +24,7 @@ from helpers import Collector, run
 from nats_helpers import NatsCluster
 
 from jet.transport import broker, codec
+from jet.transport.client import Session
 from jet.transport.link import Link
 
 APP = """
@@ -357,3 +358,111 @@ def test_a_packs_will_reaches_other_servers(nats_cluster: NatsCluster) -> None:
         pack.stop()
     FAULT_REPORT["NATS: pack kill -9, will on another server"] = {"seen_ms": round(seen * 1000)}
     assert seen < 5
+
+
+# -- no silent loss under load --------------------------------------------------------------
+
+LOAD_APP = """
+app: load
+circuits:
+  src:
+    pack: p1
+    gadgets:
+      s: {type: jet.lib.Scale, params: {factor: 1}}
+  sink1:
+    pack: p1
+    gadgets:
+      d: {type: jet.lib.Offset, params: {offset: 0}}
+  sink2:
+    pack: p2
+    gadgets:
+      d: {type: jet.lib.Offset, params: {offset: 0}}
+wires:
+  - src.s.out -> sink1.d.in
+  - src.s.out -> sink2.d.in
+"""
+
+
+@pytest.mark.cluster
+def test_no_silent_loss_under_load(nats_cluster: NatsCluster, tmp_path: Path) -> None:
+    """Six publishers, two on each server, write numbered QoS 1 messages where src's
+    output goes; two packs (p1 on A, p2 on C) carry them into sink1 and sink2, one
+    wire each; subscribers on every server count them, and so do the sinks' outputs.
+    Every message is counted at every subscriber, and the circuits' own counters
+    (received, published, dropped: one wire per sink, so per wire) agree."""
+    servers = nats_cluster.servers
+    publishers, per_publisher = 6, 500
+    total = publishers * per_publisher
+    expected = {p * 100_000 + n for p in range(publishers) for n in range(per_publisher)}
+    app = tmp_path / "load.yaml"
+    app.write_text(LOAD_APP)
+    p1 = start_pack(nats_cluster.url(nats_cluster.a), "p1")
+    p2 = start_pack(nats_cluster.url(nats_cluster.c), "p2")
+    try:
+
+        async def publish(link: Link, p: int) -> None:
+            for n in range(per_publisher):
+                link.publish_nowait("pack/src/s/0", codec.encode(p * 100_000 + n), qos=1)
+                if n % 50 == 0:
+                    await asyncio.sleep(0.01)
+            await link.flush()
+
+        async def scenario() -> tuple[dict[str, list[Any]], dict[str, Any], str, float]:
+            await jet_ok("load", str(app), "--broker", nats_cluster.b.url)
+            async with contextlib.AsyncExitStack() as stack:
+                watchers: dict[str, Collector] = {}
+                for i, server in enumerate(servers):  # the raw stream, on every server
+                    sub = await stack.enter_async_context(
+                        persistent_link(server.url, f"load-sub-{server.name}"))
+                    watchers[f"src on {server.name}"] = await Collector(sub).watch(
+                        "pack/src/s/0")
+                    sink = f"sink{1 + i % 2}"  # the sinks' outputs, on A and B
+                    if i < 2:
+                        watchers[f"{sink} on {server.name}"] = await Collector(sub).watch(
+                            f"pack/{sink}/d/0")
+                links = [
+                    await stack.enter_async_context(Link(
+                        broker.parse(servers[p % 3].url), f"load-pub-{p}", clean_session=False))
+                    for p in range(publishers)
+                ]
+                started = time.monotonic()
+                await asyncio.gather(*(publish(link, p) for p, link in enumerate(links)))
+                for watcher in watchers.values():
+                    await watcher.wait_for(lambda c: set(c.values()) >= expected, timeout=60)
+                took = time.monotonic() - started
+                await asyncio.sleep(1)  # (duplicates, were there any, on their way)
+                async with Session(broker.parse(nats_cluster.b.url)) as session:
+                    statuses = {
+                        name: await session.request(f"pack/{name}/conf", {"cmd": "status"})
+                        for name in ("src", "sink1", "sink2")
+                    }
+                listing = await jet_ok("ls", "--broker", nats_cluster.c.url)
+                return {k: w.values() for k, w in watchers.items()}, statuses, listing, took
+
+        seen, statuses, listing, took = run(scenario(), timeout=180)
+    finally:
+        p1.stop()
+        p2.stop()
+    report: dict[str, int] = {"sent": total, "per_s": round(total / took)}
+    for name, values in seen.items():
+        counts = collections.Counter(values)
+        lost = len(expected - set(values))
+        dups = sum(n - 1 for n in counts.values() if n > 1)
+        report[f"lost {name}"] = lost
+        report[f"dup {name}"] = dups
+        assert lost == 0, (name, report)
+    for sink in ("sink1", "sink2"):
+        counters = statuses[sink]["counters"]
+        report[f"{sink} received"] = counters["received"]
+        out = next(v for k, v in seen.items() if k.startswith(sink))
+        # JET counts what the wire took, what the circuit published and dropped; the
+        # subscriber of its output saw every message, and as many as it published.
+        assert set(out) == expected, sink
+        assert counters["received"] == total + len(out) - len(set(out)), (sink, counters)
+        assert counters["published"] == counters["received"] == len(out), (sink, counters)
+        assert counters["dropped"] == 0, (sink, counters)
+        assert counters["errors"] == 0, (sink, counters)
+    for line in listing.splitlines():
+        if line.startswith(("pack/sink1", "pack/sink2")):
+            assert line.split()[5] == "0", listing  # DROPPED
+    FAULT_REPORT["NATS: load, 6 publishers over 3 servers"] = report

@@ -466,3 +466,85 @@ def test_no_silent_loss_under_load(nats_cluster: NatsCluster, tmp_path: Path) ->
         if line.startswith(("pack/sink1", "pack/sink2")):
             assert line.split()[5] == "0", listing  # DROPPED
     FAULT_REPORT["NATS: load, 6 publishers over 3 servers"] = report
+
+
+# -- reloads and a pack's crash, across servers ---------------------------------------------
+
+
+@pytest.mark.cluster
+def test_reloads_under_stream_across_servers(nats_cluster: NatsCluster, tmp_path: Path) -> None:
+    """30 reloads from server B of the circuit a QoS 1 stream flows through (the pack on A,
+    the publisher on C, the consumer on B): nothing lost."""
+    a, b, c = nats_cluster.a.url, nats_cluster.b.url, nats_cluster.c.url
+    v1 = tmp_path / "v1.yaml"
+    v1.write_text(RELAY)
+    v2 = tmp_path / "v2.yaml"
+    v2.write_text(RELAY.replace(
+        "      d: {type: jet.lib.Offset, params: {offset: 0}}\n",
+        "      d: {type: jet.lib.Offset, params: {offset: 0}}\n"
+        "      n: {type: jet.lib.Counter}\n",
+    ) + "  - src.s.out -> dst.n.in\n")
+    total, reloads = 1500, 30
+    pack = start_pack(a)
+    try:
+
+        async def scenario() -> list[Any]:
+            await jet_ok("load", str(v1), "--broker", b)
+            async with (
+                Link(broker.parse(c), "producer", clean_session=False) as producer,
+                persistent_link(b, "consumer") as consumer,
+            ):
+                out = await Collector(consumer).watch("pack/dst/d/0")
+                flowing = asyncio.create_task(stream(producer, total, pause=0.02))
+                for i in range(reloads):
+                    await jet_ok("reload", str((v2, v1)[i % 2]), "--broker", b)
+                await asyncio.wait_for(flowing, 60)
+                await out.wait_for(lambda c: set(c.values()) >= set(range(total)), timeout=30)
+                return out.values()
+
+        values = run(scenario(), timeout=180)
+    finally:
+        pack.stop()
+    row = account(f"NATS: {reloads} reloads from B under stream", total, values)
+    assert row["lost"] == 0, row
+
+
+@pytest.mark.cluster
+def test_pack_killed_comes_back_on_another_server(
+    nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    """A pack on A killed -9 mid-stream and restarted from its state file on B: its
+    session follows it, so what was sent meanwhile reaches it; nothing lost."""
+    state = tmp_path / "pack.state"
+    total = 600
+    first = start_pack(nats_cluster.url(nats_cluster.a), "p1", "--state", str(state))
+    second: JetProcess | None = None
+    try:
+
+        async def scenario() -> list[Any]:
+            nonlocal second
+            app = tmp_path / "relay.yaml"
+            app.write_text(RELAY)
+            await jet_ok("load", str(app), "--broker", nats_cluster.c.url, "--pack", "p1")
+            async with (
+                Link(broker.parse(nats_cluster.c.url), "producer", clean_session=False)
+                as producer,
+                persistent_link(nats_cluster.c.url, "consumer") as consumer,
+            ):
+                out = await Collector(consumer).watch("pack/dst/d/0")
+                flowing = asyncio.create_task(stream(producer, total, pause=0.01))
+                await out.wait_for(lambda c: len(c.values()) >= total // 4, timeout=30)
+                first.proc.kill()
+                first.proc.wait(10)
+                second = start_pack(nats_cluster.url(nats_cluster.b), "p1", "--state", str(state))
+                await asyncio.wait_for(flowing, 60)
+                await out.wait_for(lambda c: set(c.values()) >= set(range(total)), timeout=60)
+                return out.values()
+
+        values = run(scenario(), timeout=180)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    row = account("NATS: pack kill -9 on A, back on B", total, values)
+    assert row["lost"] == 0, row

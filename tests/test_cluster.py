@@ -18,7 +18,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from cli_helpers import JetProcess, jet_async, jet_ok
+from cli_helpers import JetProcess, jet, jet_async, jet_ok
 from conftest import FAULT_REPORT
 from helpers import Collector, run
 from nats_helpers import NatsCluster
@@ -104,6 +104,19 @@ def test_broker_url_lists_a_clusters_servers() -> None:
     assert broker.parse("mqtt://h:1").servers == (("h", 1),)
     with pytest.raises(broker.BrokerUrlError, match="no host in ''"):
         broker.parse("mqtt://h1:1883,")
+
+
+def test_a_server_down_is_passed_over(mosquitto: Any) -> None:
+    """The first server of the URL refuses connections: the command uses the next one;
+    with none reachable it says so in one line naming them all."""
+    url = f"mqtt://127.0.0.1:9,127.0.0.1:{mosquitto.port}"
+    listing = jet("ls", "--broker", url)
+    assert listing.returncode == 0, listing.stderr
+    assert "CONTAINER" in listing.stdout
+    down = jet("ls", "--broker", "mqtt://127.0.0.1:9,127.0.0.1:7", timeout=30)
+    assert down.returncode == 1
+    assert "cannot reach MQTT broker mqtt://127.0.0.1:9,127.0.0.1:7" in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1, down.stderr
 
 
 # -- the commands across servers ------------------------------------------------------------

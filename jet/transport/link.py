@@ -2,7 +2,8 @@
 
 :class:`Link` wraps a :class:`~jet.transport.connection.Connection` (aiomqtt and paho)
 with what a container needs and aiomqtt leaves to its users: reconnect
-with backoff, a persistent session re-established after every reconnect,
+with backoff (to the next server, when the broker URL lists a cluster's
+servers), a persistent session re-established after every reconnect,
 subscriptions counted per topic (two circuits wired to the same output share
 one MQTT subscription), dispatch of each message to every handler whose
 filter matches, acknowledgement after handling, and a bounded, pipelined
@@ -316,9 +317,11 @@ class Link:
     ``connect_timeout``; with None it waits as long as it takes) and, on
     leaving, sends what is queued (bounded wait) and disconnects cleanly.  In
     between it reconnects with backoff on its own, subscribing again to every
-    topic.  :meth:`subscribe` routes messages to handlers (one broker
-    subscription per topic, however many handlers); ``publish_nowait`` queues
-    in the :class:`Outbox`, which never waits; :meth:`flush` waits for it.
+    topic; with several servers in ``broker`` (``mqtt://h1:p1,h2:p2``) it moves
+    to the next one whenever one fails, the only place that does.
+    :meth:`subscribe` routes messages to handlers (one broker subscription per
+    topic, however many handlers); ``publish_nowait`` queues in the
+    :class:`Outbox`, which never waits; :meth:`flush` waits for it.
     """
 
     def __init__(

@@ -271,6 +271,13 @@ def test_server_killed_mid_stream_clients_move_on(
                                       "all_in_ms": all_in * 1000}
 
         values, times = run(scenario(), timeout=180)
+        # A back (same ports, same store): it rejoins, and what it serves is current.
+        restarted = time.monotonic()
+        nats_cluster.restart(a)
+        times["a_rejoined_ms"] = (time.monotonic() - restarted) * 1000
+        listing = run(jet_ok("ls", "--broker", a.url))
+        line = next(x for x in listing.splitlines() if x.startswith("jet/pack/default"))
+        assert "online" in line, listing
     finally:
         pack.stop()
     row = account("NATS: server kill -9 mid-stream, failover", total, values)

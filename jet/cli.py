@@ -426,7 +426,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jet", description="JET dataflow circuits over MQTT")
+    parser = argparse.ArgumentParser(
+        prog="jet", description="JET dataflow circuits over MQTT",
+        epilog="Broker URLs (--broker, $JET_BROKER): mqtt://[user[:password]@]host[:port],"
+        " mqtts:// for TLS (?ca=...&cert=...&key=...); a clustered broker's servers with"
+        " commas, mqtt://host1:1883,host2:1883,host3:1883: a client connects to one and moves"
+        " to the next when it fails (docs/deploy.md).",
+    )
     parser.add_argument("--version", action="version", version=f"jet {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
@@ -443,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         if net:
             p.add_argument(
-                "--broker", help=f"broker URL (default ${broker.ENV_VAR} or {broker.DEFAULT_URL})"
+                "--broker", help=broker.URL_HELP
             )
             p.add_argument("--timeout", type=float, default=5.0, help="reply timeout, seconds")
         if allow:

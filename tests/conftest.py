@@ -91,6 +91,19 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.stop()
 
 
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[Any]:
+    """A real 3-server NATS cluster (JetStream, MQTT) on loopback (tests/nats_helpers.py)."""
+    from nats_helpers import NatsCluster
+
+    cluster = NatsCluster(tmp_path / "nats")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[Any]:
     """A real PostgreSQL server (tests/pg_helpers.py), one for the test session."""

@@ -283,8 +283,7 @@ def add_device_parsers(subparsers: Any) -> None:
 
     p = command("serve", cmd_serve, "discover the devices on a broker and keep them in the"
                 " registry")
-    p.add_argument("--broker", help=f"broker URL (default ${broker.ENV_VAR} or "
-                   f"{broker.DEFAULT_URL})")
+    p.add_argument("--broker", help=broker.URL_HELP)
     p.add_argument("--config", metavar="FILE", help="a YAML file: brokers (TLS, users,"
                    " certificates), topics, layouts of one's own, and the options below"
                    " (docs/devices.md); options given here win")
@@ -312,8 +311,7 @@ def add_device_parsers(subparsers: Any) -> None:
     p.add_argument("post_type", help="what to set (site layout: .../set/POST_TYPE; Homie:"
                    " NODE/PROPERTY)")
     p.add_argument("value", help="the value, as the device takes it (JSON or text)")
-    p.add_argument("--broker", help=f"broker URL (default ${broker.ENV_VAR} or "
-                   f"{broker.DEFAULT_URL})")
+    p.add_argument("--broker", help=broker.URL_HELP)
     p.add_argument("--window", type=float,
                    help="seconds to wait for the device to confirm (default: its class's"
                    f" window for the post type, else {WINDOW:g})")
@@ -322,8 +320,7 @@ def add_device_parsers(subparsers: Any) -> None:
                               " <host>/<zone>/<type>/<id>/<post_type> (or Homie 4), with"
                               " wills, joining and leaving at a chosen rate")
     p.set_defaults(func=cmd_device_sim)
-    p.add_argument("--broker", help=f"broker URL (default ${broker.ENV_VAR} or "
-                   f"{broker.DEFAULT_URL})")
+    p.add_argument("--broker", help=broker.URL_HELP)
     p.add_argument("--count", type=int, default=10, help="how many devices (default 10)")
     p.add_argument("--host", default="sim", help="their host level (default sim)")
     p.add_argument("--zones", type=int, default=3, help="zones they are spread over")

@@ -1,6 +1,12 @@
 """Broker URLs: ``mqtt://[user[:password]@]host[:port]`` and ``mqtts://...`` (TLS).
 
 TLS options ride in the query string: ``?ca=/path/ca.pem&cert=/path/c.pem&key=/path/k.pem``.
+
+A clustered broker's servers are listed with commas,
+``mqtt://host1:1883,host2:1883,host3:1883`` (IPv6 in brackets, ``[::1]:1883``): the
+client connects to the first and, whenever it cannot connect or loses the
+connection, tries the next one in turn (:class:`jet.transport.link.Link`).  The
+credentials and TLS options are the same for every server.
 """
 
 from __future__ import annotations
@@ -14,6 +20,12 @@ import attrs
 
 DEFAULT_URL = "mqtt://127.0.0.1:1883"
 ENV_VAR = "JET_BROKER"
+#: What a ``--broker`` option takes, for every command's help.
+URL_HELP = (
+    "broker URL: mqtt://[user[:password]@]host[:port] (mqtts:// for TLS); a cluster's servers"
+    " with commas, mqtt://host1:1883,host2:1883,host3:1883, tried in turn when one fails"
+    f" (default ${ENV_VAR} or {DEFAULT_URL})"
+)
 
 
 class BrokerUrlError(ValueError):
@@ -30,13 +42,26 @@ class Broker:
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
+    #: the cluster's other servers, (host, port), tried in turn after ``host:port``
+    others: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def servers(self) -> tuple[tuple[str, int], ...]:
+        """Every server the URL names, (host, port), in order."""
+        return ((self.host, self.port), *self.others)
+
+    def server(self, index: int) -> Broker:
+        """The same broker with only its ``index``-th server (modulo their number)."""
+        host, port = self.servers[index % len(self.servers)]
+        return attrs.evolve(self, host=host, port=port, others=())
 
     @property
     def url(self) -> str:
         """The URL without the password (safe to print)."""
         scheme = "mqtts" if self.tls else "mqtt"
         user = f"{self.username}@" if self.username else ""
-        return f"{scheme}://{user}{self.host}:{self.port}"
+        hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.servers)
+        return f"{scheme}://{user}{hosts}"
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``aiomqtt.Client``."""
@@ -58,24 +83,37 @@ def parse(url: str | None = None) -> Broker:
     parts = urlsplit(text)
     if parts.scheme not in ("mqtt", "mqtts"):
         raise BrokerUrlError(f"broker URL {text!r}: scheme must be mqtt:// or mqtts://")
-    if not parts.hostname:
-        raise BrokerUrlError(f"broker URL {text!r}: no host")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise BrokerUrlError(f"broker URL {text!r}: {exc}") from exc
     tls = parts.scheme == "mqtts"
+    servers = _servers(text, parts.netloc.rpartition("@")[2], 8883 if tls else 1883)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     unknown = set(query) - {"ca", "cert", "key"}
     if unknown:
         raise BrokerUrlError(f"broker URL {text!r}: unknown option {sorted(unknown)[0]!r}")
+    (host, port), *others = servers
     return Broker(
-        host=parts.hostname,
-        port=port or (8883 if tls else 1883),
+        host=host,
+        port=port,
         tls=tls,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         ca=query.get("ca"),
         cert=query.get("cert"),
         key=query.get("key"),
+        others=tuple(others),
     )
+
+
+def _servers(text: str, hosts: str, default_port: int) -> list[tuple[str, int]]:
+    """``host[:port],host[:port],...`` -> [(host, port), ...]."""
+    servers: list[tuple[str, int]] = []
+    for one in hosts.split(","):
+        try:
+            parts = urlsplit(f"//{one}")
+            host, port = parts.hostname, parts.port
+        except ValueError as exc:
+            raise BrokerUrlError(f"broker URL {text!r}: {exc}") from exc
+        if not host:
+            raise BrokerUrlError(f"broker URL {text!r}: no host" + (
+                f" in {one!r}" if "," in hosts else ""))
+        servers.append((host, port or default_port))
+    return servers

@@ -19,7 +19,7 @@ import collections
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -329,6 +329,14 @@ class Connection:
 
     # -- session -----------------------------------------------------------------
 
+    def use_server(self, host: str, port: int) -> None:
+        """Connect to ``host:port`` from the next ``async with`` on (one of a
+        cluster's servers: the same client, so paho keeps the QoS 1 messages in
+        flight and sends them again there)."""
+        client: Any = self._client
+        client._hostname = host  # reach: where aiomqtt's __aenter__ connects
+        client._port = port  # reach: (ditto)
+
     async def __aenter__(self) -> Self:
         await self._client.__aenter__()
         return self
@@ -358,12 +366,31 @@ class Connection:
     async def subscribe(self, topic: str, qos: int, retained: bool = True) -> None:
         if self._no_local:  # MQTT 5: retain handling 2 sends no retained message
             options = SubscribeOptions(qos=qos, noLocal=True, retainHandling=0 if retained else 2)
-            await self._client.subscribe(topic, options=options)
+            await self._until_lost(self._client.subscribe(topic, options=options))
         else:
-            await self._client.subscribe(topic, qos=qos)
+            await self._until_lost(self._client.subscribe(topic, qos=qos))
 
     async def unsubscribe(self, topic: str) -> None:
-        await self._client.unsubscribe(topic)
+        await self._until_lost(self._client.unsubscribe(topic))
+
+    async def _until_lost(self, call: Awaitable[Any]) -> None:
+        """Wait for the broker's answer to ``call``, or until the connection ends
+        (``aiomqtt.MqttError``): aiomqtt would wait its whole timeout for an
+        answer that cannot come any more (a cluster's server killed while it
+        was still setting up a session's subscriptions)."""
+        task = asyncio.ensure_future(call)
+        lost: asyncio.Future[None] = self._client._disconnected  # reach: the session's end
+        await asyncio.wait([task, lost], return_when=asyncio.FIRST_COMPLETED)
+        if lost.done() and not lost.cancelled():
+            lost.exception()  # (noted: aiomqtt's session reports it)
+        if task.done():
+            task.result()
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+            await task
+        raise aiomqtt.MqttError(f"connection lost while waiting for the broker's answer"
+                                f" ({self.last_error or 'no reason given'})")
 
     # -- publishing and acknowledging ----------------------------------------------
 

@@ -2,7 +2,8 @@
 
 :class:`Link` wraps a :class:`~jet.transport.connection.Connection` (aiomqtt and paho)
 with what a container needs and aiomqtt leaves to its users: reconnect
-with backoff, a persistent session re-established after every reconnect,
+with backoff (to the next server, when the broker URL lists a cluster's
+servers), a persistent session re-established after every reconnect,
 subscriptions counted per topic (two circuits wired to the same output share
 one MQTT subscription), dispatch of each message to every handler whose
 filter matches, acknowledgement after handling, and a bounded, pipelined
@@ -316,9 +317,11 @@ class Link:
     ``connect_timeout``; with None it waits as long as it takes) and, on
     leaving, sends what is queued (bounded wait) and disconnects cleanly.  In
     between it reconnects with backoff on its own, subscribing again to every
-    topic.  :meth:`subscribe` routes messages to handlers (one broker
-    subscription per topic, however many handlers); ``publish_nowait`` queues
-    in the :class:`Outbox`, which never waits; :meth:`flush` waits for it.
+    topic; with several servers in ``broker`` (``mqtt://h1:p1,h2:p2``) it moves
+    to the next one whenever one fails, the only place that does.
+    :meth:`subscribe` routes messages to handlers (one broker subscription per
+    topic, however many handlers); ``publish_nowait`` queues in the
+    :class:`Outbox`, which never waits; :meth:`flush` waits for it.
     """
 
     def __init__(
@@ -356,6 +359,7 @@ class Link:
             raise ValueError("ack_after_handling needs a persistent session")
         self._manual_ack = ack_after_handling
         self.broker = broker
+        self._server = 0  # index in broker.servers: the one connected to, or tried next
         self.client_id = client_id
         self.stats = LinkStats()
         self.keepalive = keepalive
@@ -446,8 +450,17 @@ class Link:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def server(self) -> Broker:
+        """The server connected to (or tried next): one of ``broker.servers``."""
+        return self.broker.server(self._server)
+
     async def _maintain(self) -> None:
-        """Connect, (re)subscribe, dispatch; on loss, back off and do it again."""
+        """Connect, (re)subscribe, dispatch; on loss, back off and do it again.
+
+        With several servers in the broker URL (a cluster), a failed attempt
+        or a lost connection moves on to the next server at once; the backoff
+        grows only once every server has been tried (see :meth:`_next_server`)."""
         connection = self._connection
         dispatch = self._dispatch
 
@@ -461,14 +474,14 @@ class Link:
         take_arrived = connection.take_arrived
         backoff = BACKOFF_START
         first = True
+        failed = 0  # servers that failed in a row (each tried once before backing off)
         while True:
             try:
                 async with connection:
                     if not first:
                         self.stats.reconnects += 1
-                        log.info("reconnected to %s", self.broker.url)
+                        log.info("reconnected to %s", self.server.url)
                     first = False
-                    backoff = BACKOFF_START
                     # From here on a new subscribe() goes straight to the broker;
                     # set before resubscribing so none falls between the two.
                     self._live = True
@@ -479,6 +492,11 @@ class Link:
                         except Exception:  # the owner's hook must not end the connection
                             log.exception("%s: on_connect failed", self.client_id)
                     self._connected.set()
+                    # (A server that takes the connection and drops it while the
+                    # session is set up, as a cluster's server may until it has
+                    # a quorum, counts as failed: the next is tried, then backoff.)
+                    backoff = BACKOFF_START
+                    failed = 0
                     self._outbox.wake()
                     # What arrived while (re)subscribing, then the rest handed
                     # over in the turn it is read; the iterator only waits for
@@ -505,7 +523,7 @@ class Link:
                     connection.forget_arrived()
                 self._last_error = str(exc)
                 if self._connected.is_set():
-                    log.warning("lost MQTT broker %s: %s%s", self.broker.url, exc, held_by)
+                    log.warning("lost MQTT broker %s: %s%s", self.server.url, exc, held_by)
                     if self._on_lost is not None:
                         try:
                             self._on_lost(str(exc))
@@ -513,8 +531,17 @@ class Link:
                             log.exception("%s: on_lost failed", self.client_id)
                 elif backoff == BACKOFF_START and self._connect_timeout is None:
                     # (a command-line client reports the failure itself, once)
-                    log.warning("cannot reach MQTT broker %s: %s (retrying)", self.broker.url, exc)
+                    log.warning("cannot reach MQTT broker %s: %s (retrying)", self.server.url, exc)
                 self._connected.clear()
+            failed += 1
+            servers = len(self.broker.servers)
+            if servers > 1:
+                self._server = (self._server + 1) % servers
+                connection.use_server(*self.broker.servers[self._server])
+                if failed < servers:  # another server of the cluster, at once
+                    await asyncio.sleep(BACKOFF_START)
+                    continue
+                failed = 0
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 

@@ -48,7 +48,7 @@ def add_web_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser("web", help=help_, description=help_)
     p.set_defaults(func=cmd_web)
     p.add_argument(
-        "--broker", help=f"broker URL (default ${broker.ENV_VAR} or {broker.DEFAULT_URL})"
+        "--broker", help=broker.URL_HELP
     )
     p.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default {DEFAULT_PORT})"

@@ -1,0 +1,279 @@
+"""JET across mosquitto bridges (issue 15 part 6): a site's local broker bridged to a
+central one by two TLS bridges, every form of authentication at once.
+
+    local broker (anonymous listener)                      central broker
+    jet load/ls/tap/reload, pack "edge",    bridge "servers": TLS, client certificate
+    the site's devices                 ───  jet/pack/#  pack/#  ──────────────►  cert listener:
+                                                                                 pack "core"
+                                       ───  bridge "clients": TLS, password ──►  password listener:
+                                            jet/reply/#  site/#                  an observer
+
+The two bridges carry disjoint topics: a topic carried by both would come back to
+the local broker through the other bridge and go round for ever (mosquitto's private
+bridge flag only stops a message going back on the connection it came from).
+
+Every broker and JET process is real; waits are bounded and end on events.
+docs/deploy.md "Bridges" gives this configuration and the figures measured here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import JetProcess, jet_ok
+from conftest import FAULT_REPORT
+from helpers import Collector, run
+from tls_helpers import Certs, SecureMosquitto, bridge, password_file
+
+from jet.transport import broker
+from jet.transport.link import Link
+
+WAIT = 20.0
+SERVER_TOPICS = ("jet/pack/#", "pack/#")
+CLIENT_TOPICS = ("jet/reply/#", "site/#")
+BRIDGE_USER, BRIDGE_PASSWORD = "site-bridge", "br1dge pw"
+WATCH_USER, WATCH_PASSWORD = "watcher", "w@tch pw"
+
+
+class Site:
+    """A central broker (TLS: a client-certificate listener and a password listener)
+    and a local one (anonymous, plain) bridged to it twice."""
+
+    def __init__(self, folder: Path, *, persistent_local: bool = False) -> None:
+        self.certs = Certs.make(folder / "certs")
+        passwd = password_file(
+            folder / "passwd", {BRIDGE_USER: BRIDGE_PASSWORD, WATCH_USER: WATCH_PASSWORD}
+        )
+        tls = [f"cafile {self.certs.ca}", f"certfile {self.certs.server_cert}",
+               f"keyfile {self.certs.server_key}"]
+        self.central = SecureMosquitto(
+            folder / "central",
+            # the certificate listener: a client certificate is the login, its name the user
+            [*tls, "require_certificate true", "use_identity_as_username true"],
+            head=["per_listener_settings true", "max_queued_messages 100000"],
+            # the password listener: TLS, no anonymous login
+            listeners=[[*tls, "allow_anonymous false", f"password_file {passwd}"]],
+        )
+        self.cert_port, self.password_port = self.central.ports
+        bridge_cert = self.certs.issue("site-bridge")
+        self.local = SecureMosquitto(
+            folder / "local",
+            ["allow_anonymous true"],
+            head=["max_queued_messages 100000"],
+            bridges=[
+                *bridge("servers", self.cert_port, SERVER_TOPICS, ca=self.certs.ca,
+                        cert=bridge_cert),
+                *bridge("clients", self.password_port, CLIENT_TOPICS, ca=self.certs.ca,
+                        login=(BRIDGE_USER, BRIDGE_PASSWORD)),
+            ],
+            persistent=persistent_local,
+        )
+        #: seconds from the local broker's start to both bridges carrying messages
+        self.bridges_up = 0.0
+
+    @property
+    def local_url(self) -> str:
+        return self.local.url()
+
+    def central_cert_url(self, name: str) -> str:
+        """A client-certificate login on the central broker (user ``name``)."""
+        return self.central.url(tls=True, query=self.certs.query(name=name), port=self.cert_port)
+
+    @property
+    def central_password_url(self) -> str:
+        return self.central.url(
+            tls=True, user=WATCH_USER, password=WATCH_PASSWORD,
+            query=self.certs.query(client=False), port=self.password_port,
+        )
+
+    def logs(self) -> str:
+        return (f"--- central ---\n{self.central.log_text()[-3000:]}\n"
+                f"--- local ---\n{self.local.log_text()[-3000:]}")
+
+
+async def crossing(source: Link, target: Link, topic: str, timeout: float = WAIT) -> float:
+    """Seconds until a message published on ``source`` arrives on ``target`` (published
+    again every 0.1 s: a bridge that is not up yet drops it)."""
+    arrived = asyncio.Event()
+    sub = await target.subscribe(topic, 1, lambda _t, _p: arrived.set())
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    try:
+        async with asyncio.timeout(timeout):
+            while not arrived.is_set():
+                await source.publish(topic, b"probe", qos=0)
+                try:
+                    async with asyncio.timeout(0.1):
+                        await arrived.wait()
+                except TimeoutError:
+                    pass
+    finally:
+        await target.unsubscribe(sub)
+    return loop.time() - began
+
+
+async def bridges_carry(site: Site) -> float:
+    """Wait until both bridges carry messages both ways; the seconds it took."""
+    began = time.monotonic()
+    async with (
+        Link(broker.parse(site.local_url), "probe-local", clean_session=True) as here,
+        Link(broker.parse(site.central_password_url), "probe-central", clean_session=True) as there,
+    ):
+        for topic in ("pack/probe/p/0", "site/probe"):
+            await crossing(here, there, topic)
+            await crossing(there, here, topic)
+    return time.monotonic() - began
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    here = Site(tmp_path)
+    with here.central, here.local:
+        began = time.monotonic()
+        try:
+            run(bridges_carry(here))
+        except TimeoutError:
+            pytest.fail(f"the bridges did not come up:\n{here.logs()}")
+        here.bridges_up = time.monotonic() - began
+        yield here
+
+
+APP = """\
+app: bridged
+circuits:
+  edge:                     # on the site's pack (local broker, anonymous)
+    pack: edge
+    gadgets:
+      plus: {{type: jet.lib.Offset, params: {{offset: 1}}}}
+  core:                     # on the central pack (client certificate)
+    pack: core
+    gadgets:
+      add: {{type: jet.lib.Offset, params: {{offset: {core_offset}}}}}
+wires:
+  - from: {{topic: site/sensor/t}}
+    to: edge.plus.in
+  - edge.plus.out -> core.add.in
+  - from: core.add.out
+    to: {{topic: site/actuator/t}}
+    qos: 1
+"""
+
+
+def write_app(folder: Path, core_offset: int) -> Path:
+    path = folder / "bridged.yaml"
+    path.write_text(APP.format(core_offset=core_offset))
+    return path
+
+
+async def stream(
+    device: Link, actuator: Collector, first: int, count: int, offset: int
+) -> dict[str, int]:
+    """Publish ``count`` numbers from ``first`` as the site's sensor (QoS 1) and wait
+    for each to come back on the actuator, plus ``offset``: lost and duplicated ones."""
+    sent = list(range(first, first + count))
+    before = len(actuator.messages)
+    for n in sent:
+        await device.publish("site/sensor/t", str(n).encode(), qos=1)
+    expected = {float(n + offset) for n in sent}
+
+    def got() -> list[Any]:
+        return [v for _t, v in actuator.messages[before:]]
+
+    with contextlib.suppress(AssertionError):
+        await actuator.wait_for(lambda _c: expected <= set(got()), timeout=WAIT)
+    values = got()
+    return {"sent": count, "lost": len(expected - set(values)),
+            "duplicates": len(values) - len(set(values))}
+
+
+class JsonValues(Collector):
+    """A collector of a device topic's JSON values."""
+
+    def _on(self, topic: str, payload: bytes) -> None:
+        self.messages.append((topic, json.loads(payload)))
+        self._changed.set()
+
+
+def test_loader_ls_tap_reload_and_wires_across_two_tls_bridges(site: Site, tmp_path: Path) -> None:
+    local = site.local_url
+    core = JetProcess("pack", "--id", "core", "--broker", site.central_cert_url("core"))
+    edge = JetProcess("pack", "--id", "edge", "--broker", local)
+    try:
+        core.wait_for_line("pack core on ", WAIT)
+        edge.wait_for_line("pack edge on ", WAIT)
+
+        async def scenario() -> None:
+            async with (
+                Link(broker.parse(local), "site-device", clean_session=True) as device,
+                Link(broker.parse(site.central_password_url), "watch", clean_session=True) as far,
+            ):
+                # The central pack's retained presence crossed to the local broker.
+                presence = await Collector(device).watch("jet/pack/+/status")
+                await presence.wait_for(
+                    lambda c: {"jet/pack/core/status", "jet/pack/edge/status"}
+                    <= {t for t, v in c.messages if v and v.get("state") == "online"},
+                    timeout=WAIT,
+                )
+                app = write_app(tmp_path, 100)
+                began = time.monotonic()
+                out = await jet_ok("load", str(app), "--broker", local, timeout=WAIT)
+                load_time = time.monotonic() - began
+                assert "core" in out and "edge" in out, out
+
+                listing = await jet_ok("ls", "--broker", local)
+                for needle in ("jet/pack/core", "jet/pack/edge", "pack/core", "pack/edge"):
+                    assert needle in listing, listing
+                assert "offline" not in listing, listing
+
+                actuator = await JsonValues(device).watch("site/actuator/t")
+                across = await Collector(far).watch("pack/edge/plus/0")  # local -> central
+                # jet tap (no line says it is listening): values go on until it has 3.
+                tap = JetProcess("tap", "core.add.out", "-n", "3", "--broker", local)
+                try:
+                    counts = await stream(device, actuator, 0, 300, 101)
+                    for k in range(int(WAIT / 0.2)):
+                        if tap.proc.poll() is not None:
+                            break
+                        await device.publish("site/sensor/t", str(1000 + k).encode(), qos=1)
+                        await asyncio.sleep(0.2)
+                    assert await asyncio.to_thread(tap.proc.wait, WAIT) == 0, tap.output
+                finally:
+                    tap.stop()
+                assert counts["lost"] == 0 and counts["duplicates"] == 0, counts
+                assert "pack/core/add/0" in tap.output, tap.output
+                await across.wait_for(lambda c: len(c.values()) >= 300, timeout=WAIT)
+                assert sorted(across.values())[:300] == [float(n + 1) for n in range(300)]
+
+                # reload through the bridges: the core circuit's offset changes,
+                # the wires across the bridges stay.
+                began = time.monotonic()
+                await jet_ok("reload", str(write_app(tmp_path, 200)), "--broker", local,
+                             timeout=WAIT)
+                reload_time = time.monotonic() - began
+                counts2 = await stream(device, actuator, 2000, 300, 201)
+                assert counts2["lost"] == 0 and counts2["duplicates"] == 0, counts2
+                FAULT_REPORT["bridges: QoS 1 across both bridges"] = {
+                    "sent": counts["sent"] + counts2["sent"],
+                    "lost": counts["lost"] + counts2["lost"],
+                    "duplicates": counts["duplicates"] + counts2["duplicates"],
+                    "load_ms": round(load_time * 1000),
+                    "reload_ms": round(reload_time * 1000),
+                    "bridges_up_ms": round(site.bridges_up * 1000),
+                }
+
+        run(scenario(), timeout=120)
+    except BaseException:
+        print(site.logs())
+        raise
+    finally:
+        for proc in (core, edge):
+            if proc.proc.poll() is None:
+                proc.signal(signal.SIGTERM)

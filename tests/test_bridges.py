@@ -34,11 +34,16 @@ from helpers import Collector, run
 from tls_helpers import Certs, SecureMosquitto, bridge, password_file
 
 from jet.transport import broker
+from jet.transport.client import Session
 from jet.transport.link import Link
 
 WAIT = 20.0
 SERVER_TOPICS = ("jet/pack/#", "pack/#")
 CLIENT_TOPICS = ("jet/reply/#", "site/#")
+#: both brokers: room for a stream queued while a bridge is down; no Nagle delay
+#: (a bridge forwards one small message at a time: without it a command's round
+#: trip across the bridges waits on delayed acknowledgements)
+COMMON = ["max_queued_messages 100000", "set_tcp_nodelay true"]
 BRIDGE_USER, BRIDGE_PASSWORD = "site-bridge", "br1dge pw"
 WATCH_USER, WATCH_PASSWORD = "watcher", "w@tch pw"
 
@@ -58,7 +63,7 @@ class Site:
             folder / "central",
             # the certificate listener: a client certificate is the login, its name the user
             [*tls, "require_certificate true", "use_identity_as_username true"],
-            head=["per_listener_settings true", "max_queued_messages 100000"],
+            head=["per_listener_settings true", *COMMON],
             # the password listener: TLS, no anonymous login
             listeners=[[*tls, "allow_anonymous false", f"password_file {passwd}"]],
         )
@@ -67,7 +72,7 @@ class Site:
         self.local = SecureMosquitto(
             folder / "local",
             ["allow_anonymous true"],
-            head=["max_queued_messages 100000"],
+            head=COMMON,
             bridges=[
                 *bridge("servers", self.cert_port, SERVER_TOPICS, ca=self.certs.ca,
                         cert=bridge_cert),
@@ -277,3 +282,102 @@ def test_loader_ls_tap_reload_and_wires_across_two_tls_bridges(site: Site, tmp_p
         for proc in (core, edge):
             if proc.proc.poll() is None:
                 proc.signal(signal.SIGTERM)
+
+
+def states(collector: Collector) -> dict[str, str | None]:
+    """The last state each watched status topic said (None: cleared)."""
+    last: dict[str, str | None] = {}
+    for topic, value in collector.messages:
+        last[topic] = value.get("state") if isinstance(value, dict) else None
+    return last
+
+
+async def retained_statuses(url: str) -> dict[str, Any]:
+    async with Session(broker.parse(url), name="check") as session:
+        found: dict[str, Any] = await session.retained("jet/pack/+/status", "pack/+/status")
+        return found
+
+
+def test_wills_and_retained_statuses_cross_the_bridges(site: Site, tmp_path: Path) -> None:
+    """A pack killed -9 on either side is offline on both brokers (its will crossed a
+    bridge), `jet ls` on the site says so; restarted, each clears its earlier run's
+    circuit statuses, and the clearing (an empty retained message) crosses too."""
+    local = site.local_url
+    central_url = site.central_cert_url("core")
+    core = JetProcess("pack", "--id", "core", "--keepalive", "2", "--broker", central_url)
+    edge = JetProcess("pack", "--id", "edge", "--keepalive", "2", "--broker", local)
+    procs = [core, edge]
+    try:
+        core.wait_for_line("pack core on ", WAIT)
+        edge.wait_for_line("pack edge on ", WAIT)
+
+        async def scenario() -> None:
+            async with (
+                Link(broker.parse(local), "watch-local", clean_session=True) as here,
+                Link(broker.parse(site.central_password_url), "watch-far", clean_session=True)
+                as far,
+            ):
+                await jet_ok("load", str(write_app(tmp_path, 100)), "--broker", local,
+                             timeout=WAIT)
+                seen_here = await Collector(here).watch("jet/pack/+/status")
+                await seen_here.watch("pack/+/status")
+                seen_far = await Collector(far).watch("jet/pack/+/status")
+                await seen_far.watch("pack/+/status")
+                both_online = {"jet/pack/core/status": "online", "jet/pack/edge/status": "online",
+                               "pack/core/status": "online", "pack/edge/status": "online"}
+                for seen in (seen_here, seen_far):
+                    await seen.wait_for(lambda c: both_online.items() <= states(c).items(),
+                                        timeout=WAIT)
+
+                # kill -9 the central pack: its will, on the central broker, reaches the site.
+                began = time.monotonic()
+                core.proc.kill()
+                await seen_here.wait_for(
+                    lambda c: states(c).get("jet/pack/core/status") == "offline", timeout=WAIT)
+                core_will = time.monotonic() - began
+                listing = await jet_ok("ls", "--broker", local)
+                rows = {line.split()[0]: line.split()[1] for line in listing.splitlines()
+                        if line.startswith(("jet/pack/", "pack/"))}
+                assert rows["jet/pack/core"] == "offline", listing
+                assert rows["pack/core"] == "offline", listing
+                assert rows["jet/pack/edge"] == "online", listing
+
+                # kill -9 the site's pack: its will, on the local broker, reaches the centre.
+                began = time.monotonic()
+                edge.proc.kill()
+                await seen_far.wait_for(
+                    lambda c: states(c).get("jet/pack/edge/status") == "offline", timeout=WAIT)
+                edge_will = time.monotonic() - began
+
+                # Both come back (no state file): online on both brokers, and the
+                # statuses their earlier runs left are cleared on both brokers.
+                procs.append(JetProcess("pack", "--id", "core", "--keepalive", "2",
+                                        "--broker", central_url))
+                procs.append(JetProcess("pack", "--id", "edge", "--keepalive", "2",
+                                        "--broker", local))
+                await procs[-2].line("pack core on ", WAIT)
+                await procs[-1].line("pack edge on ", WAIT)
+                gone = {"pack/core/status": None, "pack/edge/status": None,
+                        "jet/pack/core/status": "online", "jet/pack/edge/status": "online"}
+                for seen in (seen_here, seen_far):
+                    await seen.wait_for(lambda c: gone.items() <= states(c).items(), timeout=WAIT)
+                for url in (local, site.central_password_url):
+                    kept = await retained_statuses(url)
+                    presences = {"jet/pack/core/status", "jet/pack/edge/status"}
+                    assert set(kept) == presences, (url, kept)
+                    assert {v["state"] for v in kept.values()} == {"online"}, (url, kept)
+                FAULT_REPORT["bridges: wills across"] = {
+                    "central_will_ms": round(core_will * 1000),
+                    "site_will_ms": round(edge_will * 1000),
+                }
+
+        run(scenario(), timeout=120)
+    except BaseException:
+        print(site.logs())
+        raise
+    finally:
+        for proc in procs:
+            if proc.proc.poll() is None:
+                proc.signal(signal.SIGTERM)
+            else:
+                proc.stop()

@@ -381,3 +381,98 @@ def test_wills_and_retained_statuses_cross_the_bridges(site: Site, tmp_path: Pat
                 proc.signal(signal.SIGTERM)
             else:
                 proc.stop()
+
+
+@pytest.fixture
+def persistent_site(tmp_path: Path) -> Iterator[Site]:
+    """A site whose local broker keeps sessions and queued messages across kill -9."""
+    here = Site(tmp_path, persistent_local=True)
+    with here.central, here.local:
+        try:
+            run(bridges_carry(here))
+        except TimeoutError:
+            pytest.fail(f"the bridges did not come up:\n{here.logs()}")
+        yield here
+
+
+STREAM = 2000
+
+
+def test_qos1_stream_through_the_bridges_survives_local_broker_kill(
+    persistent_site: Site, tmp_path: Path
+) -> None:
+    """The site's broker is killed -9 while a QoS 1 stream crosses both bridges, and
+    started again (its sessions on disk): the device, the site's pack and the observer
+    reconnect to it, its bridges reconnect to the centre, and every value arrives."""
+    site = persistent_site
+    local = site.local_url
+    core = JetProcess("pack", "--id", "core", "--broker", site.central_cert_url("core"))
+    edge = JetProcess("pack", "--id", "edge", "--broker", local)
+    try:
+        core.wait_for_line("pack core on ", WAIT)
+        edge.wait_for_line("pack edge on ", WAIT)
+
+        async def scenario() -> dict[str, int]:
+            await jet_ok("load", str(write_app(tmp_path, 100)), "--broker", local, timeout=WAIT)
+            async with (
+                Link(broker.parse(local), "site-device") as device,
+                Link(broker.parse(local), "site-actuator") as actuator_link,
+            ):
+                actuator = await JsonValues(actuator_link).watch("site/actuator/t")
+                # the wires are live end to end before the stream starts
+                await device.publish("site/sensor/t", b"-1000", qos=1)
+                await actuator.wait_for(lambda c: -899.0 in c.values(), timeout=WAIT)
+                actuator.messages.clear()
+
+                sent = 0
+                killed_at = -1.0
+                back_at = -1.0
+
+                async def publish() -> None:
+                    nonlocal sent
+                    for n in range(STREAM):
+                        while not device.publish_nowait("site/sensor/t", str(n).encode(), qos=1):
+                            await asyncio.sleep(0.05)  # outbox full while the broker is away
+                        sent += 1
+                        await asyncio.sleep(0.002)
+                    await device.flush()
+
+                publisher = asyncio.create_task(publish())
+                await actuator.wait_for(lambda c: len(c.messages) >= STREAM // 3, timeout=WAIT)
+                loop = asyncio.get_running_loop()
+                killed_at = loop.time()
+                await asyncio.to_thread(site.local.kill)
+                await asyncio.sleep(1.0)  # the site's broker stays away a second
+                await asyncio.to_thread(site.local.start)
+                back_at = loop.time()
+                first_after = len(actuator.messages)
+                await actuator.wait_for(lambda c: len(c.messages) > first_after, timeout=WAIT)
+                resumed = loop.time() - back_at
+                await asyncio.wait_for(publisher, WAIT)
+                expected = {float(n + 101) for n in range(STREAM)}
+                with contextlib.suppress(AssertionError):
+                    await actuator.wait_for(lambda c: expected <= set(c.values()), timeout=WAIT)
+                values = actuator.values()
+                return {
+                    "sent": sent,
+                    "received": len(values),
+                    "lost": len(expected - set(values)),
+                    "duplicates": len(values) - len(set(values)),
+                    "outage_ms": round((back_at - killed_at) * 1000),
+                    "resumed_ms": round(resumed * 1000),
+                }
+
+        figures = run(scenario(), timeout=180)
+        FAULT_REPORT["bridges: site broker kill -9"] = figures
+        # mosquitto acknowledges a QoS 1 publish before it writes it to disk, so a
+        # kill -9 can take the message or two acknowledged since its last save
+        # (docs/reliability.md; seen here 2 times in 10 runs, at the device's hop:
+        # the centre never had it either).  JET's own losses would be many more.
+        assert figures["lost"] <= 2, figures
+    except BaseException:
+        print(site.logs())
+        raise
+    finally:
+        for proc in (core, edge):
+            if proc.proc.poll() is None:
+                proc.signal(signal.SIGTERM)

@@ -550,3 +550,70 @@ def test_a_pack_that_died_while_the_bridges_were_down(tmp_path: Path) -> None:
         finally:
             for proc in procs:
                 proc.stop()
+
+
+def test_a_pack_restarted_while_the_bridges_were_down(tmp_path: Path) -> None:
+    """The site's pack is killed and started again while the central broker is down;
+    when the bridges come back, the centre's retained copies of the old run (its
+    presence, its circuits' statuses) reach the site's broker.  The running pack
+    sees them, restates its presence and clears its earlier run's circuit statuses:
+    both brokers end with the new run online and no ghost circuit."""
+    site = Site(tmp_path, persistent_central=True)
+    with site.central, site.local:
+        run(bridges_carry(site))
+        local = site.local_url
+        core = JetProcess("pack", "--id", "core", "--keepalive", "2",
+                          "--broker", site.central_cert_url("core"))
+        edge = JetProcess("pack", "--id", "edge", "--keepalive", "2", "--broker", local)
+        procs = [core, edge]
+        try:
+            core.wait_for_line("pack core on ", WAIT)
+            edge.wait_for_line("pack edge on ", WAIT)
+
+            async def scenario() -> dict[str, Any]:
+                await jet_ok("load", str(write_app(tmp_path, 100)), "--broker", local,
+                             timeout=WAIT)
+                async with Link(broker.parse(site.central_password_url), "w",
+                                clean_session=True) as far:
+                    far_seen = await Collector(far).watch("pack/edge/status")
+                    await far_seen.wait_for(lambda c: states(c).get("pack/edge/status")
+                                            == "online", timeout=WAIT)
+                await asyncio.to_thread(site.central.kill)
+                edge.proc.kill()
+                procs.append(JetProcess("pack", "--id", "edge", "--keepalive", "2",
+                                        "--broker", local))
+                await procs[-1].line("pack edge on ", WAIT)
+                new_pid = procs[-1].proc.pid
+                async with Link(broker.parse(local), "watch-local", clean_session=True) as here:
+                    seen = await Collector(here).watch("jet/pack/edge/status")
+                    await seen.watch("pack/edge/status")
+                    began = time.monotonic()
+                    await asyncio.to_thread(site.central.start)
+                    await bridges_carry(site)
+                    # the centre's copies of the old run reach the site ...
+                    await seen.wait_for(lambda c: any(
+                        v and v.get("pid") == edge.proc.pid for _t, v in c.messages),
+                        timeout=WAIT)
+
+                    # ... and the pack puts things right on both brokers
+                    def right(kept: dict[str, Any]) -> bool:
+                        presence = kept.get("jet/pack/edge/status") or {}
+                        return ("pack/edge/status" not in kept and presence.get("pid") == new_pid
+                                and presence.get("state") == "online")
+
+                    for url in (local, site.central_password_url):
+                        async with asyncio.timeout(WAIT):
+                            while not right(kept := await retained_statuses(url)):
+                                pass
+                        assert right(kept), (url, kept)
+                    settle = time.monotonic() - began
+                return {"settled_ms": round(settle * 1000)}
+
+            FAULT_REPORT["bridges: pack restarted, bridges down"] = run(scenario(), timeout=120)
+            assert "replaced by this one's" in procs[-1].output, procs[-1].output
+        except BaseException:
+            print(site.logs())
+            raise
+        finally:
+            for proc in procs:
+                proc.stop()

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import JetProcess, jet_ok
+from cli_helpers import JetProcess, jet_async, jet_ok
 from conftest import FAULT_REPORT
 from helpers import Collector, run
 from tls_helpers import Certs, SecureMosquitto, bridge, password_file
@@ -165,6 +165,10 @@ circuits:
     pack: core
     gadgets:
       add: {{type: jet.lib.Offset, params: {{offset: {core_offset}}}}}
+  back:                     # on the site's pack again, fed from the centre
+    pack: edge
+    gadgets:
+      minus: {{type: jet.lib.Offset, params: {{offset: -1000}}}}
 wires:
   - from: {{topic: site/sensor/t}}
     to: edge.plus.in
@@ -172,6 +176,9 @@ wires:
   - from: core.add.out
     to: {{topic: site/actuator/t}}
     qos: 1
+  - core.add.out -> back.minus.in
+  - from: back.minus.out
+    to: {{topic: site/back/t}}
 """
 
 
@@ -236,12 +243,24 @@ def test_loader_ls_tap_reload_and_wires_across_two_tls_bridges(site: Site, tmp_p
                 load_time = time.monotonic() - began
                 assert "core" in out and "edge" in out, out
 
-                listing = await jet_ok("ls", "--broker", local)
-                for needle in ("jet/pack/core", "jet/pack/edge", "pack/core", "pack/edge"):
-                    assert needle in listing, listing
-                assert "offline" not in listing, listing
+                # jet ls on either side, with either login, says the same
+                for url in (local, site.central_password_url):
+                    listing = await jet_ok("ls", "--broker", url)
+                    for needle in ("jet/pack/core", "jet/pack/edge", "pack/core", "pack/edge",
+                                   "pack/back"):
+                        assert needle in listing, listing
+                    assert "offline" not in listing, listing
+
+                # a pack id is one across the bridges: a second "edge" on the central
+                # broker asks the site's edge (its conf, its reply: both bridges) and stops
+                code, _out, err = await jet_async(
+                    "pack", "--id", "edge", "--broker", site.central_cert_url("edge"),
+                    timeout=WAIT)
+                assert code != 0 and len(err.strip().splitlines()) == 1, err
+                assert f"pid {edge.proc.pid}" in err, err
 
                 actuator = await JsonValues(device).watch("site/actuator/t")
+                back = await JsonValues(device).watch("site/back/t")  # local -> centre -> local
                 across = await Collector(far).watch("pack/edge/plus/0")  # local -> central
                 # jet tap (no line says it is listening): values go on until it has 3.
                 tap = JetProcess("tap", "core.add.out", "-n", "3", "--broker", local)
@@ -259,6 +278,8 @@ def test_loader_ls_tap_reload_and_wires_across_two_tls_bridges(site: Site, tmp_p
                 assert "pack/core/add/0" in tap.output, tap.output
                 await across.wait_for(lambda c: len(c.values()) >= 300, timeout=WAIT)
                 assert sorted(across.values())[:300] == [float(n + 1) for n in range(300)]
+                await back.wait_for(lambda c: {float(n - 899) for n in range(300)}
+                                    <= set(c.values()), timeout=WAIT)
 
                 # reload through the bridges: the core circuit's offset changes,
                 # the wires across the bridges stay.

@@ -475,7 +475,9 @@ def test_qos1_stream_through_the_bridges_survives_local_broker_kill(
                 await asyncio.wait_for(publisher, WAIT)
                 expected = {float(n + 101) for n in range(STREAM)}
                 with contextlib.suppress(AssertionError):
-                    await actuator.wait_for(lambda c: expected <= set(c.values()), timeout=WAIT)
+                    # (ends when the last value is in; a long bound for a busy machine: once,
+                    # 428 values had not arrived 20 s after the stream's end, docs/deploy.md)
+                    await actuator.wait_for(lambda c: expected <= set(c.values()), timeout=60)
                 values = actuator.values()
                 return {
                     "sent": sent,
@@ -486,7 +488,7 @@ def test_qos1_stream_through_the_bridges_survives_local_broker_kill(
                     "resumed_ms": round(resumed * 1000),
                 }
 
-        figures = run(scenario(), timeout=180)
+        figures = run(scenario(), timeout=240)
         FAULT_REPORT["bridges: site broker kill -9"] = figures
         # mosquitto acknowledges a QoS 1 publish before it writes it to disk, so a
         # kill -9 can take the message acknowledged just before it (docs/reliability.md;

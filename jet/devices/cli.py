@@ -54,6 +54,8 @@ def _serving(args: argparse.Namespace) -> RegistryConfig:
              if getattr(args, k) is not None}
     if args.db is not None:
         given["db"] = args.db
+    if args.partition:
+        given["partition"] = True
     return attrs.evolve(config, **given)
 
 
@@ -79,11 +81,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 silence=config.silence or SILENCE, layouts=config.layouts,
                 group=config.group or "", classes=classes, pnp=pnp,
                 class_dir=Path(config.classes) if config.classes else None,
-                keepalive=config.keepalive))
+                keepalive=config.keepalive, partition=config.partition))
             where = ", ".join(source.broker.url for source in config.sources)
             print(f"device registry {server.name} on {where}, database {store.where}"
                   + (f", {len(classes)} classes" if classes else "")
-                  + (f", group {config.group}" if config.group else ""), flush=True)
+                  + (f", group {config.group}" if config.group else "")
+                  + (" (partition)" if config.group and config.partition else ""), flush=True)
             await server.serve_forever()
         return 0
 
@@ -294,6 +297,9 @@ def add_device_parsers(subparsers: Any) -> None:
                    " circuit templates run for each device (plug-n-process)")
     p.add_argument("--group", help="share the work with the other servers of this group on"
                    " the broker (shared subscriptions): each message is handled by one")
+    p.add_argument("--partition", action="store_true",
+                   help="with --group, on a broker without shared subscriptions (NATS): each"
+                   " server gets every message and handles the devices that fall to it")
     p.add_argument("--silence", type=float, default=None,
                    help=f"seconds without a message before a device is offline ({SILENCE:g})")
     p = command("ls", cmd_ls, "list the devices of the registry")

@@ -4,6 +4,7 @@
     name: reg1                       # its persistent sessions: jet-devices-reg1
     db: registry.sqlite              # or postgresql://user@host/db
     group: plant                     # share the work with the servers of this group
+    partition: false                 # true: the broker has no shared subscriptions (NATS)
     classes: classes/                # device classes (plug-n-process)
     silence: 300
     keepalive: 3                     # seconds: a dead server's share is taken in ~1.5x this
@@ -46,6 +47,7 @@ SCHEMA: dict[str, Any] = {
         "name": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$"},
         "db": _PATH,
         "group": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$"},
+        "partition": {"type": "boolean"},
         "classes": _PATH,
         "silence": {"type": "number", "minimum": 0.001, "maximum": 31_536_000},
         "keepalive": {"type": "integer", "minimum": 1, "maximum": 600},
@@ -102,6 +104,7 @@ class RegistryConfig:
     name: str | None = None
     db: str | None = None
     group: str | None = None
+    partition: bool = False
     classes: str | None = None
     silence: float | None = None
     keepalive: int | None = None
@@ -167,6 +170,6 @@ def load_config(path: str | Path) -> RegistryConfig:
     return RegistryConfig(
         sources=tuple(sources), layouts=(*layouts, *BUILT_IN.values()),
         name=data.get("name"), db=relative(data["db"]) if "db" in data else None,
-        group=data.get("group"),
+        group=data.get("group"), partition=bool(data.get("partition", False)),
         classes=relative(data["classes"]) if "classes" in data else None,
         silence=data.get("silence"), keepalive=data.get("keepalive"))

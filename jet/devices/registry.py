@@ -21,7 +21,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -56,19 +56,22 @@ class RegistryServer:
                  check_every: float = 1.0, group: str = "",
                  classes: Mapping[str, DeviceClass] | None = None,
                  pnp: PlugAndProcess | None = None, class_dir: Path | None = None,
-                 keepalive: int | None = None) -> None:
+                 keepalive: int | None = None, partition: bool = False) -> None:
         """``sources``: the brokers to listen to (one :class:`Source` each; a bare
         broker: its layouts' filters).  ``group``: servers sharing the work (MQTT
         shared subscriptions ``$share/<group>/...``): each message is handled by one of
         them, and a server that goes has its share taken over (:mod:`.fellows`).
         ``keepalive``: seconds (a group's default is short: a dead server's will, and
-        so the take-over, comes after 1.5 keepalives)."""
+        so the take-over, comes after 1.5 keepalives).  ``partition``: the brokers have
+        no shared subscriptions (NATS): a group's servers each get every message and
+        handle the devices that fall to them among the live ones."""
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.store = store
         self.layouts = list(layouts)
         self.silence = silence
         self.check_every = check_every
         self.group = group
+        self.partition = partition and bool(group)
         self.classes = dict(classes or {})
         self.class_dir = class_dir
         self.pnp = pnp
@@ -78,15 +81,15 @@ class RegistryServer:
         # Persistent, acknowledged once stored: what devices say while the server is
         # away waits for it, and what it was told is handled is in the database.
         self.links: list[Link] = []
-        self.fellowships: list[Fellowship] = []
+        self.fellowships: list[Fellowship | None] = []
         for source in self.sources:
             link = Link(source.broker, session_name(self.name), clean_session=False,
                         connect_timeout=10.0, ack_after_handling=True, keepalive=keepalive,
                         will=presence_will(group, self.name) if group else None)
             self.links.append(link)
-            if group:
-                self.fellowships.append(Fellowship(
-                    link, group, self.name, self.filters(source), self._on_message, store))
+            self.fellowships.append(Fellowship(
+                link, group, self.name, self.filters(source), self._handler(len(self.links) - 1),
+                store, partition=self.partition) if group else None)
         self.handled = 0
         self.unrecognised = 0
         self._trouble = Burst()
@@ -100,20 +103,21 @@ class RegistryServer:
 
     def filters(self, source: Source) -> list[str]:
         """What this server subscribes to on ``source`` (shared in a group)."""
-        share = f"$share/{self.group}/" if self.group else ""
+        share = f"$share/{self.group}/" if self.group and not self.partition else ""
         topics = source.topics or [layout.topic_filter() for layout in self.layouts]
         return [share + topic for topic in dict.fromkeys(topics)]
 
     async def __aenter__(self) -> Self:
         async with contextlib.AsyncExitStack() as stack:
-            for source, link in zip(self.sources, self.links, strict=True):
+            for n, (source, link) in enumerate(zip(self.sources, self.links, strict=True)):
                 # Subscribed before connecting: what the persistent session kept for us
                 # arrives as soon as we connect, and must find its handler.
                 for topic in self.filters(source):
-                    await link.subscribe(topic, 1, self._on_message)
+                    await link.subscribe(topic, 1, self._handler(n))
                 await stack.enter_async_context(link)
             for fellowship in self.fellowships:
-                await stack.enter_async_context(fellowship)
+                if fellowship is not None:
+                    await stack.enter_async_context(fellowship)
             self.store.fellow(socket.gethostname(), self.name, active=True, role="registry",
                               at=time.time())
             self._stack = stack.pop_all()
@@ -155,11 +159,20 @@ class RegistryServer:
 
     # -- messages ----------------------------------------------------------------------
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
+    def _handler(self, source: int) -> Callable[[str, bytes], None]:
+        """The handler of the messages of the ``source``-th broker."""
+        def on_message(topic: str, payload: bytes) -> None:
+            self._on_message(topic, payload, source)
+        return on_message
+
+    def _on_message(self, topic: str, payload: bytes, source: int = 0) -> None:
         sighting = recognise(topic, self.layouts)
         if sighting is None:
             self.unrecognised += 1
             return
+        fellowship = self.fellowships[source] if self.partition else None
+        if fellowship is not None and not fellowship.mine(sighting.uid, topic, payload):
+            return  # (another's, or before we are in: see jet/devices/fellows.py)
         try:
             self.handle(sighting, topic, payload, time.time())
         except Exception as exc:  # a database error: said, and the message is not lost

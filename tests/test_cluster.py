@@ -22,6 +22,7 @@ from cli_helpers import JetProcess, jet, jet_async, jet_ok
 from conftest import FAULT_REPORT
 from helpers import Collector, run
 from nats_helpers import NatsCluster
+from test_devices import devices, until
 
 from jet.transport import broker, codec
 from jet.transport.client import Session
@@ -568,3 +569,35 @@ def test_pack_killed_comes_back_on_another_server(
             second.stop()
     row = account("NATS: pack kill -9 on A, back on B", total, values)
     assert row["lost"] == 0, row
+
+
+def test_device_registries_share_the_work_on_nats_by_partition(
+        nats_cluster: NatsCluster, tmp_path: Path) -> None:
+    """NATS grants `$share/...` but delivers nothing on it, so a registry group there is a
+    partition (`--partition`): two `jet devices serve` on servers A and B, 200 devices
+    published on C, each message handled by exactly one of them."""
+    db = tmp_path / "registry.sqlite"
+    servers = []
+    try:
+        for name, server in (("n1", nats_cluster.a), ("n2", nats_cluster.b)):
+            proc = JetProcess("devices", "serve", "--broker", nats_cluster.url(server),
+                              "--db", str(db), "--name", name, "--group", "nats",
+                              "--partition")
+            servers.append(proc)
+            proc.wait_for_line(f"device registry {name} on", 30)
+
+        async def publish() -> None:
+            async with Link(broker.parse(nats_cluster.c.url), "devices",
+                            clean_session=True) as link:
+                for n in range(200):
+                    link.publish_nowait(f"site/z{n % 4}/meter/k{n:03d}/energy",
+                                        str(n).encode(), qos=1)
+                await link.flush()
+
+        run(publish())
+        until(lambda: len(devices(db)) == 200, "200 devices from server C", 30.0)
+        until(lambda: sum(d["today"]["attempts"] for d in devices(db)) == 200,
+              "each message handled once", 10.0)
+    finally:
+        for proc in servers:
+            proc.stop()

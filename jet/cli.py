@@ -30,6 +30,7 @@ if Path(sys.argv[0] if sys.argv else "").name in ("jet", "cli.py") and (
 ):
     signal.signal(signal.SIGINT, _interrupted_while_loading)
 
+from jet.cluster import GroupView  # noqa: E402
 from jet.containers.status import Statuses  # noqa: E402
 from jet.definition.check import check_app  # noqa: E402
 from jet.definition.files import CircuitFileError, load_app, load_value  # noqa: E402
@@ -140,10 +141,34 @@ def cmd_unload(args: argparse.Namespace) -> int:
     return asyncio.run(_with_loader(args, lambda loader: loader.unload_id(target)))
 
 
+def _print_group(view: GroupView, group: str) -> None:
+    """A pack group: its members, then where each circuit's copies run (docs/groups.md)."""
+    print(f"\nGROUP {group}  (leader {view.leader(group) or 'none: no live member'})")
+    print(f"{'MEMBER':<16} {'HOST':<20} {'STATE':<8} {'SINCE':<19} {'LOAD':>5}  PID")
+    for m in view.of_group(group):
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.since)) if m.since else "?"
+        print(f"{m.id:<16} {m.host[:20]:<20} {m.state:<8} {since:<19} {m.load:>5}"
+              f"  {m.pid if m.pid is not None else '?'}")
+    copies = view.copies_in(group)
+    if not copies:
+        return
+    print(f"{'CIRCUIT':<24} {'COPIES':<7} {'APP':<12} WHERE")
+    for circuit, found in copies.items():
+        wanted = max(c.wanted for c in found)
+        live = [c for c in found if view.is_live(c)]
+        where = [
+            f"{c.member} (in {(c.status.get('rates') or {}).get('in', 0)}/s"
+            + (f", adopted from {c.adopted}" if c.adopted else "") + ")"
+            for c in live
+        ] + [f"{c.member} (gone)" for c in found if c not in live]
+        print(f"{circuit:<24} {f'{len(live)}/{wanted}':<7} {found[0].app:<12} {', '.join(where)}")
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     async def ls() -> int:
         async with _session(args) as session:
             known = await Statuses.read(session)
+            groups = await GroupView.read(session)
         print(f"{'CONTAINER':<24} {'STATE':<8} {'CIRCUITS':>8}  DETAIL")
         for name, container in sorted(known.containers.items()):
             detail = f"pid {container.pid if container.pid is not None else '?'}"
@@ -173,6 +198,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print("\nDEVICE MESSAGES NOT READ (the rest of each circuit runs on)")
             for line in unread:
                 print(line)
+        for group in groups.groups():
+            _print_group(groups, group)
         return 0
 
     return asyncio.run(ls())
@@ -378,10 +405,16 @@ def cmd_pack(args: argparse.Namespace) -> int:
         state = Path(args.state) if args.state else None
         pack = Pack(
             broker.parse(args.broker), args.id, registry=_registry(args), state_file=state,
-            keepalive=args.keepalive, stuck_limit=args.stuck_limit,
+            keepalive=args.keepalive, stuck_limit=args.stuck_limit, group=args.group,
         )
-        async with pack:
-            print(f"pack {args.id} on {pack.link.broker.url}", flush=True)
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(pack)
+            if args.group:
+                from jet.cluster import GroupMember
+
+                await stack.enter_async_context(GroupMember(pack))
+            group = f" in group {args.group}" if args.group else ""
+            print(f"pack {args.id}{group} on {pack.link.broker.url}", flush=True)
             await pack.serve_forever()
         return 0
 
@@ -511,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("pack", cmd_pack, "run a pack container daemon", allow=True)
     p.add_argument("--id", default="default", help="pack id (topics jet/pack/<id>/...)")
     p.add_argument("--state", help="file where loaded circuits persist across restarts")
+    p.add_argument("--group", metavar="G", help="join pack group G: runs copies of the"
+                   " group's circuits, and takes over a gone member's (docs/groups.md)")
     p.add_argument("--keepalive", type=int, default=10,
                    help="MQTT keepalive, seconds: a dead pack is reported offline by its"
                    " will within 1.5 times this")

@@ -1,0 +1,247 @@
+"""Pack groups (docs/groups.md), through real processes: `jet pack --group` members on a
+real mosquitto, `jet load` of a file with `pack: <group>` and `replicas: N`, a numbered
+QoS 1 stream counted at the far end (each number once; duplicates counted), a member
+killed -9 under the stream and brought back, and `jet ls` showing the group."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from cli_helpers import JetProcess, jet, jet_ok
+from conftest import FAULT_REPORT, Mosquitto
+from helpers import Collector, run
+
+from jet.cluster import GroupView
+from jet.transport import broker, codec
+from jet.transport.client import Session
+from jet.transport.link import Link
+
+KEEPALIVE = 2
+INPUT = "feed/work"
+OUTPUT = "pack/work/s/0"
+
+
+def app_text(replicas: int, group: str = "g") -> str:
+    return f"""
+app: grouped
+circuits:
+  work:
+    pack: {group}
+    replicas: {replicas}
+    gadgets:
+      s: {{type: jet.lib.Scale, params: {{factor: 1}}}}
+wires:
+  - from: {{topic: {INPUT}, format: msgpack}}
+    to: work.s.in
+"""
+
+
+def member(mq: Mosquitto, tmp_path: Path, pack_id: str, group: str = "g") -> JetProcess:
+    proc = JetProcess("pack", "--broker", mq.url, "--id", pack_id, "--group", group,
+                      "--keepalive", str(KEEPALIVE), "--state", str(tmp_path / f"{pack_id}.state"))
+    proc.wait_for_line(f"pack {pack_id} in group {group}", timeout=20)
+    return proc
+
+
+def persistent(url: str, name: str) -> Link:
+    return Link(broker.parse(url), name, ack_after_handling=True)
+
+
+async def read_group(url: str) -> GroupView:
+    async with Session(broker.parse(url)) as session:
+        return await GroupView.read(session)
+
+
+async def until(check: Any, what: str, timeout: float) -> Any:
+    """Poll the retained view (a bounded wait on what the broker says)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        await asyncio.sleep(0.1)
+
+
+async def stream(producer: Link, numbers: range, pause: float = 0.005) -> None:
+    for n in numbers:
+        producer.publish_nowait(INPUT, codec.encode(n), qos=1)
+        if n % 20 == 0:
+            await asyncio.sleep(pause)
+    await producer.flush()
+
+
+def account(name: str, sent: int, values: list[Any]) -> dict[str, int]:
+    counts = collections.Counter(int(v) for v in values)
+    row = {
+        "sent": sent,
+        "delivered": len(set(counts) & set(range(sent))),
+        "lost": sum(1 for n in range(sent) if n not in counts),
+        "duplicated": sum(c - 1 for c in counts.values() if c > 1),
+    }
+    FAULT_REPORT[name] = row
+    return row
+
+
+def test_check_refuses_replicas_mistakes(tmp_path: Path) -> None:
+    scale = "    gadgets:\n      s: {type: jet.lib.Scale}\n"
+    cases = {
+        "web": ("  w:\n    container: web\n    replicas: 2\n    gadgets: {}\n",
+                "'replicas' is only allowed in a pack circuit", 5),
+        "nopack": ("  w:\n    replicas: 2\n" + scale,
+                   "replicas need a group", 4),
+        "zero": ("  w:\n    pack: g\n    replicas: 0\n" + scale,
+                 "replicas", 5),
+        "many": ("  w:\n    pack: g\n    replicas: 65\n" + scale,
+                 "replicas", 5),
+    }
+    for name, (body, said, at) in cases.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"app: a\ncircuits:\n{body}")
+        done = jet("check", str(path))
+        assert done.returncode != 0, done.stdout
+        line = (done.stdout + done.stderr).strip()
+        assert f"{path}:" in line and said in line, line
+        assert f"{path}:{at}:" in line, line  # the line of the mistake
+        assert len(line.splitlines()) == 1, line
+
+
+def test_copies_share_the_input_each_message_once(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    app = tmp_path / "grouped.yaml"
+    app.write_text(app_text(2))
+    members = [member(mosquitto, tmp_path, name) for name in ("a", "b")]
+    total = 600
+
+    async def scenario() -> tuple[list[Any], GroupView, str]:
+        url = broker.parse(mosquitto.url)
+        await until(lambda: _live_members(mosquitto.url, 2), "two live members", 15)
+        too_many = tmp_path / "three.yaml"
+        too_many.write_text(app_text(3))
+        code, out, err = await _jet("load", str(too_many), "--broker", mosquitto.url)
+        assert code != 0 and "replicas: 3 but group g has 2 live members" in err, out + err
+        assert len(err.strip().splitlines()) == 1, err
+        await jet_ok("load", str(app), "--broker", mosquitto.url)
+        async with (
+            Link(url, "producer", clean_session=False) as producer,
+            persistent(mosquitto.url, "consumer") as consumer,
+        ):
+            out = await Collector(consumer).watch(OUTPUT)
+            await stream(producer, range(total))
+            await out.wait_for(lambda c: len(set(map(int, c.values()))) >= total, timeout=30)
+            view = await until(lambda: _counted(mosquitto.url, total), "copies' counters", 15)
+            listing = await jet_ok("ls", "--broker", mosquitto.url)
+            return out.values(), view, listing
+
+    try:
+        values, view, listing = run(scenario(), timeout=90)
+    finally:
+        for proc in members:
+            proc.stop()
+    row = account("pack group: 2 copies share a QoS 1 stream", total, values)
+    assert row["lost"] == 0 and row["duplicated"] == 0, row
+    received = {c.member: c.status["counters"]["received"] for c in view.live_copies("work")}
+    assert set(received) == {"a", "b"}, received
+    assert sum(received.values()) == total, received  # each message handled by one copy
+    assert all(n > 0 for n in received.values()), received  # and both took a share
+    assert "GROUP g" in listing and "work" in listing and "2/2" in listing, listing
+    for name in ("a", "b"):
+        assert any(line.startswith(name) and "online" in line for line in listing.splitlines())
+
+
+async def _jet(*args: str) -> tuple[int, str, str]:
+    from cli_helpers import jet_async
+
+    return await jet_async(*args)
+
+
+async def _live_members(url: str, count: int) -> bool:
+    return len((await read_group(url)).live("g")) >= count
+
+
+async def _counted(url: str, total: int) -> GroupView | None:
+    view = await read_group(url)
+    copies = view.live_copies("work")
+    got = sum(c.status.get("counters", {}).get("received", 0) for c in copies)
+    return view if got >= total else None
+
+
+def test_member_killed_its_circuit_moves_nothing_lost(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """replicas: 1 on a group of two: the copy runs on one member; kill -9 it under a QoS 1
+    stream: the survivor runs the circuit within two keepalives, holds the dead member's
+    session (its queued share), nothing is lost; the member back from its state file: one
+    copy runs (the adopted one stops), and the stream still arrives once."""
+    app = tmp_path / "grouped.yaml"
+    app.write_text(app_text(1))
+    procs = {name: member(mosquitto, tmp_path, name) for name in ("a", "b")}
+    total, after = 1200, 300
+    timings: dict[str, float] = {}
+
+    async def scenario() -> tuple[list[Any], GroupView, str]:
+        url = broker.parse(mosquitto.url)
+        await until(lambda: _live_members(mosquitto.url, 2), "two live members", 15)
+        await jet_ok("load", str(app), "--broker", mosquitto.url)
+        first = (await read_group(mosquitto.url)).live_copies("work")
+        assert len(first) == 1
+        victim = first[0].member
+        survivor = "b" if victim == "a" else "a"
+        async with (
+            Link(url, "producer", clean_session=False) as producer,
+            persistent(mosquitto.url, "consumer") as consumer,
+        ):
+            out = await Collector(consumer).watch(OUTPUT)
+            flowing = asyncio.create_task(stream(producer, range(total), pause=0.01))
+            await out.wait_for(lambda c: len(c.values()) >= total // 4, timeout=30)
+            killed_at = time.monotonic()
+            os.kill(procs[victim].proc.pid, signal.SIGKILL)
+            procs[victim].proc.wait(10)
+
+            async def moved() -> bool:
+                copies = (await read_group(mosquitto.url)).live_copies("work")
+                return [c.member for c in copies] == [survivor]
+
+            await until(moved, "the circuit placed on the survivor", 2 * KEEPALIVE + 2)
+            timings["placed"] = time.monotonic() - killed_at
+            await asyncio.wait_for(flowing, 60)
+            await out.wait_for(lambda c: set(map(int, c.values())) >= set(range(total)),
+                               timeout=30)
+            # the member comes back from its state file: one copy runs, nothing twice
+            procs[victim] = member(mosquitto, tmp_path, victim)
+
+            async def one_copy_back() -> bool:
+                copies = (await read_group(mosquitto.url)).live_copies("work")
+                return [c.member for c in copies] == [victim]
+
+            await until(one_copy_back, "one copy, on the member back", 20)
+            seen_before = len(out.values())
+            await stream(producer, range(total, total + after))
+            await out.wait_for(
+                lambda c: set(map(int, c.values())) >= set(range(total + after)), timeout=30
+            )
+            with contextlib.suppress(AssertionError):  # (late duplicates, if any, counted)
+                await out.wait_for(lambda c: False, timeout=1)
+            assert len(out.values()) - seen_before >= after
+            listing = await jet_ok("ls", "--broker", mosquitto.url)
+            return out.values(), await read_group(mosquitto.url), listing
+
+    try:
+        values, view, listing = run(scenario(), timeout=150)
+    finally:
+        for proc in procs.values():
+            proc.stop()
+    row = account("pack group: member kill -9 mid-stream, back from --state",
+                  total + after, values)
+    print(f"placed on the survivor {timings['placed']:.2f} s after the kill; {row}")
+    assert row["lost"] == 0, row
+    assert timings["placed"] <= 2 * KEEPALIVE
+    assert len(view.live_copies("work")) == 1
+    assert "GROUP g" in listing and "1/1" in listing, listing

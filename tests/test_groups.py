@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cli_helpers import JetProcess, jet, jet_ok
 from conftest import FAULT_REPORT, Mosquitto
 from helpers import Collector, run
@@ -173,27 +174,30 @@ async def _counted(url: str, total: int) -> GroupView | None:
     return view if got >= total else None
 
 
+@pytest.mark.parametrize("names, replicas", [("ab", 1), ("abc", 2)])
 def test_member_killed_its_circuit_moves_nothing_lost(
-    mosquitto: Mosquitto, tmp_path: Path
+    mosquitto: Mosquitto, tmp_path: Path, names: str, replicas: int
 ) -> None:
-    """replicas: 1 on a group of two: the copy runs on one member; kill -9 it under a QoS 1
-    stream: the survivor runs the circuit within two keepalives, holds the dead member's
-    session (its queued share), nothing is lost; the member back from its state file: one
-    copy runs (the adopted one stops), and the stream still arrives once."""
+    """replicas: 1 on a group of two (2 on three): kill -9 the leader, which runs a copy,
+    under a QoS 1 stream: the next leader places its copy within two keepalives (on itself
+    when it runs none, else on the member left), holds the dead member's session (its
+    queued share), nothing is lost; the member back from its state file: the copy adopted
+    from it stops, and the stream still arrives once."""
     app = tmp_path / "grouped.yaml"
-    app.write_text(app_text(1))
-    procs = {name: member(mosquitto, tmp_path, name) for name in ("a", "b")}
+    app.write_text(app_text(replicas))
+    procs = {name: member(mosquitto, tmp_path, name) for name in names}
     total, after = 1200, 300
     timings: dict[str, float] = {}
+    victim, leader = names[0], names[1]
+    # where the copies run once the victim is gone: the next leader, and the member left
+    survivors = sorted(set(names[1:replicas + 1]))
 
     async def scenario() -> tuple[list[Any], GroupView, str]:
         url = broker.parse(mosquitto.url)
-        await until(lambda: _live_members(mosquitto.url, 2), "two live members", 15)
+        await until(lambda: _live_members(mosquitto.url, len(names)), "live members", 15)
         await jet_ok("load", str(app), "--broker", mosquitto.url)
-        first = (await read_group(mosquitto.url)).live_copies("work")
-        assert len(first) == 1
-        victim = first[0].member
-        survivor = "b" if victim == "a" else "a"
+        first = sorted(c.member for c in (await read_group(mosquitto.url)).live_copies("work"))
+        assert first == sorted(names[:replicas])  # least loaded first, then the lowest id
         async with (
             Link(url, "producer", clean_session=False) as producer,
             persistent(mosquitto.url, "consumer") as consumer,
@@ -207,7 +211,7 @@ def test_member_killed_its_circuit_moves_nothing_lost(
 
             async def moved() -> bool:
                 copies = (await read_group(mosquitto.url)).live_copies("work")
-                return [c.member for c in copies] == [survivor]
+                return sorted(c.member for c in copies) == survivors
 
             await until(moved, "the circuit placed on the survivor", 2 * KEEPALIVE + 2)
             timings["placed"] = time.monotonic() - killed_at
@@ -217,11 +221,11 @@ def test_member_killed_its_circuit_moves_nothing_lost(
             # the member comes back from its state file: one copy runs, nothing twice
             procs[victim] = member(mosquitto, tmp_path, victim)
 
-            async def one_copy_back() -> bool:
+            async def copies_back() -> bool:
                 copies = (await read_group(mosquitto.url)).live_copies("work")
-                return [c.member for c in copies] == [victim]
+                return sorted(c.member for c in copies) == first
 
-            await until(one_copy_back, "one copy, on the member back", 20)
+            await until(copies_back, "the copies as first placed, none twice", 20)
             seen_before = len(out.values())
             await stream(producer, range(total, total + after))
             await out.wait_for(
@@ -233,15 +237,20 @@ def test_member_killed_its_circuit_moves_nothing_lost(
             listing = await jet_ok("ls", "--broker", mosquitto.url)
             return out.values(), await read_group(mosquitto.url), listing
 
+    said = ""
     try:
         values, view, listing = run(scenario(), timeout=150)
     finally:
         for proc in procs.values():
-            proc.stop()
-    row = account("pack group: member kill -9 mid-stream, back from --state",
-                  total + after, values)
+            said += proc.stop()
+    print(said)
+    row = account(f"pack group of {len(names)}, replicas {replicas}: member kill -9"
+                  " mid-stream, back from --state", total + after, values)
     print(f"placed on the survivor {timings['placed']:.2f} s after the kill; {row}")
     assert row["lost"] == 0, row
     assert timings["placed"] <= 2 * KEEPALIVE
-    assert len(view.live_copies("work")) == 1
-    assert "GROUP g" in listing and "1/1" in listing, listing
+    assert len(view.live_copies("work")) == replicas
+    assert "GROUP g" in listing and f"{replicas}/{replicas}" in listing, listing
+    assert f"{leader} holds {victim}'s share while it is gone" in said, said
+    assert f"{victim}'s copy of work now runs on {survivors[-1]}" in said, said
+    assert f"adopted from {victim}, which runs it again" in said, said

@@ -65,7 +65,7 @@ class GroupMember:
         self.settle = settle
         self.view = GroupView()
         self.sessions = HeldSessions(pack.link.broker, keepalive=pack.link.keepalive,
-                                     what="share")
+                                     what="share", who=f"group {pack.cluster_group}: {pack.id}")
         self.replies = Replies(pack.link, address.reply(f"{pack.link.client_id}-group"),
                                wait_sent=False, id_prefix="group-")
         self._placed: dict[tuple[str, str], float] = {}  # (circuit, member) -> when

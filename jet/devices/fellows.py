@@ -81,7 +81,7 @@ class Fellowship:
         self.fellows: dict[str, dict[str, Any]] = {}  # name -> its latest presence
         #: the gone fellows' sessions we hold, by the fellow's name
         self.sessions = HeldSessions(link.broker, keepalive=link.keepalive, retry=RETRY,
-                                     what="share")
+                                     what="share", who=f"group {group}: {name}")
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 

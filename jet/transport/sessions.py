@@ -46,11 +46,12 @@ class HeldSessions:
     """The sessions of gone clients one process holds, by a name of the caller's."""
 
     def __init__(self, broker: Broker, *, keepalive: int, retry: float = RETRY,
-                 what: str = "session") -> None:
+                 what: str = "session", who: str = "this process") -> None:
         self.broker = broker
         self.keepalive = keepalive
         self.retry = retry
         self.what = what  # how log lines name a held session ("share", ...)
+        self.who = who  # how they name the holder ("group g: b")
         self.holding: dict[str, Link] = {}  # name -> our link to its session
         self._kicked: dict[str, float] = {}  # when a link of ours was kicked off
         self._letting_go: set[asyncio.Task[None]] = set()
@@ -87,7 +88,7 @@ class HeldSessions:
         task = asyncio.create_task(link.close(), name=f"let-go-{name}")
         self._letting_go.add(task)
         task.add_done_callback(self._letting_go.discard)
-        log.info("let go of %s's %s (its session was taken)", name, self.what)
+        log.info("%s let go of %s's %s (its session was taken)", self.who, name, self.what)
 
     async def let_go(self, name: str) -> bool:
         """Close our link to ``name``'s session; True if we held it."""

@@ -29,7 +29,7 @@ INPUT = "feed/work"
 OUTPUT = "pack/work/s/0"
 
 
-def app_text(replicas: int, group: str = "g") -> str:
+def app_text(replicas: int, group: str = "g", factor: int = 1) -> str:
     return f"""
 app: grouped
 circuits:
@@ -37,7 +37,7 @@ circuits:
     pack: {group}
     replicas: {replicas}
     gadgets:
-      s: {{type: jet.lib.Scale, params: {{factor: 1}}}}
+      s: {{type: jet.lib.Scale, params: {{factor: {factor}}}}}
 wires:
   - from: {{topic: {INPUT}, format: msgpack}}
     to: work.s.in
@@ -139,7 +139,21 @@ def test_copies_share_the_input_each_message_once(mosquitto: Mosquitto, tmp_path
             await out.wait_for(lambda c: len(set(map(int, c.values()))) >= total, timeout=30)
             view = await until(lambda: _counted(mosquitto.url, total), "copies' counters", 15)
             listing = await jet_ok("ls", "--broker", mosquitto.url)
-            return out.values(), view, listing
+            values = out.values()
+            # reload: every copy runs the new definition, in place
+            app.write_text(app_text(2, factor=1000))
+            said = await jet_ok("reload", str(app), "--broker", mosquitto.url)
+            assert "reloaded work (copies on a, b)" in said, said
+            doubled = await Collector(consumer).watch(OUTPUT)
+            await stream(producer, range(1, 41))
+            await doubled.wait_for(lambda c: len(c.values()) >= 40, timeout=20)
+            assert sorted(map(int, doubled.values())) == [1000 * n for n in range(1, 41)]
+            # unload: each copy stops, its retained status is cleared
+            said = await jet_ok("unload", str(app), "--broker", mosquitto.url)
+            assert "unloaded work (copies on a, b)" in said, said
+            after = await read_group(mosquitto.url)
+            assert "work" not in after.copies, after.copies
+            return values, view, listing
 
     try:
         values, view, listing = run(scenario(), timeout=90)

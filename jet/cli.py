@@ -157,7 +157,8 @@ def _print_group(view: GroupView, group: str) -> None:
         wanted = max(c.wanted for c in found)
         live = [c for c in found if view.is_live(c)]
         where = [
-            f"{c.member} (in {(c.status.get('rates') or {}).get('in', 0)}/s"
+            f"{c.member} (in {(c.status.get('rates') or {}).get('in', 0)}/s,"
+            f" {(c.status.get('counters') or {}).get('received', 0)} received"
             + (f", adopted from {c.adopted}" if c.adopted else "") + ")"
             for c in live
         ] + [f"{c.member} (gone)" for c in found if c not in live]

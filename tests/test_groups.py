@@ -160,6 +160,7 @@ def test_copies_share_the_input_each_message_once(mosquitto: Mosquitto, tmp_path
     finally:
         for proc in members:
             proc.stop()
+    print(listing)
     row = account("pack group: 2 copies share a QoS 1 stream", total, values)
     assert row["lost"] == 0 and row["duplicated"] == 0, row
     received = {c.member: c.status["counters"]["received"] for c in view.live_copies("work")}

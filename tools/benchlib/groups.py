@@ -120,6 +120,14 @@ def run(quick: bool) -> dict[str, Any]:
         figure("replicated CPU-bound circuit, 4 members", raw["members_4"]["msg_per_s"], "msg/s",
                baseline=one, baseline_name="1 member"),
     ]
+    # On a machine shared with other work the members get less than a core each: the
+    # throughput per core they got says whether the group itself scales.
+    per_core = {size: raw[f"members_{size}"]["msg_per_s"] / raw[f"members_{size}"]["member_cores"]
+                for size in SIZES if raw[f"members_{size}"]["member_cores"]}
+    if 1 in per_core and 2 in per_core:
+        figures.append(figure("2 members, msg/s per core the members got", per_core[2],
+                              "msg/s/core", baseline=per_core[1],
+                              baseline_name="1 member, per core it got"))
     raw["load_average"] = [round(x, 2) for x in os.getloadavg()]
     return {"description": "a replicated CPU-bound circuit (shared subscription) over 1, 2 and"
             " 4 members of a pack group", "raw": raw, "figures": figures}

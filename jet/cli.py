@@ -404,10 +404,13 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
     async def serve() -> int:
         state = Path(args.state) if args.state else None
-        pack = Pack(
-            broker.parse(args.broker), args.id, registry=_registry(args), state_file=state,
-            keepalive=args.keepalive, stuck_limit=args.stuck_limit, group=args.group,
-        )
+        try:
+            pack = Pack(
+                broker.parse(args.broker), args.id, registry=_registry(args), state_file=state,
+                keepalive=args.keepalive, stuck_limit=args.stuck_limit, group=args.group,
+            )
+        except ValueError as exc:  # an id or group that cannot be a topic level
+            raise CliError(str(exc)) from None
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(pack)
             if args.group:

@@ -113,6 +113,9 @@ def test_check_refuses_replicas_mistakes(tmp_path: Path) -> None:
         assert f"{path}:" in line and said in line, line
         assert f"{path}:{at}:" in line, line  # the line of the mistake
         assert len(line.splitlines()) == 1, line
+    done = jet("pack", "--group", "Bad!", "--broker", "mqtt://127.0.0.1:1")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "jet pack: error: group 'Bad!' must match [a-z0-9_-]+"
 
 
 def test_copies_share_the_input_each_message_once(mosquitto: Mosquitto, tmp_path: Path) -> None:

@@ -209,9 +209,10 @@ class Container:
             log=self.log,
         )
         await self.census.start(self.link)
-        await self.link.subscribe(
-            address.replica_status(self.kind, "+", self.id), 1, self._replica_status_of_mine
-        )
+        if self.cluster_group is not None:  # (copies left by an earlier run of this member)
+            await self.link.subscribe(
+                address.replica_status(self.kind, "+", self.id), 1, self._replica_status_of_mine
+            )
         await self.link.subscribe(self._conf_topic, 1, self._enqueue)
         if self.conf_filter is not None:
             await self.link.subscribe(self.conf_filter, 1, self._enqueue)

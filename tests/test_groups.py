@@ -233,6 +233,10 @@ def test_member_killed_its_circuit_moves_nothing_lost(
 
             await until(moved, "the circuit placed on the survivor", 2 * KEEPALIVE + 2)
             timings["placed"] = time.monotonic() - killed_at
+            outage = await jet_ok("ls", "--broker", mosquitto.url)
+            lines = outage.splitlines()
+            assert any(line.split()[:1] == [victim] and "offline" in line for line in lines), outage
+            assert f"adopted from {victim}" in outage and f"{victim} (gone)" in outage, outage
             await asyncio.wait_for(flowing, 60)
             await out.wait_for(lambda c: set(map(int, c.values())) >= set(range(total)),
                                timeout=30)

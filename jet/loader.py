@@ -212,6 +212,13 @@ class Loader:
                             )
         for copy in copies:
             await session.request(place.conf, {"cmd": "stop", "pack": copy.member})
+        # The statuses of copies on members that are gone go too: such a member would
+        # restore its copy from its status when it comes back (docs/groups.md).
+        live = {c.member for c in copies}
+        for member in sorted((self.groups.get(level) or GroupView()).copies.get(name, {})):
+            if member not in live:
+                await session.link.publish(address.replica_status("pack", name, member), b"",
+                                           qos=1, retain=True)
         self.copies.pop(name, None)
         self.progress(f"unloaded {name} (copies on {', '.join(c.member for c in copies)})")
 

@@ -44,9 +44,11 @@ wires:
 """
 
 
-def member(mq: Mosquitto, tmp_path: Path, pack_id: str, group: str = "g") -> JetProcess:
+def member(mq: Mosquitto, tmp_path: Path, pack_id: str, group: str = "g", *,
+           state: bool = True) -> JetProcess:
+    kept = ["--state", str(tmp_path / f"{pack_id}.state")] if state else []
     proc = JetProcess("pack", "--broker", mq.url, "--id", pack_id, "--group", group,
-                      "--keepalive", str(KEEPALIVE), "--state", str(tmp_path / f"{pack_id}.state"))
+                      "--keepalive", str(KEEPALIVE), *kept)
     proc.wait_for_line(f"pack {pack_id} in group {group}", timeout=20)
     return proc
 
@@ -192,18 +194,19 @@ async def _counted(url: str, total: int) -> GroupView | None:
     return view if got >= total else None
 
 
-@pytest.mark.parametrize("names, replicas", [("ab", 1), ("abc", 2)])
+@pytest.mark.parametrize("names, replicas, state", [("ab", 1, True), ("abc", 2, False)])
 def test_member_killed_its_circuit_moves_nothing_lost(
-    mosquitto: Mosquitto, tmp_path: Path, names: str, replicas: int
+    mosquitto: Mosquitto, tmp_path: Path, names: str, replicas: int, state: bool
 ) -> None:
     """replicas: 1 on a group of two (2 on three): kill -9 the leader, which runs a copy,
     under a QoS 1 stream: the next leader places its copy within two keepalives (on itself
     when it runs none, else on the member left), holds the dead member's session (its
-    queued share), nothing is lost; the member back from its state file: the copy adopted
-    from it stops, and the stream still arrives once."""
+    queued share), nothing is lost; the member back (from its state file, or without one:
+    from its copies' retained statuses): the copy adopted from it stops, and the stream
+    still arrives once."""
     app = tmp_path / "grouped.yaml"
     app.write_text(app_text(replicas))
-    procs = {name: member(mosquitto, tmp_path, name) for name in names}
+    procs = {name: member(mosquitto, tmp_path, name, state=state) for name in names}
     total, after = 1200, 300
     timings: dict[str, float] = {}
     victim, leader = names[0], names[1]
@@ -241,7 +244,7 @@ def test_member_killed_its_circuit_moves_nothing_lost(
             await out.wait_for(lambda c: set(map(int, c.values())) >= set(range(total)),
                                timeout=30)
             # the member comes back from its state file: one copy runs, nothing twice
-            procs[victim] = member(mosquitto, tmp_path, victim)
+            procs[victim] = member(mosquitto, tmp_path, victim, state=state)
 
             async def copies_back() -> bool:
                 copies = (await read_group(mosquitto.url)).live_copies("work")
@@ -267,7 +270,8 @@ def test_member_killed_its_circuit_moves_nothing_lost(
             said += proc.stop()
     print(said)
     row = account(f"pack group of {len(names)}, replicas {replicas}: member kill -9"
-                  " mid-stream, back from --state", total + after, values)
+                  f" mid-stream, back {'from --state' if state else 'without --state'}",
+                  total + after, values)
     print(f"placed on the survivor {timings['placed']:.2f} s after the kill; {row}")
     assert row["lost"] == 0, row
     assert timings["placed"] <= 2 * KEEPALIVE

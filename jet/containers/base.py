@@ -37,7 +37,7 @@ import attrs
 from jet import address
 from jet.containers import conf
 from jet.containers.boundary import Body, CircuitBoundary, CommandError, Replica
-from jet.containers.census import Census, Holder, IdentityClash, claim
+from jet.containers.census import Census, Holder, IdentityClash, claim, retained_statuses
 from jet.definition.check import refusal
 from jet.definition.model import CircuitDef, circuit_from_msgpack
 from jet.runtime.network import BuildError, running_gadget
@@ -619,34 +619,74 @@ class Container:
         return {}
 
     async def _restore(self) -> None:
-        if self.state_file is None:
+        # A group member's copies are also on the broker, in their retained statuses: what
+        # it ran before is restored from them when its state file does not have it (a member
+        # back without its state file), before connecting, so what its persistent session
+        # kept for their shared subscriptions finds their wires (docs/groups.md).
+        copies: dict[str, Any] = {}
+        if self.cluster_group is not None:
+            copies = await retained_statuses(
+                self.link.broker, address.replica_status(self.kind, "+", self.id),
+                connect_timeout=self._connect_timeout,
+            )
+        if self.state_file is None and not copies:
             return
         self._restoring = True
         try:
-            await self._restore_all()
+            if self.state_file is not None:
+                for cid, saved in self._read_state().items():
+                    await self._restore_entry(str(cid), saved, str(self.state_file))
+            for topic, status in sorted(copies.items()):
+                saved = self._copy_as_saved(status)
+                place = address.circuit_of(topic)
+                if place is None or saved is None or place.id in self.circuits:
+                    continue
+                await self._restore_entry(place.id, saved, topic)
         finally:
             self._restoring = False
         self._save()
 
-    async def _restore_all(self) -> None:
-        assert self.state_file is not None
-        for cid, saved in self._read_state().items():
-            try:
-                circuit = await self._restore_one(cid, saved)
-            except (*REFUSALS, ImportError, LookupError) as exc:
-                # Kept as it is: what cannot be built now (a module missing, a
-                # type not allowed this time) may be built at the next start.
-                reason = " ".join(str(exc).splitlines()) or type(exc).__name__
-                self.log.error("%s: cannot restore circuit %s (kept for the next start): %s",
-                               self.state_file, cid, reason)
-                await self._keep_unrestored(str(cid), saved, reason)
-                continue
-            try:
-                for port, topic, qos, limit, policy, *payload in saved.get("wires", []):
-                    await circuit.wire(port, topic, qos, limit, policy, *payload[:1])
-            except REFUSALS as exc:
-                self.log.error("%s: circuit %s: a wire not restored: %s",
-                               self.state_file, cid, exc)
+    def _copy_as_saved(self, status: Any) -> dict[str, Any] | None:
+        """A copy's retained status as a state-file entry (None: not this group's copy)."""
+        if not isinstance(status, dict) or status.get("group") != self.cluster_group:
+            return None
+        if status.get("state") not in ("online", "offline") or "definition" not in status:
+            return None
+        adopted = status.get("adopted")
+        return {
+            "app": status.get("app", ""),
+            "definition": status["definition"],
+            "exports": status.get("exports") or {},
+            "foreign": {
+                k: [{f: v for f, v in t.items() if f != "unwritable"} for t in targets]
+                for k, targets in (status.get("foreign") or {}).items()
+            },
+            "wires": [
+                [port, w["topic"], w.get("qos", 1), w.get("queue"), w.get("policy")]
+                + ([w["payload"]] if w.get("payload") is not None else [])
+                for port, wires in (status.get("inputs") or {}).items() for w in wires
+            ],
+            "args": {"group": self.cluster_group, "replicas": status.get("replicas", 1),
+                     **({"adopted": adopted} if isinstance(adopted, str) else {})},
+        }
+
+    async def _restore_entry(self, cid: str, saved: Any, source: str) -> None:
+        """Build one saved circuit and its wires; one that cannot be built is kept."""
+        try:
+            circuit = await self._restore_one(cid, saved)
+        except (*REFUSALS, ImportError, LookupError) as exc:
+            # Kept as it is: what cannot be built now (a module missing, a
+            # type not allowed this time) may be built at the next start.
+            reason = " ".join(str(exc).splitlines()) or type(exc).__name__
+            self.log.error("%s: cannot restore circuit %s (kept for the next start): %s",
+                           source, cid, reason)
+            await self._keep_unrestored(cid, saved, reason)
+            return
+        try:
+            for port, topic, qos, limit, policy, *payload in saved.get("wires", []):
+                await circuit.wire(port, topic, qos, limit, policy, *payload[:1])
+        except REFUSALS as exc:
+            self.log.error("%s: circuit %s: a wire not restored: %s", source, cid, exc)
 
     async def _restore_one(self, circuit_id: str, saved: Mapping[str, Any]) -> CircuitBoundary:
         return await self.load(

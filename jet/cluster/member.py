@@ -15,7 +15,9 @@ copies, with no command from anyone:
   of each shared subscription; once the leader runs every circuit the gone member ran,
   it connects as that member's session (:class:`~jet.transport.sessions.HeldSessions`)
   and hands each message to its own copy's wire, until the member is back (its own
-  connection takes the session over);
+  connection takes the session over).  Not when the gone member also ran circuits of its
+  own (not copies): its session holds their messages too, which a holder has no wire for;
+  its share then waits in its session for it;
 - **trim**: a circuit with more live copies than it wants (the gone member came back
   from its state file, or two leaders adopted at once) loses the copies adopted from a
   member that runs it again, then the newest; each is unwired, drained and stopped.
@@ -70,6 +72,7 @@ class GroupMember:
                                wait_sent=False, id_prefix="group-")
         self._placed: dict[tuple[str, str], float] = {}  # (circuit, member) -> when
         self._short: set[str] = set()  # circuits said to run short (logged once)
+        self._not_held: set[str] = set()  # gone members whose session is not held (logged)
         self._changed = asyncio.Event()
         self._subs: list[Subscription] = []
         self._task: asyncio.Task[None] | None = None
@@ -174,16 +177,32 @@ class GroupMember:
         mine = set(self.pack.circuits)
         for member in self.view.of_group(self.group):
             if member.live or member.id == self.me:
+                self._not_held.discard(member.id)
                 if member.id in self.sessions.holding and await self.sessions.let_go(member.id):
                     log.info("group %s: %s let go of %s's share (it is back)", self.group,
                              self.me, member.id)
                 continue
             ran = {c for c, copies in self.view.copies.items() if member.id in copies}
-            if not ran <= mine or not self.sessions.may_take(member.id):
+            if not ran or not ran <= mine or not self.sessions.may_take(member.id):
+                continue
+            own = self._own_circuits(member.id)
+            if own:
+                # Its session also holds what its own circuits' wires are owed: a holder
+                # has no wire for that and would lose it.  Its share waits for it instead.
+                if member.id not in self._not_held:
+                    log.warning("group %s: %s ran circuits of its own (%s): its session is not"
+                                " held; its share of the group's circuits waits for it",
+                                self.group, member.id, ", ".join(sorted(own)))
+                    self._not_held.add(member.id)
                 continue
             if await self.sessions.take(member.id, f"jet-pack-{member.id}", self._shares(ran)):
                 log.info("group %s: %s holds %s's share while it is gone", self.group,
                          self.me, member.id)
+
+    def _own_circuits(self, member: str) -> set[str]:
+        """The circuits (not copies) the retained statuses say ``member`` runs."""
+        name = address.container("pack", member)
+        return {cid for cid, owner in self.pack.census.owners.items() if owner == name}
 
     def _shares(self, ran: set[str]) -> Subscriptions:
         """The shared subscriptions of this member's copies of the circuits ``ran`` (the

@@ -280,3 +280,63 @@ def test_member_killed_its_circuit_moves_nothing_lost(
     assert f"{leader} holds {victim}'s share while it is gone" in said, said
     assert f"{victim}'s copy of work now runs on {survivors[-1]}" in said, said
     assert f"adopted from {victim}, which runs it again" in said, said
+
+
+def test_a_member_with_circuits_of_its_own_is_not_held(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """A gone member that also ran a circuit of its own (`pack: a`): the leader adopts its
+    copy but does not hold its session (the holder would drop what the session keeps for
+    that circuit); both streams arrive whole once the member is back (late, not lost)."""
+    app = tmp_path / "mixed.yaml"
+    app.write_text(app_text(1) + """
+  - from: {topic: feed/mine, format: msgpack}
+    to: mine.s.in
+""")
+    app.write_text(app.read_text().replace("wires:", """  mine:
+    pack: a
+    gadgets:
+      s: {type: jet.lib.Scale, params: {factor: 1}}
+wires:""", 1))
+    procs = {name: member(mosquitto, tmp_path, name) for name in "ab"}
+    total = 400
+
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        url = broker.parse(mosquitto.url)
+        await until(lambda: _live_members(mosquitto.url, 2), "two live members", 15)
+        await jet_ok("load", str(app), "--broker", mosquitto.url)
+        async with (
+            Link(url, "producer", clean_session=False) as producer,
+            persistent(mosquitto.url, "consumer") as consumer,
+        ):
+            work = await Collector(consumer).watch(OUTPUT)
+            mine = await Collector(consumer).watch("pack/mine/s/0")
+            for n in range(total // 2):
+                producer.publish_nowait(INPUT, codec.encode(n), qos=1)
+                producer.publish_nowait("feed/mine", codec.encode(n), qos=1)
+            await producer.flush()
+            await work.wait_for(lambda c: len(c.values()) >= total // 2, timeout=20)
+            os.kill(procs["a"].proc.pid, signal.SIGKILL)
+            procs["a"].proc.wait(10)
+            await procs["b"].line("a ran circuits of its own (mine): its session is not held",
+                                  timeout=2 * KEEPALIVE)
+            for n in range(total // 2, total):  # while a is gone
+                producer.publish_nowait(INPUT, codec.encode(n), qos=1)
+                producer.publish_nowait("feed/mine", codec.encode(n), qos=1)
+            await producer.flush()
+            procs["a"] = member(mosquitto, tmp_path, "a")
+            for out in (work, mine):
+                await out.wait_for(lambda c: set(map(int, c.values())) >= set(range(total)),
+                                   timeout=30)
+            return work.values(), mine.values()
+
+    said = ""
+    try:
+        work, mine = run(scenario(), timeout=120)
+    finally:
+        for proc in procs.values():
+            said += proc.stop()
+    for name, values in (("a group circuit", work), ("a member's own circuit", mine)):
+        row = account(f"pack group: {name}, its member gone and back, not held", total, values)
+        assert row["lost"] == 0, row
+    assert "holds a's share" not in said, said

@@ -185,7 +185,7 @@ class GroupMember:
             ran = {c for c, copies in self.view.copies.items() if member.id in copies}
             if not ran or not ran <= mine or not self.sessions.may_take(member.id):
                 continue
-            own = self._own_circuits(member.id)
+            own = self.view.own_circuits(member.id)
             if own:
                 # Its session also holds what its own circuits' wires are owed: a holder
                 # has no wire for that and would lose it.  Its share waits for it instead.
@@ -198,11 +198,6 @@ class GroupMember:
             if await self.sessions.take(member.id, f"jet-pack-{member.id}", self._shares(ran)):
                 log.info("group %s: %s holds %s's share while it is gone", self.group,
                          self.me, member.id)
-
-    def _own_circuits(self, member: str) -> set[str]:
-        """The circuits (not copies) the retained statuses say ``member`` runs."""
-        name = address.container("pack", member)
-        return {cid for cid, owner in self.pack.census.owners.items() if owner == name}
 
     def _shares(self, ran: set[str]) -> Subscriptions:
         """The shared subscriptions of this member's copies of the circuits ``ran`` (the

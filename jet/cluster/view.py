@@ -135,11 +135,15 @@ class GroupView:
     module doc); :meth:`update` takes one (an empty payload: deleted)."""
 
     FILTERS = (address.container_status("pack", "+"),
-               address.replica_status("pack", "+", "+"))
+               address.replica_status("pack", "+", "+"),
+               address.circuit_status("pack", "+"))
 
     def __init__(self) -> None:
         self.members: dict[str, Member] = {}  # pack id -> member (packs of any group)
         self.copies: dict[str, dict[str, Copy]] = {}  # circuit -> member -> its copy
+        #: circuit -> the container its status names (a pack's own circuits, not copies;
+        #: whatever their state: a member stopped cleanly still has them to restore)
+        self.owners: dict[str, str] = {}
 
     @classmethod
     async def read(cls, session: Session) -> GroupView:
@@ -166,6 +170,13 @@ class GroupView:
                 return self.members.pop(parsed.id, None) is not None
             self.members[parsed.id] = member
             return True
+        if parsed.role == "status":
+            container = value.get("container") if isinstance(value, dict) else None
+            if isinstance(container, str) and why_not_status("status", value) is None:
+                self.owners[parsed.id] = container
+            else:
+                self.owners.pop(parsed.id, None)
+            return False  # (not the group's: no round of the leader for it)
         if parsed.role != "replica_status":
             return False
         copies = self.copies.setdefault(parsed.id, {})
@@ -209,6 +220,11 @@ class GroupView:
 
     def live_copies(self, circuit: str) -> list[Copy]:
         return [c for _, c in sorted(self.copies.get(circuit, {}).items()) if self.is_live(c)]
+
+    def own_circuits(self, member: str) -> set[str]:
+        """The circuits (not copies) whose retained status names pack ``member``."""
+        name = address.container("pack", member)
+        return {circuit for circuit, owner in self.owners.items() if owner == name}
 
     def choose(self, group: str, count: int, *, besides: Iterable[str] = ()) -> list[str]:
         """Where ``count`` new copies go: live members not in ``besides``, least loaded

@@ -216,7 +216,17 @@ async def _resolve_port(session: Session, target: str, output: bool) -> address.
     try:
         return known.find_port(target, output=output)
     except address.UnknownPort as exc:
-        raise CliError(str(exc)) from None
+        # A pack group's circuit: its ports from one of its copies' statuses (a tap
+        # without `pack` reaches every copy; an inject names one, see cmd_inject).
+        copies = (await GroupView.read(session)).live_copies(target.split(".")[0])
+        if not copies:
+            raise CliError(str(exc)) from None
+        copy = Statuses()
+        copy.take(address.circuit_status("pack", copies[0].circuit), dict(copies[0].status))
+        try:
+            return copy.find_port(target, output=output)
+        except address.UnknownPort as inner:
+            raise CliError(str(inner)) from None
 
 
 def _is_topic(target: str) -> bool:
@@ -374,7 +384,11 @@ def cmd_inject(args: argparse.Namespace) -> int:
     async def inject() -> int:
         async with _session(args) as session:
             port = await _resolve_port(session, args.target, output=False)
-            await session.request(port.conf, {"cmd": "inject", "input": port.name, "value": value})
+            command = {"cmd": "inject", "input": port.name, "value": value}
+            copies = (await GroupView.read(session)).live_copies(port.circuit.id)
+            if copies:  # a pack group's circuit: into one copy, as a message on a wire
+                command["pack"] = copies[0].member
+            await session.request(port.conf, command)
         print(f"injected {value!r} into {args.target}")
         return 0
 

@@ -145,6 +145,22 @@ def test_copies_share_the_input_each_message_once(mosquitto: Mosquitto, tmp_path
             view = await until(lambda: _counted(mosquitto.url, total), "copies' counters", 15)
             listing = await jet_ok("ls", "--broker", mosquitto.url)
             values = out.values()
+            # jet inject: into one copy (once); jet tap: ports read from a copy's status
+            injected = await Collector(consumer).watch(OUTPUT)
+            await jet_ok("inject", "work.s.in", "7777", "--broker", mosquitto.url)
+            await injected.wait_for(lambda c: 7777 in c.values(), timeout=10)
+            tapping = asyncio.create_task(
+                jet_ok("tap", "work.s.out", "--count", "1", "--broker", mosquitto.url)
+            )
+            for n in range(20):  # until the tap has seen one (it subscribes meanwhile)
+                if tapping.done():
+                    break
+                producer.publish_nowait(INPUT, codec.encode(9000 + n), qos=1)
+                await asyncio.wait({tapping}, timeout=0.5)
+            assert "pack/work/s/0 90" in await tapping
+            with contextlib.suppress(AssertionError):
+                await injected.wait_for(lambda c: c.values().count(7777) > 1, timeout=1)
+            assert injected.values().count(7777) == 1
             # reload: every copy runs the new definition, in place
             app.write_text(app_text(2, factor=1000))
             said = await jet_ok("reload", str(app), "--broker", mosquitto.url)

@@ -189,8 +189,10 @@ class Loader:
                       f" {', '.join(chosen)}")
         return CircuitAddress("pack", circuit.name)
 
-    async def _unload_copies(self, name: str, level: Level, copies: list[Copy]) -> None:
-        """Unwire, drain and stop each copy; then unwire the circuits it fed."""
+    async def _unload_copies(self, name: str, level: Level, copies: list[Copy], *,
+                             consumers: bool = True) -> None:
+        """Unwire, drain and stop each copy; then unwire the circuits it fed (unless
+        ``consumers`` is False: other copies of it go on)."""
         session = self.session(level)
         place = CircuitAddress("pack", name)
         for copy in copies:
@@ -202,7 +204,7 @@ class Loader:
                                                    "pack": copy.member}, timeout=15)
             except CommandFailed as exc:
                 self.progress(f"{name} on {copy.member}: {exc}; unloading it anyway")
-        for at, running in self.running.items():
+        for at, running in self.running.items() if consumers else ():
             for other in running:
                 for port, wires in self.inputs_of(at, other).items():
                     for wire in wires:
@@ -216,7 +218,7 @@ class Loader:
         # restore its copy from its status when it comes back (docs/groups.md).
         live = {c.member for c in copies}
         for member in sorted((self.groups.get(level) or GroupView()).copies.get(name, {})):
-            if member not in live:
+            if consumers and member not in live:
                 await session.link.publish(address.replica_status("pack", name, member), b"",
                                            qos=1, retain=True)
         self.copies.pop(name, None)
@@ -597,7 +599,7 @@ class Loader:
                     continue
                 places[circuit.name] = place
                 if circuit.name in self.copies:
-                    await self._reload_copies(app, circuit, place)
+                    await self._reload_copies(app, circuit, place, loaded)
                 elif self._unchanged(app, circuit, self.running[circuit.level][place]):
                     pass  # nothing to replace: its wires are made again below (idempotent)
                 elif address.rules(place.kind).runs_graph:
@@ -618,17 +620,50 @@ class Loader:
             await self._unwire_stale(app, places)
         await self._unload_missing(app)
 
-    async def _reload_copies(self, app: AppDef, circuit: CircuitDef,
-                             place: CircuitAddress) -> None:
-        """Reload each copy of a group's circuit in place (its count stays as it runs)."""
+    async def _reload_copies(self, app: AppDef, circuit: CircuitDef, place: CircuitAddress,
+                             loaded: list[tuple[Level, CircuitAddress]]) -> None:
+        """Reload each copy of a group's circuit in place; then as many copies as the file
+        asks for now: new ones on the least loaded members not running one (wired by the
+        caller, started once wired), or the last ones unwired, drained and stopped."""
+        group = self.group_of(circuit)
+        assert group is not None
+        view = self.groups.get(circuit.level) or GroupView()
+        have = list(self.copies[circuit.name])
+        wanted = circuit.replicas or 1
+        more = view.choose(group, wanted - len(have), besides=have) if wanted > len(have) else []
+        if len(have) + len(more) < wanted:
+            raise LoadError(
+                f"{app.source}:{circuit.line or 0}: circuit {circuit.name!r}: replicas: {wanted}"
+                f" but group {group} has {len(have) + len(more)} live members for it; each copy"
+                " runs on another member"
+            )
         result = await self._to_circuit(circuit.level, circuit.name, place, {
             "cmd": "reload",
             "definition": circuit_to_msgpack(circuit),
             "exports": self.exports_of(app, circuit),
             "foreign": self.foreign_of(app, circuit),
+            "replicas": wanted,
         }, timeout=15)
-        self.progress(f"reloaded {circuit.name} (copies on {', '.join(self.copies[circuit.name])})"
+        self.progress(f"reloaded {circuit.name} (copies on {', '.join(have)})"
                       f"{_unfinished(result)}")
+        if more:
+            command = {
+                "cmd": "load", "app": app.name, "definition": circuit_to_msgpack(circuit),
+                "exports": self.exports_of(app, circuit),
+                "foreign": self.foreign_of(app, circuit), "start": False,
+                "group": group, "replicas": wanted,
+            }
+            for member in more:
+                await self.session(circuit.level).request(
+                    address.container_conf("pack", member), command)
+            self.copies[circuit.name] = have + more
+            loaded.append((circuit.level, place))
+            self.progress(f"{circuit.name}: {len(more)} more copies, on {', '.join(more)}")
+        elif wanted < len(have):
+            extras = [c for c in view.live_copies(circuit.name) if c.member in have[wanted:]]
+            self.copies[circuit.name] = have[:wanted]
+            await self._unload_copies(circuit.name, circuit.level, extras, consumers=False)
+            self.copies[circuit.name] = have[:wanted]
 
     def _unchanged(self, app: AppDef, circuit: CircuitDef, running: Circuit) -> bool:
         """Whether ``circuit`` runs as ``app`` has it now: same definition, same exports,

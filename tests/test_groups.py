@@ -169,6 +169,24 @@ def test_copies_share_the_input_each_message_once(mosquitto: Mosquitto, tmp_path
             await stream(producer, range(1, 41))
             await doubled.wait_for(lambda c: len(c.values()) >= 40, timeout=20)
             assert sorted(map(int, doubled.values())) == [1000 * n for n in range(1, 41)]
+            # reload with fewer copies, then more: the count follows the file
+            for count, where in ((1, ["a"]), (2, ["a", "b"])):
+                app.write_text(app_text(count, factor=1000))
+                await jet_ok("reload", str(app), "--broker", mosquitto.url)
+                copies = (await read_group(mosquitto.url)).live_copies("work")
+                assert [c.member for c in copies] == where
+                assert all(c.wanted == count for c in copies), [c.status for c in copies]
+            again = await Collector(consumer).watch(OUTPUT)
+            await stream(producer, range(1, 201))
+            await again.wait_for(lambda c: len(c.values()) >= 200, timeout=20)
+            assert sorted(map(int, again.values())) == [1000 * n for n in range(1, 201)]
+
+            async def both_took_some() -> bool:  # (counters are published every 5 s)
+                copies = (await read_group(mosquitto.url)).live_copies("work")
+                return len(copies) == 2 and all(
+                    c.status["counters"]["received"] > 0 for c in copies)
+
+            await until(both_took_some, "the new copy's share", 12)
             # unload: each copy stops, its retained status is cleared
             said = await jet_ok("unload", str(app), "--broker", mosquitto.url)
             assert "unloaded work (copies on a, b)" in said, said

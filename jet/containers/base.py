@@ -405,6 +405,9 @@ class Container:
             case "reload":
                 result = await self.reload(circuit, self._received(args["definition"]),
                                            args.get("exports") or {}, args.get("foreign") or {})
+                wanted = args.get("replicas")
+                if circuit.replica is not None and isinstance(wanted, int) and wanted > 0:
+                    circuit.replica = attrs.evolve(circuit.replica, wanted=wanted)
             case "status":
                 return circuit.status()
             case _:

@@ -42,7 +42,10 @@ CIRCUIT_COMMANDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "start": {},
     "drain": {"timeout": ((int, float), False)},
     "stop": {},
-    "reload": {"definition": (dict, True), "exports": (dict, False), "foreign": (dict, False)},
+    "reload": {
+        "definition": (dict, True), "exports": (dict, False), "foreign": (dict, False),
+        "replicas": (int, False),  # a group's copy: the copies wanted now (docs/groups.md)
+    },
     "status": {},
 }
 

@@ -182,7 +182,7 @@ class Loader:
         for member in chosen:
             await self.session(circuit.level).request(
                 address.container_conf("pack", member),
-                {**command, "group": group, "replicas": wanted},
+                {**command, "pack_group": group, "replicas": wanted},
             )
         self.copies[circuit.name] = chosen
         self.progress(f"loaded {circuit.name} into group {group}: {wanted} copies, on"
@@ -651,7 +651,7 @@ class Loader:
                 "cmd": "load", "app": app.name, "definition": circuit_to_msgpack(circuit),
                 "exports": self.exports_of(app, circuit),
                 "foreign": self.foreign_of(app, circuit), "start": False,
-                "group": group, "replicas": wanted,
+                "pack_group": group, "replicas": wanted,
             }
             for member in more:
                 await self.session(circuit.level).request(

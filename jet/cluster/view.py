@@ -110,7 +110,7 @@ class Copy:
                 k: [{f: v for f, v in t.items() if f != "unwritable"} for t in targets]
                 for k, targets in (self.status.get("foreign") or {}).items()
             },
-            "group": self.group,
+            "pack_group": self.group,
             "replicas": self.wanted,
             "start": False,
             **({"adopted": adopted} if adopted else {}),

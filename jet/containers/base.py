@@ -481,8 +481,9 @@ class Container:
         return circuit
 
     def _replica(self, args: Mapping[str, Any]) -> Replica | None:
-        """The group copy a ``load`` asks for (``group``, ``replicas``, ``adopted``), or None."""
-        group = args.get("group")
+        """The group copy a ``load`` asks for (``pack_group``, ``replicas``, ``adopted``), or
+        None.  (Not ``group``: a hub's ``load`` has that field, the radio group.)"""
+        group = args.get("pack_group")
         if group is None:
             return None
         if group != self.cluster_group:
@@ -614,7 +615,7 @@ class Container:
         replica = circuit.replica
         if replica is None:
             return {}
-        return {"group": replica.group, "replicas": replica.wanted,
+        return {"pack_group": replica.group, "replicas": replica.wanted,
                 **({"adopted": replica.adopted} if replica.adopted else {})}
 
     def _saved_args(self, circuit: CircuitBoundary) -> dict[str, Any]:
@@ -669,7 +670,7 @@ class Container:
                 + ([w["payload"]] if w.get("payload") is not None else [])
                 for port, wires in (status.get("inputs") or {}).items() for w in wires
             ],
-            "args": {"group": self.cluster_group, "replicas": status.get("replicas", 1),
+            "args": {"pack_group": self.cluster_group, "replicas": status.get("replicas", 1),
                      **({"adopted": adopted} if isinstance(adopted, str) else {})},
         }
 

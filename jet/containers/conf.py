@@ -57,7 +57,7 @@ CONTAINER_COMMANDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] =
         "exports": (dict, False),
         "foreign": (dict, False),
         # a replica of a group's circuit (docs/groups.md)
-        "group": (str, False),
+        "pack_group": (str, False),
         "replicas": (int, False),
         "adopted": (str, False),
     },

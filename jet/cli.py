@@ -168,8 +168,8 @@ def _print_group(view: GroupView, group: str) -> None:
 def cmd_ls(args: argparse.Namespace) -> int:
     async def ls() -> int:
         async with _session(args) as session:
-            known = await Statuses.read(session)
-            groups = await GroupView.read(session)
+            found = await session.retained(*Statuses.FILTERS, *GroupView.FILTERS)
+        known, groups = Statuses.of(found), GroupView.of(found)
         print(f"{'CONTAINER':<24} {'STATE':<8} {'CIRCUITS':>8}  DETAIL")
         for name, container in sorted(known.containers.items()):
             detail = f"pid {container.pid if container.pid is not None else '?'}"
@@ -206,25 +206,28 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return asyncio.run(ls())
 
 
-async def _resolve_port(session: Session, target: str, output: bool) -> address.Port:
-    """``circuit.gadget.port`` -> the port, named as its circuit names it.
+async def _resolve_port(
+    session: Session, target: str, output: bool
+) -> tuple[address.Port, list[str]]:
+    """``circuit.gadget.port`` -> the port, named as its circuit names it, and the members
+    running its copies when it is a pack group's circuit ([] otherwise).
 
     Its port names come from the circuit's retained status (its container imported the
     gadget classes), so a user's own gadget module need not be importable here.
     """
-    known = await Statuses.read(session)
+    found = await session.retained(*Statuses.FILTERS, *GroupView.FILTERS)
     try:
-        return known.find_port(target, output=output)
+        return Statuses.of(found).find_port(target, output=output), []
     except address.UnknownPort as exc:
         # A pack group's circuit: its ports from one of its copies' statuses (a tap
         # without `pack` reaches every copy; an inject names one, see cmd_inject).
-        copies = (await GroupView.read(session)).live_copies(target.split(".")[0])
+        copies = GroupView.of(found).live_copies(target.split(".")[0])
         if not copies:
             raise CliError(str(exc)) from None
         copy = Statuses()
         copy.take(address.circuit_status("pack", copies[0].circuit), dict(copies[0].status))
         try:
-            return copy.find_port(target, output=output)
+            return copy.find_port(target, output=output), [c.member for c in copies]
         except address.UnknownPort as inner:
             raise CliError(str(inner)) from None
 
@@ -310,7 +313,7 @@ def cmd_tap(args: argparse.Namespace) -> int:
             session, watch, carried, above = await _tap_sessions(args, stack)
             port: address.Port | None = None
             if topic_filter is None:
-                port = await _resolve_port(session, args.target, output=True)
+                port, _members = await _resolve_port(session, args.target, output=True)
                 topic = port.topic
             else:
                 topic = topic_filter
@@ -383,11 +386,10 @@ def cmd_inject(args: argparse.Namespace) -> int:
 
     async def inject() -> int:
         async with _session(args) as session:
-            port = await _resolve_port(session, args.target, output=False)
+            port, members = await _resolve_port(session, args.target, output=False)
             command = {"cmd": "inject", "input": port.name, "value": value}
-            copies = (await GroupView.read(session)).live_copies(port.circuit.id)
-            if copies:  # a pack group's circuit: into one copy, as a message on a wire
-                command["pack"] = copies[0].member
+            if members:  # a pack group's circuit: into one copy, as a message on a wire
+                command["pack"] = members[0]
             await session.request(port.conf, command)
         print(f"injected {value!r} into {args.target}")
         return 0

@@ -128,11 +128,13 @@ class Loader:
         skipped (warned)."""
         self.running = {}
         for level, session in self.sessions.items():
-            known = await Statuses.read(session, self.registry)
+            # (one read: the circuits, and the pack groups' copies beside them)
+            found = await session.retained(*Statuses.FILTERS, *GroupView.FILTERS)
+            known = Statuses.of(found, self.registry)
             if level is None:
                 self.known = known
             self.running[level] = {c.address: c for c in known.online()}
-            self.groups[level] = await GroupView.read(session)
+            self.groups[level] = GroupView.of(found)
 
     # -- pack groups (docs/groups.md) ----------------------------------------------------
 

@@ -147,8 +147,13 @@ class GroupView:
 
     @classmethod
     async def read(cls, session: Session) -> GroupView:
+        return cls.of(await session.retained(*cls.FILTERS))
+
+    @classmethod
+    def of(cls, found: Mapping[str, Any]) -> GroupView:
+        """What one read of retained messages says (messages of other topics left alone)."""
         view = cls()
-        for topic, value in sorted((await session.retained(*cls.FILTERS)).items()):
+        for topic, value in sorted(found.items()):
             view.take(topic, value)
         return view
 

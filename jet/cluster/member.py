@@ -73,6 +73,7 @@ class GroupMember:
         self._placed: dict[tuple[str, str], float] = {}  # (circuit, member) -> when
         self._short: set[str] = set()  # circuits said to run short (logged once)
         self._not_held: set[str] = set()  # gone members whose session is not held (logged)
+        self._failed: set[tuple[str, str]] = set()  # (circuit, member) placings that failed
         self._changed = asyncio.Event()
         self._subs: list[Subscription] = []
         self._task: asyncio.Task[None] | None = None
@@ -155,7 +156,15 @@ class GroupMember:
                             self._short.add(circuit)
                         break
                     target = chosen[0]
-                await self._place(copy, target)
+                try:
+                    await self._place(copy, target)
+                except (CommandFailed, NoReply) as exc:  # (the other circuits go on)
+                    if (circuit, target) not in self._failed:
+                        log.warning("group %s: %s's copy of %s not placed on %s: %s", self.group,
+                                    copy.member, circuit, target, exc)
+                        self._failed.add((circuit, target))
+                    break
+                self._failed.discard((circuit, target))
                 hosts.add(target)
             if len(hosts) >= wanted:
                 self._short.discard(circuit)

@@ -29,6 +29,7 @@ __all__ = [
     "ALL_CIRCUIT_DEFINITIONS",
     "ALL_CIRCUIT_STATUS",
     "ALL_CONTAINER_STATUS",
+    "ALL_REPLICA_STATUS",
     "KINDS",
     "NAME_RE",
     "CircuitAddress",
@@ -52,6 +53,7 @@ __all__ = [
     "output",
     "parse",
     "port_of",
+    "replica_status",
     "reply",
     "rules",
     "split_port",
@@ -120,6 +122,12 @@ def circuit_definition(kind: str, circuit_id: str) -> str:
     return f"{kind}/{circuit_id}/definition"
 
 
+def replica_status(kind: str, circuit_id: str, container_id: str) -> str:
+    """The retained status of one replica of a group's circuit: the one its member
+    ``container_id`` runs (docs/groups.md)."""
+    return f"{kind}/{circuit_id}/replica/{container_id}/status"
+
+
 def container(kind: str, container_id: str) -> str:
     """``jet/<kind>/<id>``: how a circuit status names its container, and its topics' stem."""
     return f"jet/{kind}/{container_id}"
@@ -140,6 +148,7 @@ def reply(client_id: str) -> str:
 ALL_CIRCUIT_STATUS = "+/+/status"
 ALL_CIRCUIT_DEFINITIONS = "+/+/definition"
 ALL_CONTAINER_STATUS = "jet/+/+/status"
+ALL_REPLICA_STATUS = "+/+/replica/+/status"
 
 
 # -- levels (docs/levels.md): a broker per level, children connect upward only -----------------
@@ -225,7 +234,8 @@ def event(name: str, *, external: bool = False) -> str:
 # -- taking apart ---------------------------------------------------------------------------
 
 Role = Literal[
-    "output", "conf", "status", "definition", "container_conf", "container_status", "reply"
+    "output", "conf", "status", "definition", "container_conf", "container_status", "reply",
+    "replica_status",
 ]
 _CIRCUIT_LEAVES: dict[str, Role] = {"conf": "conf", "status": "status", "definition": "definition"}
 
@@ -275,11 +285,13 @@ class Topic:
     id: str
     gadget: str = ""
     output: int = -1
+    #: the member running the replica (a replica status only)
+    member: str = ""
 
     @property
     def circuit(self) -> CircuitAddress | None:
         """The circuit an output, conf, status or definition topic belongs to."""
-        if self.role in ("output", "conf", "status", "definition"):
+        if self.role in ("output", "conf", "status", "definition", "replica_status"):
             return CircuitAddress(self.kind, self.id)
         return None
 
@@ -299,7 +311,8 @@ def parse(topic: str) -> Topic | None:
 
     ``jet/`` is reserved for containers and replies (so no circuit kind is ``jet``):
     ``jet/<kind>/<id>/conf|status``, ``jet/reply/<client id>``,
-    ``<kind>/<circuit id>/conf|status|definition``, ``<kind>/<circuit id>/<gadget>/<n>``.
+    ``<kind>/<circuit id>/conf|status|definition``, ``<kind>/<circuit id>/<gadget>/<n>``,
+    ``<kind>/<circuit id>/replica/<member>/status``.
     """
     levels = topic.split("/")
     if not all(levels):
@@ -315,6 +328,8 @@ def parse(topic: str) -> Topic | None:
         return Topic(_CIRCUIT_LEAVES[levels[2]], levels[0], levels[1])
     if len(levels) == 4 and levels[3].isdecimal():
         return Topic("output", levels[0], levels[1], levels[2], int(levels[3]))
+    if len(levels) == 5 and levels[2] == "replica" and levels[4] == "status":
+        return Topic("replica_status", levels[0], levels[1], member=levels[3])
     return None
 
 

@@ -30,6 +30,7 @@ if Path(sys.argv[0] if sys.argv else "").name in ("jet", "cli.py") and (
 ):
     signal.signal(signal.SIGINT, _interrupted_while_loading)
 
+from jet.cluster import GroupView  # noqa: E402
 from jet.containers.status import Statuses  # noqa: E402
 from jet.definition.check import check_app  # noqa: E402
 from jet.definition.files import CircuitFileError, load_app, load_value  # noqa: E402
@@ -140,10 +141,35 @@ def cmd_unload(args: argparse.Namespace) -> int:
     return asyncio.run(_with_loader(args, lambda loader: loader.unload_id(target)))
 
 
+def _print_group(view: GroupView, group: str) -> None:
+    """A pack group: its members, then where each circuit's copies run (docs/groups.md)."""
+    print(f"\nGROUP {group}  (leader {view.leader(group) or 'none: no live member'})")
+    print(f"{'MEMBER':<16} {'HOST':<20} {'STATE':<8} {'SINCE':<19} {'LOAD':>5}  PID")
+    for m in view.of_group(group):
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.since)) if m.since else "?"
+        print(f"{m.id:<16} {m.host[:20]:<20} {m.state:<8} {since:<19} {m.load:>5}"
+              f"  {m.pid if m.pid is not None else '?'}")
+    copies = view.copies_in(group)
+    if not copies:
+        return
+    print(f"{'CIRCUIT':<24} {'COPIES':<7} {'APP':<12} WHERE")
+    for circuit, found in copies.items():
+        wanted = max(c.wanted for c in found)
+        live = [c for c in found if view.is_live(c)]
+        where = [
+            f"{c.member} (in {(c.status.get('rates') or {}).get('in', 0)}/s,"
+            f" {(c.status.get('counters') or {}).get('received', 0)} received"
+            + (f", adopted from {c.adopted}" if c.adopted else "") + ")"
+            for c in live
+        ] + [f"{c.member} (gone)" for c in found if c not in live]
+        print(f"{circuit:<24} {f'{len(live)}/{wanted}':<7} {found[0].app:<12} {', '.join(where)}")
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     async def ls() -> int:
         async with _session(args) as session:
-            known = await Statuses.read(session)
+            found = await session.retained(*Statuses.FILTERS, *GroupView.FILTERS)
+        known, groups = Statuses.of(found), GroupView.of(found)
         print(f"{'CONTAINER':<24} {'STATE':<8} {'CIRCUITS':>8}  DETAIL")
         for name, container in sorted(known.containers.items()):
             detail = f"pid {container.pid if container.pid is not None else '?'}"
@@ -173,22 +199,37 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print("\nDEVICE MESSAGES NOT READ (the rest of each circuit runs on)")
             for line in unread:
                 print(line)
+        for group in groups.groups():
+            _print_group(groups, group)
         return 0
 
     return asyncio.run(ls())
 
 
-async def _resolve_port(session: Session, target: str, output: bool) -> address.Port:
-    """``circuit.gadget.port`` -> the port, named as its circuit names it.
+async def _resolve_port(
+    session: Session, target: str, output: bool
+) -> tuple[address.Port, list[str]]:
+    """``circuit.gadget.port`` -> the port, named as its circuit names it, and the members
+    running its copies when it is a pack group's circuit ([] otherwise).
 
     Its port names come from the circuit's retained status (its container imported the
     gadget classes), so a user's own gadget module need not be importable here.
     """
-    known = await Statuses.read(session)
+    found = await session.retained(*Statuses.FILTERS, *GroupView.FILTERS)
     try:
-        return known.find_port(target, output=output)
+        return Statuses.of(found).find_port(target, output=output), []
     except address.UnknownPort as exc:
-        raise CliError(str(exc)) from None
+        # A pack group's circuit: its ports from one of its copies' statuses (a tap
+        # without `pack` reaches every copy; an inject names one, see cmd_inject).
+        copies = GroupView.of(found).live_copies(target.split(".")[0])
+        if not copies:
+            raise CliError(str(exc)) from None
+        copy = Statuses()
+        copy.take(address.circuit_status("pack", copies[0].circuit), dict(copies[0].status))
+        try:
+            return copy.find_port(target, output=output), [c.member for c in copies]
+        except address.UnknownPort as inner:
+            raise CliError(str(inner)) from None
 
 
 def _is_topic(target: str) -> bool:
@@ -272,7 +313,7 @@ def cmd_tap(args: argparse.Namespace) -> int:
             session, watch, carried, above = await _tap_sessions(args, stack)
             port: address.Port | None = None
             if topic_filter is None:
-                port = await _resolve_port(session, args.target, output=True)
+                port, _members = await _resolve_port(session, args.target, output=True)
                 topic = port.topic
             else:
                 topic = topic_filter
@@ -345,8 +386,11 @@ def cmd_inject(args: argparse.Namespace) -> int:
 
     async def inject() -> int:
         async with _session(args) as session:
-            port = await _resolve_port(session, args.target, output=False)
-            await session.request(port.conf, {"cmd": "inject", "input": port.name, "value": value})
+            port, members = await _resolve_port(session, args.target, output=False)
+            command = {"cmd": "inject", "input": port.name, "value": value}
+            if members:  # a pack group's circuit: into one copy, as a message on a wire
+                command["pack"] = members[0]
+            await session.request(port.conf, command)
         print(f"injected {value!r} into {args.target}")
         return 0
 
@@ -376,12 +420,21 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
     async def serve() -> int:
         state = Path(args.state) if args.state else None
-        pack = Pack(
-            broker.parse(args.broker), args.id, registry=_registry(args), state_file=state,
-            keepalive=args.keepalive, stuck_limit=args.stuck_limit,
-        )
-        async with pack:
-            print(f"pack {args.id} on {pack.link.broker.url}", flush=True)
+        try:
+            pack = Pack(
+                broker.parse(args.broker), args.id, registry=_registry(args), state_file=state,
+                keepalive=args.keepalive, stuck_limit=args.stuck_limit, group=args.group,
+            )
+        except ValueError as exc:  # an id or group that cannot be a topic level
+            raise CliError(str(exc)) from None
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(pack)
+            if args.group:
+                from jet.cluster import GroupMember
+
+                await stack.enter_async_context(GroupMember(pack))
+            group = f" in group {args.group}" if args.group else ""
+            print(f"pack {args.id}{group} on {pack.link.broker.url}", flush=True)
             await pack.serve_forever()
         return 0
 
@@ -517,6 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("pack", cmd_pack, "run a pack container daemon", allow=True)
     p.add_argument("--id", default="default", help="pack id (topics jet/pack/<id>/...)")
     p.add_argument("--state", help="file where loaded circuits persist across restarts")
+    p.add_argument("--group", metavar="G", help="join pack group G: runs copies of the"
+                   " group's circuits, and takes over a gone member's (docs/groups.md)")
     p.add_argument("--keepalive", type=int, default=10,
                    help="MQTT keepalive, seconds: a dead pack is reported offline by its"
                    " will within 1.5 times this")

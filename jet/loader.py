@@ -24,6 +24,7 @@ import attrs
 
 from jet import address
 from jet.address import CircuitAddress
+from jet.cluster import Copy, GroupView
 from jet.containers.conf import wire_command
 from jet.containers.status import Circuit, Statuses, WireStatus
 from jet.definition.check import check_app
@@ -107,6 +108,11 @@ class Loader:
         self.known = Statuses(self.registry)
         #: the circuits online now, by level and where they run (read by :meth:`refresh`)
         self.running: dict[Level, dict[CircuitAddress, Circuit]] = {}
+        #: the pack groups on each level's broker (read by :meth:`refresh`)
+        self.groups: dict[Level, GroupView] = {}
+        #: the members running the copies of each group circuit placed or found by this
+        #: loader (every command to such a circuit goes to each copy, by its ``pack``)
+        self.copies: dict[str, list[str]] = {}
 
     def session(self, level: Level) -> Session:
         try:
@@ -122,13 +128,112 @@ class Loader:
         skipped (warned)."""
         self.running = {}
         for level, session in self.sessions.items():
-            known = await Statuses.read(session, self.registry)
+            # (one read: the circuits, and the pack groups' copies beside them)
+            found = await session.retained(*Statuses.FILTERS, *GroupView.FILTERS)
+            known = Statuses.of(found, self.registry)
             if level is None:
                 self.known = known
             self.running[level] = {c.address: c for c in known.online()}
+            self.groups[level] = GroupView.of(found)
+
+    # -- pack groups (docs/groups.md) ----------------------------------------------------
+
+    def group_of(self, circuit: CircuitDef) -> str | None:
+        """The group ``circuit`` runs in: its ``pack`` names a group when it asks for
+        ``replicas``, or when no pack has that id and some pack is in that group."""
+        if circuit.container != "pack" or not circuit.pack:
+            return None
+        if circuit.replicas is not None:
+            return circuit.pack
+        view = self.groups.get(circuit.level) or GroupView()
+        if circuit.pack not in view.members and view.of_group(circuit.pack):
+            return circuit.pack
+        return None
+
+    def live_copies(self, circuit: CircuitDef) -> list[Copy]:
+        view = self.groups.get(circuit.level) or GroupView()
+        group = self.group_of(circuit)
+        return [c for c in view.live_copies(circuit.name) if c.group == group]
+
+    def _where(self, name: str) -> list[dict[str, Any]]:
+        """The fields that address each copy of circuit ``name`` ([{}]: a lone circuit)."""
+        return [{"pack": m} for m in self.copies[name]] if name in self.copies else [{}]
+
+    async def _to_circuit(self, level: Level, name: str, place: CircuitAddress,
+                          command: dict[str, Any], timeout: float | None = None) -> Any:
+        """Send ``command`` to circuit ``name`` at ``place``: to each of its copies."""
+        result = None
+        for where in self._where(name):
+            result = await self.session(level).request(place.conf, {**command, **where},
+                                                       timeout)
+        return result
+
+    async def _load_copies(self, app: AppDef, circuit: CircuitDef, group: str,
+                           command: dict[str, Any]) -> CircuitAddress:
+        """Load ``circuit``'s copies on as many members of ``group``, least loaded first."""
+        view = self.groups.get(circuit.level) or GroupView()
+        wanted = circuit.replicas or 1
+        chosen = view.choose(group, wanted)
+        if len(chosen) < wanted:
+            live = ", ".join(m.id for m in view.live(group)) or "none"
+            raise LoadError(
+                f"{app.source}:{circuit.line or 0}: circuit {circuit.name!r}: replicas: {wanted}"
+                f" but group {group} has {len(chosen)} live members ({live}); each copy runs on"
+                " another member"
+            )
+        for member in chosen:
+            await self.session(circuit.level).request(
+                address.container_conf("pack", member),
+                {**command, "pack_group": group, "replicas": wanted},
+            )
+        self.copies[circuit.name] = chosen
+        self.progress(f"loaded {circuit.name} into group {group}: {wanted} copies, on"
+                      f" {', '.join(chosen)}")
+        return CircuitAddress("pack", circuit.name)
+
+    async def _unload_copies(self, name: str, level: Level, copies: list[Copy], *,
+                             consumers: bool = True) -> None:
+        """Unwire, drain and stop each copy; then unwire the circuits it fed (unless
+        ``consumers`` is False: other copies of it go on)."""
+        session = self.session(level)
+        place = CircuitAddress("pack", name)
+        for copy in copies:
+            for port in sorted(copy.status.get("inputs") or {}):
+                await session.request(place.conf, {"cmd": "unwire", "input": port,
+                                                   "pack": copy.member})
+            try:
+                await session.request(place.conf, {"cmd": "drain", "timeout": 10,
+                                                   "pack": copy.member}, timeout=15)
+            except CommandFailed as exc:
+                self.progress(f"{name} on {copy.member}: {exc}; unloading it anyway")
+        for at, running in self.running.items() if consumers else ():
+            for other in running:
+                for port, wires in self.inputs_of(at, other).items():
+                    for wire in wires:
+                        if self.feeds(wire.topic, at, place, level):
+                            await self.session(at).request(
+                                other.conf, {"cmd": "unwire", "input": port, "topic": wire.topic}
+                            )
+        for copy in copies:
+            await session.request(place.conf, {"cmd": "stop", "pack": copy.member})
+        # The statuses of copies on members that are gone go too: such a member would
+        # restore its copy from its status when it comes back (docs/groups.md).
+        live = {c.member for c in copies}
+        for member in sorted((self.groups.get(level) or GroupView()).copies.get(name, {})):
+            if consumers and member not in live:
+                await session.link.publish(address.replica_status("pack", name, member), b"",
+                                           qos=1, retain=True)
+        self.copies.pop(name, None)
+        self.progress(f"unloaded {name} (copies on {', '.join(c.member for c in copies)})")
 
     def placement(self, app: AppDef, circuit: CircuitDef) -> CircuitAddress | None:
         """Where ``circuit`` of ``app`` runs now, or None when it is not loaded."""
+        if self.group_of(circuit) is not None:
+            copies = self.live_copies(circuit)
+            if not copies:
+                return None
+            self.copies[circuit.name] = [c.member for c in copies]
+            return CircuitAddress("pack", circuit.name)
         for place, running in self.running.get(circuit.level, {}).items():
             if place.kind != circuit.container:
                 continue
@@ -225,7 +330,7 @@ class Loader:
                 self.input_name(app, wire.port, places), wire.topic, wire.qos,
                 queue=wire.queue, policy=wire.policy, payload=wire.payload,
             )
-            await self.session(circuit.level).request(place.conf, command)
+            await self._to_circuit(circuit.level, circuit.name, place, command)
             self.progress(f"wired {wire}")
 
     async def _wire(self, app: AppDef, wire: WireDef, places: _Places) -> None:
@@ -233,7 +338,7 @@ class Loader:
         topic = self.source_topic(app, wire, places)
         command = wire_command(self.input_name(app, wire.dst, places), topic, wire.qos,
                                queue=wire.queue, policy=wire.policy)
-        await self.session(dst.level).request(places[dst.name].conf, command)
+        await self._to_circuit(dst.level, dst.name, places[dst.name], command)
         self.progress(f"wired {wire}  ({topic})")
 
     async def _load_one(self, app: AppDef, circuit: CircuitDef) -> CircuitAddress:
@@ -254,6 +359,9 @@ class Loader:
         }
         if address.rules(circuit.container).runs_graph:
             command["start"] = False
+        group = self.group_of(circuit)
+        if group is not None:
+            return await self._load_copies(app, circuit, group, command)
         result = await self.session(circuit.level).request(conf_topic, command)
         circuit_id = str((result or {}).get("circuit_id", circuit.name))
         at = f" at level {circuit.level}" if circuit.level else ""
@@ -266,7 +374,7 @@ class Loader:
         """Start circuits loaded not started, once every wire of the load is made."""
         for level, place in loaded:
             if address.rules(place.kind).runs_graph:
-                await self.session(level).request(place.conf, {"cmd": "start"})
+                await self._to_circuit(level, place.id, place, {"cmd": "start"})
 
     @contextlib.asynccontextmanager
     async def _starting(self) -> AsyncIterator[list[tuple[Level, CircuitAddress]]]:
@@ -378,6 +486,9 @@ class Loader:
         if not loaded:
             raise LoadError(f"{app.source}: no circuit of app {app.name!r} is loaded")
         for circuit, place in reversed(loaded):
+            if circuit.name in self.copies:
+                await self._unload_copies(circuit.name, circuit.level, self.live_copies(circuit))
+                continue
             await self._unload_one(circuit.name, circuit.level, place)
             if circuit.level is not None:
                 carried = self.carried_up(app, circuit, {circuit.name: place})
@@ -390,6 +501,10 @@ class Loader:
             if place.id == circuit_id:
                 await self._unload_one(circuit_id, None, place)
                 return
+        copies = (self.groups.get(None) or GroupView()).live_copies(circuit_id)
+        if copies:
+            await self._unload_copies(circuit_id, None, copies)
+            return
         for kept in self.known.unrestored():
             if kept.id == circuit_id:
                 place = kept.address  # nothing runs: its container forgets it
@@ -485,7 +600,9 @@ class Loader:
                     await self._wire_around(app, circuit.name, places)
                     continue
                 places[circuit.name] = place
-                if self._unchanged(app, circuit, self.running[circuit.level][place]):
+                if circuit.name in self.copies:
+                    await self._reload_copies(app, circuit, place, loaded)
+                elif self._unchanged(app, circuit, self.running[circuit.level][place]):
                     pass  # nothing to replace: its wires are made again below (idempotent)
                 elif address.rules(place.kind).runs_graph:
                     result = await self.session(circuit.level).request(
@@ -504,6 +621,51 @@ class Loader:
                 await self._rewire(app, circuit, places)
             await self._unwire_stale(app, places)
         await self._unload_missing(app)
+
+    async def _reload_copies(self, app: AppDef, circuit: CircuitDef, place: CircuitAddress,
+                             loaded: list[tuple[Level, CircuitAddress]]) -> None:
+        """Reload each copy of a group's circuit in place; then as many copies as the file
+        asks for now: new ones on the least loaded members not running one (wired by the
+        caller, started once wired), or the last ones unwired, drained and stopped."""
+        group = self.group_of(circuit)
+        assert group is not None
+        view = self.groups.get(circuit.level) or GroupView()
+        have = list(self.copies[circuit.name])
+        wanted = circuit.replicas or 1
+        more = view.choose(group, wanted - len(have), besides=have) if wanted > len(have) else []
+        if len(have) + len(more) < wanted:
+            raise LoadError(
+                f"{app.source}:{circuit.line or 0}: circuit {circuit.name!r}: replicas: {wanted}"
+                f" but group {group} has {len(have) + len(more)} live members for it; each copy"
+                " runs on another member"
+            )
+        result = await self._to_circuit(circuit.level, circuit.name, place, {
+            "cmd": "reload",
+            "definition": circuit_to_msgpack(circuit),
+            "exports": self.exports_of(app, circuit),
+            "foreign": self.foreign_of(app, circuit),
+            "replicas": wanted,
+        }, timeout=15)
+        self.progress(f"reloaded {circuit.name} (copies on {', '.join(have)})"
+                      f"{_unfinished(result)}")
+        if more:
+            command = {
+                "cmd": "load", "app": app.name, "definition": circuit_to_msgpack(circuit),
+                "exports": self.exports_of(app, circuit),
+                "foreign": self.foreign_of(app, circuit), "start": False,
+                "pack_group": group, "replicas": wanted,
+            }
+            for member in more:
+                await self.session(circuit.level).request(
+                    address.container_conf("pack", member), command)
+            self.copies[circuit.name] = have + more
+            loaded.append((circuit.level, place))
+            self.progress(f"{circuit.name}: {len(more)} more copies, on {', '.join(more)}")
+        elif wanted < len(have):
+            extras = [c for c in view.live_copies(circuit.name) if c.member in have[wanted:]]
+            self.copies[circuit.name] = have[:wanted]
+            await self._unload_copies(circuit.name, circuit.level, extras, consumers=False)
+            self.copies[circuit.name] = have[:wanted]
 
     def _unchanged(self, app: AppDef, circuit: CircuitDef, running: Circuit) -> bool:
         """Whether ``circuit`` runs as ``app`` has it now: same definition, same exports,

@@ -29,6 +29,11 @@ ALLOWED = {
         "jet.devices", "jet.transport", "jet.definition", "jet.address", "jet.tasks",
         "jet.loader", "jet.containers", "jet.runtime", "jet.levels",
     },
+    # Pack groups: copies of circuits over the shared containers, placed by a leader.
+    "jet.cluster": {
+        "jet.cluster", "jet.containers", "jet.runtime", "jet.definition", "jet.transport",
+        "jet.address", "jet.tasks",
+    },
     # Levels carry messages between brokers: the transport, and a CLI value reader.
     "jet.levels": {
         "jet.levels", "jet.transport", "jet.definition", "jet.address", "jet.tasks",

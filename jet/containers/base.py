@@ -36,8 +36,8 @@ import attrs
 
 from jet import address
 from jet.containers import conf
-from jet.containers.boundary import Body, CircuitBoundary, CommandError
-from jet.containers.census import Census, Holder, IdentityClash, claim
+from jet.containers.boundary import Body, CircuitBoundary, CommandError, Replica
+from jet.containers.census import Census, Holder, IdentityClash, claim, retained_statuses
 from jet.definition.check import refusal
 from jet.definition.model import CircuitDef, circuit_from_msgpack
 from jet.runtime.network import BuildError, running_gadget
@@ -99,10 +99,15 @@ class Container:
         state_file: Path | None = None,
         registry: Registry | None = None,
         stuck_limit: float = STUCK_LIMIT,
+        group: str | None = None,
     ) -> None:
         if not address.NAME_RE.match(container_id):
             raise ValueError(f"{self.kind} id {container_id!r} must match [a-z0-9_-]+")
+        if group is not None and not address.NAME_RE.match(group):
+            raise ValueError(f"group {group!r} must match [a-z0-9_-]+")
         self.id = container_id
+        #: the group this container is a member of (docs/groups.md), None: none
+        self.cluster_group = group
         #: the gadget types this container may build (a pack's allow list), and
         #: what every definition it receives is checked against
         self.registry = registry or Registry()
@@ -204,6 +209,10 @@ class Container:
             log=self.log,
         )
         await self.census.start(self.link)
+        if self.cluster_group is not None:  # (copies left by an earlier run of this member)
+            await self.link.subscribe(
+                address.replica_status(self.kind, "+", self.id), 1, self._replica_status_of_mine
+            )
         await self.link.subscribe(self._conf_topic, 1, self._enqueue)
         if self.conf_filter is not None:
             await self.link.subscribe(self.conf_filter, 1, self._enqueue)
@@ -281,6 +290,7 @@ class Container:
             "unrestored": {cid: kept.reason for cid, kept in sorted(self.unrestored.items())},
             "conf_errors": self.conf_errors,
             "outbox_dropped": link.stats.outbox_dropped if link is not None else 0,
+            **({"group": self.cluster_group} if self.cluster_group is not None else {}),
             **self._presence_extra(),
         }
 
@@ -323,6 +333,8 @@ class Container:
             )
             place = address.circuit_of(topic)
             circuit_id = place.id if place is not None else ""
+            if command.pack is not None and command.pack != self.id:
+                raise NotOurs  # meant for another member's copy of the circuit
         try:
             if circuit_id is None:
                 self._refuse_stale(command)
@@ -393,6 +405,9 @@ class Container:
             case "reload":
                 result = await self.reload(circuit, self._received(args["definition"]),
                                            args.get("exports") or {}, args.get("foreign") or {})
+                wanted = args.get("replicas")
+                if circuit.replica is not None and isinstance(wanted, int) and wanted > 0:
+                    circuit.replica = attrs.evolve(circuit.replica, wanted=wanted)
             case "status":
                 return circuit.status()
             case _:
@@ -433,11 +448,12 @@ class Container:
             )
         args = args or {}
         circuit_id = self._circuit_id(definition, args)
+        replica = self._replica(args)
         existing = self.circuits.get(circuit_id)
         if existing is not None:
             await self._load_again(existing, definition, args)
             return existing
-        elsewhere = self.census.running_elsewhere(circuit_id)
+        elsewhere = None if replica is not None else self.census.running_elsewhere(circuit_id)
         if elsewhere is not None:
             raise ValueError(
                 f"circuit {circuit_id!r} already runs in {elsewhere}: unload it there first"
@@ -445,7 +461,7 @@ class Container:
         make_body = self._make_body(circuit_id, definition, app, args)
         circuit = CircuitBoundary(
             self.kind, circuit_id, self.link, make_body, app=app, container=self.container,
-            exports=exports, foreign=foreign,
+            exports=exports, foreign=foreign, replica=replica,
         )
         circuit.status()  # a circuit that cannot report itself is refused before it is added
         self.circuits[circuit.id] = circuit
@@ -463,6 +479,21 @@ class Container:
         await self._loaded(circuit)
         self.log.info("loaded circuit %s (%d gadgets)", circuit.id, len(definition.gadgets))
         return circuit
+
+    def _replica(self, args: Mapping[str, Any]) -> Replica | None:
+        """The group copy a ``load`` asks for (``pack_group``, ``replicas``, ``adopted``), or
+        None.  (Not ``group``: a hub's ``load`` has that field, the radio group.)"""
+        group = args.get("pack_group")
+        if group is None:
+            return None
+        if group != self.cluster_group:
+            mine = f"group {self.cluster_group}" if self.cluster_group else "no group"
+            raise ValueError(f"{self.kind} {self.id} is in {mine}, not in group {group}")
+        wanted = args.get("replicas", 1)
+        if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
+            raise ValueError(f"replicas must be a whole number from 1, not {wanted!r}")
+        adopted = args.get("adopted")
+        return Replica(group, self.id, wanted, adopted if isinstance(adopted, str) else None)
 
     async def reload(
         self,
@@ -485,7 +516,7 @@ class Container:
         """Stop a circuit and forget it: no subscription and no retained message left."""
         circuit = self.circuits.pop(circuit_id)
         await circuit.stop()
-        await self._forget(circuit_id)
+        await self._forget(circuit_id, circuit.replica)
         self._announce()
         self._save()
         self._changed(circuit_id, "unload")
@@ -494,7 +525,11 @@ class Container:
     # -- statuses ------------------------------------------------------------------------------
 
     def _publish_definition(self, circuit: CircuitBoundary) -> None:
-        """The definition, retained on its own topic: once per load/reload, not per refresh."""
+        """The definition, retained on its own topic: once per load/reload, not per refresh.
+        (A group's copy carries it in its own status instead: the copies share the topic.)"""
+        if circuit.replica is not None:
+            self._definition_due.add(circuit.id)
+            return
         definition = circuit.status(definition=True)["definition"]
         self.link.publish_nowait(
             address.circuit_definition(self.kind, circuit.id), codec.encode(definition),
@@ -506,16 +541,21 @@ class Container:
         # The status that follows a load or reload also carries the definition
         # (a watcher sees what changed); counter refreshes do not.
         due = circuit.id in self._definition_due
-        status = circuit.status(definition=due)
+        # (a group's copy always carries its definition: whoever adopts it needs it)
+        status = circuit.status(definition=due or circuit.replica is not None)
         status["state"] = state
         payload = codec.encode(status)
         if not due and self._last_status.get(circuit.id) == payload:
             return
         self._definition_due.discard(circuit.id)
         self._last_status[circuit.id] = payload
-        self.link.publish_nowait(
-            address.circuit_status(self.kind, circuit.id), payload, qos=1, retain=True
-        )
+        self.link.publish_nowait(self._status_topic_of(circuit.id, circuit.replica), payload,
+                                 qos=1, retain=True)
+
+    def _status_topic_of(self, circuit_id: str, replica: Replica | None) -> str:
+        if replica is not None:
+            return address.replica_status(self.kind, circuit_id, self.id)
+        return address.circuit_status(self.kind, circuit_id)
 
     async def _report(self) -> None:
         # Counters change all the time; the retained status is refreshed at a
@@ -541,7 +581,8 @@ class Container:
             return
         state: dict[str, Any] = {cid: kept.saved for cid, kept in self.unrestored.items()}
         state.update(
-            {cid: {**c.saved(), "args": self._saved_args(c)} for cid, c in self.circuits.items()}
+            {cid: {**c.saved(), "args": {**self._saved_args(c), **self._replica_args(c)}}
+             for cid, c in self.circuits.items()}
         )
         tmp = self.state_file.with_name(f".{self.state_file.name}.tmp")
         try:
@@ -568,39 +609,88 @@ class Container:
         self.log.error("%s: not a state file, starting empty", self.state_file)
         return {}
 
+    @staticmethod
+    def _replica_args(circuit: CircuitBoundary) -> dict[str, Any]:
+        """The ``load`` arguments that make a circuit a group's copy again."""
+        replica = circuit.replica
+        if replica is None:
+            return {}
+        return {"pack_group": replica.group, "replicas": replica.wanted,
+                **({"adopted": replica.adopted} if replica.adopted else {})}
+
     def _saved_args(self, circuit: CircuitBoundary) -> dict[str, Any]:
         """The ``load`` arguments beyond the definition needed to build it again."""
         return {}
 
     async def _restore(self) -> None:
-        if self.state_file is None:
+        # A group member's copies are also on the broker, in their retained statuses: what
+        # it ran before is restored from them when its state file does not have it (a member
+        # back without its state file), before connecting, so what its persistent session
+        # kept for their shared subscriptions finds their wires (docs/groups.md).
+        copies: dict[str, Any] = {}
+        if self.cluster_group is not None:
+            copies = await retained_statuses(
+                self.link.broker, address.replica_status(self.kind, "+", self.id),
+                connect_timeout=self._connect_timeout,
+            )
+        if self.state_file is None and not copies:
             return
         self._restoring = True
         try:
-            await self._restore_all()
+            if self.state_file is not None:
+                for cid, saved in self._read_state().items():
+                    await self._restore_entry(str(cid), saved, str(self.state_file))
+            for topic, status in sorted(copies.items()):
+                saved = self._copy_as_saved(status)
+                place = address.circuit_of(topic)
+                if place is None or saved is None or place.id in self.circuits:
+                    continue
+                await self._restore_entry(place.id, saved, topic)
         finally:
             self._restoring = False
         self._save()
 
-    async def _restore_all(self) -> None:
-        assert self.state_file is not None
-        for cid, saved in self._read_state().items():
-            try:
-                circuit = await self._restore_one(cid, saved)
-            except (*REFUSALS, ImportError, LookupError) as exc:
-                # Kept as it is: what cannot be built now (a module missing, a
-                # type not allowed this time) may be built at the next start.
-                reason = " ".join(str(exc).splitlines()) or type(exc).__name__
-                self.log.error("%s: cannot restore circuit %s (kept for the next start): %s",
-                               self.state_file, cid, reason)
-                await self._keep_unrestored(str(cid), saved, reason)
-                continue
-            try:
-                for port, topic, qos, limit, policy, *payload in saved.get("wires", []):
-                    await circuit.wire(port, topic, qos, limit, policy, *payload[:1])
-            except REFUSALS as exc:
-                self.log.error("%s: circuit %s: a wire not restored: %s",
-                               self.state_file, cid, exc)
+    def _copy_as_saved(self, status: Any) -> dict[str, Any] | None:
+        """A copy's retained status as a state-file entry (None: not this group's copy)."""
+        if not isinstance(status, dict) or status.get("group") != self.cluster_group:
+            return None
+        if status.get("state") not in ("online", "offline") or "definition" not in status:
+            return None
+        adopted = status.get("adopted")
+        return {
+            "app": status.get("app", ""),
+            "definition": status["definition"],
+            "exports": status.get("exports") or {},
+            "foreign": {
+                k: [{f: v for f, v in t.items() if f != "unwritable"} for t in targets]
+                for k, targets in (status.get("foreign") or {}).items()
+            },
+            "wires": [
+                [port, w["topic"], w.get("qos", 1), w.get("queue"), w.get("policy")]
+                + ([w["payload"]] if w.get("payload") is not None else [])
+                for port, wires in (status.get("inputs") or {}).items() for w in wires
+            ],
+            "args": {"pack_group": self.cluster_group, "replicas": status.get("replicas", 1),
+                     **({"adopted": adopted} if isinstance(adopted, str) else {})},
+        }
+
+    async def _restore_entry(self, cid: str, saved: Any, source: str) -> None:
+        """Build one saved circuit and its wires; one that cannot be built is kept."""
+        try:
+            circuit = await self._restore_one(cid, saved)
+        except (*REFUSALS, ImportError, LookupError) as exc:
+            # Kept as it is: what cannot be built now (a module missing, a
+            # type not allowed this time) may be built at the next start.
+            reason = " ".join(str(exc).splitlines()) or type(exc).__name__
+            self.log.error("%s: cannot restore circuit %s (kept for the next start): %s",
+                           source, cid, reason)
+            await self._keep_unrestored(cid, saved, reason)
+            return
+        try:
+            for port, topic, qos, limit, policy, *payload in saved.get("wires", []):
+                await circuit.wire(port, topic, qos, limit, policy, *payload[:1])
+        except REFUSALS as exc:
+            self.log.error("%s: circuit %s: a wire not restored: %s", source, cid, exc)
 
     async def _restore_one(self, circuit_id: str, saved: Mapping[str, Any]) -> CircuitBoundary:
         return await self.load(
@@ -655,12 +745,16 @@ class Container:
             f" restored ({kept.reason}); load it again, or unload it"
         )
 
-    async def _forget(self, circuit_id: str) -> None:
+    async def _forget(self, circuit_id: str, replica: Replica | None = None) -> None:
         """No conf subscription and no retained status or definition left for ``circuit_id``."""
         sub = self._conf_subs.pop(circuit_id, None)
         if sub is not None:
             await self.link.unsubscribe(sub)
-        self._clear_retained(circuit_id)
+        if replica is not None:  # (the definition topic is not a copy's own)
+            self.link.publish_nowait(self._status_topic_of(circuit_id, replica), b"", qos=1,
+                                     retain=True)
+        else:
+            self._clear_retained(circuit_id)
         self._last_status.pop(circuit_id, None)
         self._definition_due.discard(circuit_id)
 
@@ -714,6 +808,26 @@ class Container:
         self._announce()
 
     # -- statuses an earlier run of this container left ----------------------------------------
+
+    def _replica_status_of_mine(self, topic: str, payload: bytes) -> None:
+        """A retained status of a group's copy naming this container: one this run does
+        not have, left by an earlier run, is cleared (the group has adopted it)."""
+        parsed = address.parse(topic)
+        if parsed is None or not payload or self._closing:
+            return
+        circuit = self.circuits.get(parsed.id)
+        if circuit is not None and circuit.replica is not None:
+            return
+        try:
+            status = codec.decode(payload)
+        except codec.PayloadError:
+            status = None
+        since = status.get("since") if isinstance(status, dict) else None
+        if isinstance(since, int | float) and since >= self.started_at:
+            return  # this run's own, already unloaded (its clearing is on its way)
+        self.log.info("circuit %s: the status of this member's copy was left by an earlier"
+                      " run; cleared", parsed.id)
+        self.link.publish_nowait(topic, b"", qos=1, retain=True)
 
     def _status_of_mine(self, circuit_id: str, status: Mapping[str, Any]) -> None:
         """A retained status naming this container: one of a circuit it neither runs nor

@@ -110,6 +110,29 @@ class Wire:
 
 
 @attrs.frozen
+class Replica:
+    """This circuit is one copy of a group's circuit (docs/groups.md): its wires are
+    shared subscriptions of ``group`` (each message reaches one copy), its status is
+    its own (``<type>/<circuit>/replica/<member>/status``); ``wanted`` copies in all;
+    ``adopted``: the member whose copy this one replaced when that member went."""
+
+    group: str
+    member: str
+    wanted: int = 1
+    adopted: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        return {"group": self.group, "member": self.member, "replicas": self.wanted,
+                "adopted": self.adopted}
+
+    def share(self, circuit_id: str, topic: str) -> str:
+        """The filter a wire of ``circuit_id`` from ``topic`` subscribes: its copies' share
+        of it (``<group>.<circuit>``: two circuits of a group wired to one topic each get
+        every message; ``.`` is in no id, so no two shares are named alike)."""
+        return f"$share/{self.group}.{circuit_id}/{topic}"
+
+
+@attrs.frozen
 class Target:
     """A device's topic an output writes (a wire to a foreign topic)."""
 
@@ -251,9 +274,12 @@ class CircuitBoundary:
         container: str = "",
         exports: Mapping[str, Any] | None = None,
         foreign: Mapping[str, Any] | None = None,
+        replica: Replica | None = None,
     ) -> None:
         self.kind = kind
         self.id = circuit_id
+        #: set when this circuit is one copy of a group's (docs/groups.md)
+        self.replica = replica
         self.app = app
         self.container = container
         self.link = link
@@ -453,8 +479,10 @@ class CircuitBoundary:
                 return None
 
         wildcard = is_filter(topic)
+        # A group's copy takes its share of the topic: each message reaches one copy.
         sub = await self.link.subscribe(
-            topic, qos, on_message if reads is None else on_device_message
+            topic if self.replica is None else self.replica.share(self.id, topic), qos,
+            on_message if reads is None else on_device_message,
         )
         wire = self.wires[(f"{gadget}.{port}", topic)] = Wire(
             gadget, port, topic, qos, limit, chosen, sub, reads, trouble
@@ -604,6 +632,7 @@ class CircuitBoundary:
             "counters": counters,
             "ports": self.port_names(),
             **self.body.status_fields(),
+            **(self.replica.fields() if self.replica is not None else {}),
         }
         if definition:
             status["definition"] = self.body.definition_map()

@@ -122,6 +122,29 @@ async def retained_delivered(link: Link, timeout: float = RETAINED_WITHIN) -> No
         await link.unsubscribe(sub)
 
 
+async def retained_statuses(
+    broker: Broker, topic_filter: str, *, connect_timeout: float | None
+) -> dict[str, Any]:
+    """The retained messages under ``topic_filter`` now, decoded (unreadable ones left out),
+    read over a connection of its own (clean session, no will) before a container
+    connects under its id."""
+    link = Link(broker, f"jet-read-{os.getpid()}-{next(_claims)}", clean_session=True,
+                connect_timeout=connect_timeout)
+    found: dict[str, Any] = {}
+
+    def on_message(topic: str, payload: bytes) -> None:
+        if not payload:
+            found.pop(topic, None)
+            return
+        with contextlib.suppress(codec.PayloadError):
+            found[topic] = codec.decode(payload)
+
+    async with link:
+        await link.subscribe(topic_filter, 1, on_message)
+        await retained_delivered(link)
+    return found
+
+
 async def claim(
     broker: Broker,
     kind: str,

@@ -42,7 +42,10 @@ CIRCUIT_COMMANDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "start": {},
     "drain": {"timeout": ((int, float), False)},
     "stop": {},
-    "reload": {"definition": (dict, True), "exports": (dict, False), "foreign": (dict, False)},
+    "reload": {
+        "definition": (dict, True), "exports": (dict, False), "foreign": (dict, False),
+        "replicas": (int, False),  # a group's copy: the copies wanted now (docs/groups.md)
+    },
     "status": {},
 }
 
@@ -53,6 +56,10 @@ CONTAINER_COMMANDS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] =
         "start": (bool, False),
         "exports": (dict, False),
         "foreign": (dict, False),
+        # a replica of a group's circuit (docs/groups.md)
+        "pack_group": (str, False),
+        "replicas": (int, False),
+        "adopted": (str, False),
     },
     "status": {},
 }
@@ -98,6 +105,9 @@ class Command:
     #: Absolute time (epoch seconds) after which the sender no longer waits for
     #: it: a command handled later is refused (:meth:`stale`). None: no deadline.
     deadline: float | None = None
+    #: The pack whose replica of the circuit is meant (docs/groups.md): the other
+    #: replicas on the same conf topic leave the command alone.  None: every one.
+    pack: str | None = None
 
     def stale(self) -> str | None:
         """Why this command must not be carried out any more (None: it may be).
@@ -115,7 +125,7 @@ class Command:
 
 
 #: The fields every command may carry besides its own.
-ENVELOPE = ("cmd", "id", "reply_to", "deadline")
+ENVELOPE = ("cmd", "id", "reply_to", "deadline", "pack")
 
 
 def parse(
@@ -154,6 +164,10 @@ def parse(
     ):
         raise fail(f"bad conf message: deadline must be epoch seconds, not {deadline!r}")
 
+    pack = data.get("pack")
+    if pack is not None and not isinstance(pack, str):
+        raise fail(f"bad conf message: pack must be a pack id, not {pack!r}")
+
     name = data.get("cmd")
     if not isinstance(name, str):
         raise fail("bad conf message: no 'cmd' string")
@@ -161,7 +175,7 @@ def parse(
     args = {k: v for k, v in data.items() if k not in ENVELOPE}
     if fields is None:
         if others:
-            return Command(name, args, ident, reply_to, deadline)
+            return Command(name, args, ident, reply_to, deadline, pack)
         raise fail(f"unknown command {name!r} (known: {', '.join(sorted(table))})")
     for key, (kind, required) in fields.items():
         if key not in args:
@@ -186,7 +200,7 @@ def parse(
             queue_limit(args["queue"])  # (the one rule, jet/definition/model.py)
         except ValueError as exc:
             raise fail(f"{name}: {exc}") from None
-    return Command(name, args, ident, reply_to, deadline)
+    return Command(name, args, ident, reply_to, deadline, pack)
 
 
 def reply_ok(ident: Any, result: Any = None) -> bytes:

@@ -386,14 +386,21 @@ class Statuses:
         self._statuses: dict[str, CircuitStatus] = {}
         self._definitions: dict[str, tuple[CircuitDef, dict[str, GadgetPorts]]] = {}
 
+    #: What :meth:`read` reads.
+    FILTERS = (
+        address.ALL_CONTAINER_STATUS, address.ALL_CIRCUIT_DEFINITIONS, address.ALL_CIRCUIT_STATUS,
+    )
+
     @classmethod
     async def read(cls, session: Session, registry: Registry | None = None) -> Statuses:
         """Everything retained now, in one read (a CLI command's or the loader's view)."""
+        return cls.of(await session.retained(*cls.FILTERS), registry)
+
+    @classmethod
+    def of(cls, found: Mapping[str, Any], registry: Registry | None = None) -> Statuses:
+        """What one read of retained messages (``Session.retained``, under at least
+        :data:`FILTERS`) says; messages of other topics are left alone."""
         statuses = cls(registry)
-        found = await session.retained(
-            address.ALL_CONTAINER_STATUS, address.ALL_CIRCUIT_DEFINITIONS,
-            address.ALL_CIRCUIT_STATUS,
-        )
         for topic, value in sorted(found.items()):
             # (Session.retained gives None for a payload it could not decode.)
             statuses.take(topic, value, unreadable=value is None)

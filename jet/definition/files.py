@@ -609,6 +609,9 @@ class _Builder:
                     if g.type in defs:
                         used.update(defs[g.type].subcircuits)
                         used[g.type] = defs[g.type]
+            if c.get("replicas") is not None and not c.get("pack"):
+                raise self.fail((*path, "replicas"), f"circuit {name!r}: replicas need a group:"
+                                " say which one (pack: <group>)")
             circuits[name] = {
                 "name": name,
                 "container": container,
@@ -616,6 +619,7 @@ class _Builder:
                 "wires": self.wires(c.get("wires"), 2, (*path, "wires")),
                 "node": None if c.get("node") is None else int(c["node"]),
                 "pack": c.get("pack"),
+                "replicas": c.get("replicas"),
                 "level": level,
                 "subcircuits": used,
                 "line": self.line(path),

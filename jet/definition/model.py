@@ -79,6 +79,8 @@ MAX_NESTING = 16
 #: expanded (each use runs a network of its own): a few kilobytes of nested
 #: definitions, each used twice, would otherwise expand to millions.
 MAX_EXPANDED_GADGETS = 10_000
+#: The most copies ``replicas`` may ask for (a group of more members is not what JET is for).
+MAX_REPLICAS = 64
 
 
 @attrs.frozen
@@ -151,6 +153,8 @@ class CircuitDef:
     wires: tuple[WireDef, ...] = ()
     node: int | None = None
     pack: str | None = None
+    #: copies asked for (``replicas: N``): ``pack`` then names a group (docs/groups.md)
+    replicas: int | None = None
     #: the level whose broker runs it (an app with ``levels``), None on an app's one broker
     level: str | None = None
     inputs: Mapping[str, PortRef] = attrs.field(factory=dict)
@@ -288,6 +292,7 @@ def circuit_to_msgpack(c: CircuitDef) -> dict[str, Any]:
         "container": c.container,
         "node": c.node,
         "pack": c.pack,
+        **({"replicas": c.replicas} if c.replicas is not None else {}),
         "gadgets": [
             {
                 "name": g.name,
@@ -329,6 +334,7 @@ def _circuit_from_msgpack(d: Mapping[str, Any], container: Container, level: int
         container=container,
         node=d.get("node"),
         pack=d.get("pack"),
+        replicas=_replicas(d.get("replicas")),
         gadgets=tuple(
             GadgetDef(
                 name=str(g["name"]),
@@ -349,6 +355,14 @@ def _circuit_from_msgpack(d: Mapping[str, Any], container: Container, level: int
             for k, v in (d.get("subcircuits") or {}).items()
         },
     )
+
+
+def _replicas(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_REPLICAS:
+        raise ValueError(f"replicas must be a whole number 1 to {MAX_REPLICAS}, not {value!r}")
+    return value
 
 
 def _type_name(value: Any) -> str | None:

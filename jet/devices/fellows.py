@@ -7,7 +7,8 @@ say ``offline``.  Its share of the group's shared subscriptions lives in its
 persistent session on the broker (client id ``jet-devices-<name>``): while it is
 gone, the broker keeps queueing that share for it, and no other member gets it.
 
-So when a fellow goes, one live fellow connects *as* the gone fellow's session and
+So when a fellow goes, one live fellow connects *as* the gone fellow's session (holding
+it is :class:`jet.transport.sessions.HeldSessions`, shared with pack groups) and
 handles what the session holds and what keeps coming to it, until the fellow is
 back: its own connection then takes the session over (the broker allows one
 connection per client id), and the holder lets go.  Nothing waits longer than the
@@ -33,7 +34,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import socket
 import time
 from collections import deque
@@ -44,13 +44,12 @@ from jet.devices.store import Store
 from jet.tasks import cancel_all
 from jet.transport import Link
 from jet.transport.connection import Will
+from jet.transport.sessions import RETRY, HeldSessions
 
 log = logging.getLogger("jet.devices.fellows")
 
 #: Seconds of keepalive of a group's servers: a dead one's will comes after 1.5 of them.
 GROUP_KEEPALIVE = 2
-#: Seconds a holder that was kicked off a session waits before it tries again.
-RETRY = 3.0
 PRESENCE = "jet/devices/{group}/fellows/{name}"
 #: A partition's own marker: what its session held comes before it (docs/devices.md).
 MARK = "jet/devices/{group}/marks/{name}"
@@ -108,11 +107,15 @@ class Fellowship:
         self.handler = handler
         self.store = store
         self.fellows: dict[str, dict[str, Any]] = {}  # name -> its latest presence
-        self.holding: dict[str, Link] = {}  # a gone fellow's name -> our link to its session
-        self._kicked: dict[str, float] = {}  # when a holding link of ours was kicked off
+        #: the gone fellows' sessions we hold, by the fellow's name
+        self.sessions = HeldSessions(link.broker, keepalive=link.keepalive, retry=RETRY,
+                                     what="share", who=f"group {group}: {name}")
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._letting_go: set[asyncio.Task[None]] = set()
+
+    @property
+    def holding(self) -> dict[str, Link]:
+        return self.sessions.holding
 
     async def __aenter__(self) -> Self:
         await self.link.subscribe(PRESENCE.format(group=self.group, name="+"), 1,
@@ -134,9 +137,8 @@ class Fellowship:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await cancel_all([*self._tasks, *self._letting_go])
-        for gone in list(self.holding):
-            await self._let_go(gone)
+        await cancel_all(self._tasks)
+        await self.sessions.close()
         with contextlib.suppress(ConnectionError, TimeoutError):
             await self.link.publish(PRESENCE.format(group=self.group, name=self.name),
                                     _presence("offline"), qos=1, retain=True)
@@ -235,42 +237,11 @@ class Fellowship:
         live = self.live()
         for name in sorted(self.fellows):
             mine = (name not in live and owner(name, live) == self.name)
-            if mine and name not in self.holding:
-                if time.monotonic() - self._kicked.get(name, -math.inf) >= RETRY:
-                    await self._take(name)
-            elif not mine and name in self.holding:
-                await self._let_go(name)
-
-    async def _take(self, gone: str) -> None:
-        link = Link(self.link.broker, session_name(gone), clean_session=False,
-                    ack_after_handling=True, keepalive=self.link.keepalive,
-                    connect_timeout=10.0, on_lost=lambda _reason: self._lost(gone))
-        for topic in self.filters:
-            await link.subscribe(topic, 1, self.handler)
-        try:
-            await link.__aenter__()
-        except ConnectionError as exc:
-            self._kicked[gone] = time.monotonic()
-            log.warning("%s's share not taken: %s", gone, exc)
-            return
-        self.holding[gone] = link
-        log.info("group %s: %s holds %s's share while it is gone", self.group, self.name, gone)
-
-    def _lost(self, gone: str) -> None:
-        # Kicked off (the fellow is back, or another holder came): let go, no reconnecting.
-        link = self.holding.pop(gone, None)
-        if link is None:
-            return
-        self._kicked[gone] = time.monotonic()
-        task = asyncio.create_task(link.close(), name=f"let-go-{gone}")
-        self._letting_go.add(task)
-        task.add_done_callback(self._letting_go.discard)
-        log.info("group %s: %s let go of %s's share (its session was taken)", self.group,
-                 self.name, gone)
-
-    async def _let_go(self, gone: str) -> None:
-        link = self.holding.pop(gone, None)
-        if link is not None:
-            await link.close()
-            log.info("group %s: %s let go of %s's share (it is back)", self.group, self.name,
-                     gone)
+            if mine and self.sessions.may_take(name):
+                subscriptions = [(topic, 1, self.handler) for topic in self.filters]
+                if await self.sessions.take(name, session_name(name), subscriptions):
+                    log.info("group %s: %s holds %s's share while it is gone", self.group,
+                             self.name, name)
+            elif not mine and await self.sessions.let_go(name):
+                log.info("group %s: %s let go of %s's share (it is back)", self.group,
+                         self.name, name)

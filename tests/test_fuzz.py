@@ -303,6 +303,10 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "exports": st.dictionaries(port_names, st.lists(st.text(max_size=4), max_size=2)),
     "app": st.text(max_size=6),
     "start": st.booleans(),
+    # a group's copy (docs/groups.md): a group that may or may not be this pack's
+    "pack_group": st.one_of(st.just("fz-group"), st.text(max_size=6)),
+    "replicas": st.integers(-1, 70),
+    "adopted": st.text(max_size=6),
 }
 #: How a device's messages read or write (a wire's ``payload``, a ``foreign`` target's).
 payload_formats = st.fixed_dictionaries(

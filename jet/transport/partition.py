@@ -148,3 +148,18 @@ async def mark(link: Link, topic: str, payload: bytes, timeout: float = MARK_TIM
                                   f" {timeout:g} s") from None
     finally:
         await link.unsubscribe(sub)
+
+
+class Split:
+    """A pack group member's partition of its copies' inputs (``jet pack --group G
+    --partition``): each message's key is :func:`message_key` (its topic and payload),
+    its members are those running a live copy of the circuit (``space``), as
+    :attr:`live` says (set by the member's group view; until then, this member alone)."""
+
+    def __init__(self, me: str) -> None:
+        self.part = Partition(me)
+        self.live: Callable[[str], set[str]] = lambda _space: {me}
+
+    def mine(self, space: str, topic: str, payload: bytes, handler: Handler) -> bool:
+        return self.part.mine(message_key(topic, payload), self.live(space), topic, payload,
+                              handler, space=space)

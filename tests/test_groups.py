@@ -118,6 +118,10 @@ def test_check_refuses_replicas_mistakes(tmp_path: Path) -> None:
     done = jet("pack", "--group", "Bad!", "--broker", "mqtt://127.0.0.1:1")
     assert done.returncode == 1
     assert done.stderr.strip() == "jet pack: error: group 'Bad!' must match [a-z0-9_-]+"
+    done = jet("pack", "--partition", "--broker", "mqtt://127.0.0.1:1")
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("jet pack: error: --partition splits a group's inputs:"
+                                   " it needs --group")
 
 
 def test_copies_share_the_input_each_message_once(mosquitto: Mosquitto, tmp_path: Path) -> None:

@@ -394,7 +394,8 @@ def partitioned_stream(member_urls: dict[str, str], load_url: str, feed_url: str
     ``load_url``, a numbered QoS 1 stream from ``feed_url`` counted on ``out_url``: each
     message handled by one copy (the copies' counters add up, both non-zero); then the
     second member killed -9 mid-stream: nothing lost, duplicates counted, the survivor
-    goes on.  Returns the figures (asserted here)."""
+    goes on; the member back: what its session kept is dropped, 300 more once each.
+    Returns the figures (asserted here)."""
     app = tmp_path / "grouped.yaml"
     app.write_text(app_text(2))
     procs = {name: partition_member(url, tmp_path, name) for name, url in member_urls.items()}
@@ -439,6 +440,18 @@ def partitioned_stream(member_urls: dict[str, str], load_url: str, feed_url: str
                 await out2.wait_for(lambda c: False, timeout=1)
             figures["kill"] = account(f"{label}: member kill -9 mid-stream",
                                       total, [int(v) - first for v in out2.values()])
+            # the member back (its copy from its state file): what its session kept while
+            # it was away comes before its marker and is dropped; the two split again
+            procs[victim] = partition_member(member_urls[victim], tmp_path, victim)
+            await until(both_live, "both copies live again", 15)
+            out3 = await Collector(consumer).watch(OUTPUT)
+            again = range(first + total, first + total + 300)
+            await stream(producer, again)
+            await out3.wait_for(lambda c: set(map(int, c.values())) >= set(again), timeout=30)
+            with contextlib.suppress(AssertionError):
+                await out3.wait_for(lambda c: False, timeout=1)
+            figures["back"] = account(f"{label}: the member back, 300 more", len(again),
+                                      [int(v) - again[0] for v in out3.values()])
             return out2.values()
 
     said = ""
@@ -448,6 +461,7 @@ def partitioned_stream(member_urls: dict[str, str], load_url: str, feed_url: str
         for proc in procs.values():
             said += proc.stop()
     figures["replayed"] = [line for line in said.splitlines() if "replays" in line]
+    figures["dropped"] = [line for line in said.splitlines() if "our session held" in line]
     print(figures)
     assert figures["once"]["lost"] == 0 and figures["once"]["duplicated"] == 0, figures
     received = figures["received"]
@@ -455,6 +469,8 @@ def partitioned_stream(member_urls: dict[str, str], load_url: str, feed_url: str
     assert all(n > 0 for n in received.values()), received
     assert figures["kill"]["lost"] == 0, figures
     assert figures["replayed"], said  # the survivor replayed the victim's last messages
+    assert figures["back"]["lost"] == 0 and figures["back"]["duplicated"] == 0, figures
+    assert figures["dropped"], said  # what its session kept, the survivor had handled
     return figures
 
 

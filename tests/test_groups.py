@@ -394,7 +394,8 @@ def partitioned_stream(member_urls: dict[str, str], load_url: str, feed_url: str
     ``load_url``, a numbered QoS 1 stream from ``feed_url`` counted on ``out_url``: each
     message handled by one copy (the copies' counters add up, both non-zero); then the
     second member killed -9 mid-stream: nothing lost, duplicates counted, the survivor
-    goes on; the member back: what its session kept is dropped, 300 more once each.
+    goes on; the member back: what its session kept is dropped, 300 more once each; a
+    reload in place, 40 more once each.
     Returns the figures (asserted here)."""
     app = tmp_path / "grouped.yaml"
     app.write_text(app_text(2))
@@ -452,6 +453,16 @@ def partitioned_stream(member_urls: dict[str, str], load_url: str, feed_url: str
                 await out3.wait_for(lambda c: False, timeout=1)
             figures["back"] = account(f"{label}: the member back, 300 more", len(again),
                                       [int(v) - again[0] for v in out3.values()])
+            # reload in place: each copy runs the new definition, the split goes on
+            app.write_text(app_text(2, factor=1000))
+            said = await jet_ok("reload", str(app), "--broker", load_url)
+            assert "reloaded work (copies on a, b)" in said, said
+            out4 = await Collector(consumer).watch(OUTPUT)
+            await stream(producer, range(1, 41))
+            await out4.wait_for(lambda c: len(c.values()) >= 40, timeout=20)
+            with contextlib.suppress(AssertionError):
+                await out4.wait_for(lambda c: len(c.values()) > 40, timeout=1)
+            assert sorted(map(int, out4.values())) == [1000 * n for n in range(1, 41)]
             return out2.values()
 
     said = ""

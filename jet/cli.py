@@ -420,10 +420,13 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
     async def serve() -> int:
         state = Path(args.state) if args.state else None
+        if args.partition and not args.group:
+            raise CliError("--partition splits a group's inputs: it needs --group")
         try:
             pack = Pack(
                 broker.parse(args.broker), args.id, registry=_registry(args), state_file=state,
                 keepalive=args.keepalive, stuck_limit=args.stuck_limit, group=args.group,
+                partition=args.partition,
             )
         except ValueError as exc:  # an id or group that cannot be a topic level
             raise CliError(str(exc)) from None
@@ -434,6 +437,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
                 await stack.enter_async_context(GroupMember(pack))
             group = f" in group {args.group}" if args.group else ""
+            if args.group and args.partition:
+                group += " (partition)"
             print(f"pack {args.id}{group} on {pack.link.broker.url}", flush=True)
             await pack.serve_forever()
         return 0
@@ -572,6 +577,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", help="file where loaded circuits persist across restarts")
     p.add_argument("--group", metavar="G", help="join pack group G: runs copies of the"
                    " group's circuits, and takes over a gone member's (docs/groups.md)")
+    p.add_argument("--partition", action="store_true",
+                   help="with --group, on a broker without shared subscriptions (NATS): the"
+                   " copies subscribe plainly and split the messages by a rule over the live"
+                   " copies (docs/groups.md)")
     p.add_argument("--keepalive", type=int, default=10,
                    help="MQTT keepalive, seconds: a dead pack is reported offline by its"
                    " will within 1.5 times this")

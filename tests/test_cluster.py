@@ -601,3 +601,19 @@ def test_device_registries_share_the_work_on_nats_by_partition(
     finally:
         for proc in servers:
             proc.stop()
+
+
+@pytest.mark.cluster
+def test_pack_group_splits_by_partition_on_nats(nats_cluster: NatsCluster,
+                                                tmp_path: Path) -> None:
+    """NATS's `$share/...` delivers nothing, so a pack group there is a partition
+    (`jet pack --group g --partition`): members on servers A and B, a `replicas: 2`
+    circuit loaded from B, a numbered QoS 1 stream from C: each message handled by one
+    copy; then B's member killed -9 mid-stream: nothing lost (duplicates counted), A's
+    copy goes on with every key."""
+    from test_groups import partitioned_stream
+
+    members = {"a": nats_cluster.url(nats_cluster.a), "b": nats_cluster.url(nats_cluster.b)}
+    figures = partitioned_stream(members, nats_cluster.b.url, nats_cluster.c.url,
+                                 nats_cluster.c.url, tmp_path, "NATS: pack group --partition")
+    assert figures["kill"]["lost"] == 0

@@ -118,6 +118,10 @@ def test_check_refuses_replicas_mistakes(tmp_path: Path) -> None:
     done = jet("pack", "--group", "Bad!", "--broker", "mqtt://127.0.0.1:1")
     assert done.returncode == 1
     assert done.stderr.strip() == "jet pack: error: group 'Bad!' must match [a-z0-9_-]+"
+    done = jet("pack", "--partition", "--broker", "mqtt://127.0.0.1:1")
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("jet pack: error: --partition splits a group's inputs:"
+                                   " it needs --group")
 
 
 def test_copies_share_the_input_each_message_once(mosquitto: Mosquitto, tmp_path: Path) -> None:
@@ -374,3 +378,115 @@ wires:""", 1))
         row = account(f"pack group: {name}, its member gone and back, not held", total, values)
         assert row["lost"] == 0, row
     assert "holds a's share" not in said, said
+
+
+def partition_member(url: str, tmp_path: Path, pack_id: str) -> JetProcess:
+    """A member on a broker without shared subscriptions (``--partition``)."""
+    proc = JetProcess("pack", "--broker", url, "--id", pack_id, "--group", "g", "--partition",
+                      "--keepalive", str(KEEPALIVE), "--state", str(tmp_path / f"{pack_id}.state"))
+    proc.wait_for_line(f"pack {pack_id} in group g (partition)", timeout=20)
+    return proc
+
+
+def partitioned_stream(member_urls: dict[str, str], load_url: str, feed_url: str,
+                       out_url: str, tmp_path: Path, label: str) -> dict[str, Any]:
+    """Two --partition members (on ``member_urls``), a ``replicas: 2`` circuit loaded from
+    ``load_url``, a numbered QoS 1 stream from ``feed_url`` counted on ``out_url``: each
+    message handled by one copy (the copies' counters add up, both non-zero); then the
+    second member killed -9 mid-stream: nothing lost, duplicates counted, the survivor
+    goes on; the member back: what its session kept is dropped, 300 more once each; a
+    reload in place, 40 more once each.
+    Returns the figures (asserted here)."""
+    app = tmp_path / "grouped.yaml"
+    app.write_text(app_text(2))
+    procs = {name: partition_member(url, tmp_path, name) for name, url in member_urls.items()}
+    first, total = 600, 1200
+    victim = sorted(procs)[-1]
+    figures: dict[str, Any] = {}
+
+    async def scenario() -> list[Any]:
+        await until(lambda: _live_members(load_url, 2), "two live members", 15)
+        await jet_ok("load", str(app), "--broker", load_url)
+
+        async def both_live() -> bool:
+            copies = (await read_group(load_url)).live_copies("work")
+            return sorted(c.member for c in copies) == sorted(procs)
+
+        await until(both_live, "both copies live", 15)
+        async with (
+            Link(broker.parse(feed_url), "producer", clean_session=False) as producer,
+            persistent(out_url, "consumer") as consumer,
+        ):
+            out = await Collector(consumer).watch(OUTPUT)
+            await stream(producer, range(first))
+            await out.wait_for(lambda c: len(set(map(int, c.values()))) >= first, timeout=30)
+            view = await until(lambda: _counted(load_url, first), "copies' counters", 15)
+            with contextlib.suppress(AssertionError):  # (late duplicates, if any, counted)
+                await out.wait_for(lambda c: len(c.values()) > first, timeout=1)
+            figures["once"] = account(f"{label}: 2 copies split a QoS 1 stream", first,
+                                      out.values())
+            figures["received"] = {c.member: c.status["counters"]["received"]
+                                   for c in view.live_copies("work")}
+            # kill -9 one member mid-stream: the other takes its keys and its last messages
+            out2 = await Collector(consumer).watch(OUTPUT)
+            numbers = range(first, first + total)
+            flowing = asyncio.create_task(stream(producer, numbers, pause=0.01))
+            await out2.wait_for(lambda c: len(c.values()) >= total // 3, timeout=30)
+            os.kill(procs[victim].proc.pid, signal.SIGKILL)
+            procs[victim].proc.wait(10)
+            await asyncio.wait_for(flowing, 60)
+            await out2.wait_for(lambda c: set(map(int, c.values())) >= set(numbers),
+                                timeout=30)
+            with contextlib.suppress(AssertionError):
+                await out2.wait_for(lambda c: False, timeout=1)
+            figures["kill"] = account(f"{label}: member kill -9 mid-stream",
+                                      total, [int(v) - first for v in out2.values()])
+            # the member back (its copy from its state file): what its session kept while
+            # it was away comes before its marker and is dropped; the two split again
+            procs[victim] = partition_member(member_urls[victim], tmp_path, victim)
+            await until(both_live, "both copies live again", 15)
+            out3 = await Collector(consumer).watch(OUTPUT)
+            again = range(first + total, first + total + 300)
+            await stream(producer, again)
+            await out3.wait_for(lambda c: set(map(int, c.values())) >= set(again), timeout=30)
+            with contextlib.suppress(AssertionError):
+                await out3.wait_for(lambda c: False, timeout=1)
+            figures["back"] = account(f"{label}: the member back, 300 more", len(again),
+                                      [int(v) - again[0] for v in out3.values()])
+            # reload in place: each copy runs the new definition, the split goes on
+            app.write_text(app_text(2, factor=1000))
+            said = await jet_ok("reload", str(app), "--broker", load_url)
+            assert "reloaded work (copies on a, b)" in said, said
+            out4 = await Collector(consumer).watch(OUTPUT)
+            await stream(producer, range(1, 41))
+            await out4.wait_for(lambda c: len(c.values()) >= 40, timeout=20)
+            with contextlib.suppress(AssertionError):
+                await out4.wait_for(lambda c: len(c.values()) > 40, timeout=1)
+            assert sorted(map(int, out4.values())) == [1000 * n for n in range(1, 41)]
+            return out2.values()
+
+    said = ""
+    try:
+        run(scenario(), timeout=150)
+    finally:
+        for proc in procs.values():
+            said += proc.stop()
+    figures["replayed"] = [line for line in said.splitlines() if "replays" in line]
+    figures["dropped"] = [line for line in said.splitlines() if "our session held" in line]
+    print(figures)
+    assert figures["once"]["lost"] == 0 and figures["once"]["duplicated"] == 0, figures
+    received = figures["received"]
+    assert set(received) == set(procs) and sum(received.values()) == first, received
+    assert all(n > 0 for n in received.values()), received
+    assert figures["kill"]["lost"] == 0, figures
+    assert figures["replayed"], said  # the survivor replayed the victim's last messages
+    assert figures["back"]["lost"] == 0 and figures["back"]["duplicated"] == 0, figures
+    assert figures["dropped"], said  # what its session kept, the survivor had handled
+    return figures
+
+
+def test_partition_without_shared_subscriptions(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """``--partition`` on mosquitto (which has shares; the mode must not need them): the
+    copies split the stream by hash, and a member's kill -9 loses nothing."""
+    partitioned_stream({"a": mosquitto.url, "b": mosquitto.url}, mosquitto.url, mosquitto.url,
+                       mosquitto.url, tmp_path, "pack group --partition (mosquitto)")

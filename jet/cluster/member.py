@@ -29,6 +29,16 @@ both may try to hold a session (each kicks the other; the kicked one waits
 message to one copy; once the views agree (one broker is the one source of them),
 the one leader trims the extra copy.
 
+A partition (``jet pack --group G --partition``, a broker without shared
+subscriptions): every copy subscribes its inputs plainly and handles the messages whose
+key falls to its member among the members running a live copy of that circuit
+(:class:`jet.transport.partition.Split`); the leader holds no session (every member
+has every message).  When a member running a copy goes, each other copy replays the
+kept messages of the keys now its own that arrived in the last :func:`takeover_window`
+seconds before its going was seen (those the gone one may not have handled).  A member
+joining publishes a marker to itself: what its session kept before it, the others
+handled.
+
 Lifecycle: ``async with GroupMember(pack)`` inside ``async with pack``.
 """
 
@@ -46,6 +56,7 @@ from jet.containers.base import Container
 from jet.tasks import cancel_all
 from jet.transport.client import CommandFailed, NoReply, Replies
 from jet.transport.link import Subscription
+from jet.transport.partition import Kept, mark
 from jet.transport.sessions import HeldSessions, Subscriptions
 
 log = logging.getLogger("jet.cluster")
@@ -54,6 +65,15 @@ log = logging.getLogger("jet.cluster")
 SETTLE = 0.2
 #: Seconds a copy the leader placed counts as live before its status says so.
 PLACED_GRACE = 10.0
+#: A partition member's marker to itself (what its session held comes before it).
+MARK = "jet/pack/{id}/mark"
+
+
+def takeover_window(keepalive: float | None) -> float:
+    """Seconds before a gone member's going was seen whose messages of its keys are
+    replayed: its will may come 1.5 keepalives after it stopped handling (a host cut
+    off), plus a margin for the messages in its hands then."""
+    return 1.5 * (keepalive or 10.0) + 1.0
 
 
 class GroupMember:
@@ -77,6 +97,12 @@ class GroupMember:
         self._changed = asyncio.Event()
         self._subs: list[Subscription] = []
         self._task: asyncio.Task[None] | None = None
+        #: a partition: the members running a live copy of each circuit, as last seen
+        self.split = pack.cluster_split
+        self._split_live: dict[str, set[str]] = {}
+        self._replays: set[asyncio.Task[None]] = set()
+        if self.split is not None:
+            self.split.live = self._copies_live
 
     @property
     def me(self) -> str:
@@ -86,12 +112,23 @@ class GroupMember:
         await self.replies.start()
         for topic in GroupView.FILTERS:
             self._subs.append(await self.pack.link.subscribe(topic, 1, self._on_retained))
+        if self.split is not None:
+            # (the retained statuses came first: the view knows the others at the marker)
+            await mark(self.pack.link, MARK.format(id=self.me), b"marking")
+            self._split_live = {c: self._copies_live(c) for c in self.view.copies}
+            others = {m for live in self._split_live.values() for m in live} - {self.me}
+            early = self.split.part.marked(others_live=bool(others))
+            if self.split.part.dropped_early:
+                log.info("group %s: %d messages our session held were handled by %s",
+                         self.group, self.split.part.dropped_early, ", ".join(sorted(others)))
+            await self._hand_on(early)
         self._task = asyncio.create_task(self._keep(), name=f"group-{self.group}")
         log.info("pack %s joined group %s", self.me, self.group)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await cancel_all([self._task] if self._task else [])
+        await cancel_all(list(self._replays))
         await self.sessions.close()
         for sub in self._subs:
             await self.pack.link.unsubscribe(sub)
@@ -100,6 +137,53 @@ class GroupMember:
     def _on_retained(self, topic: str, payload: bytes) -> None:
         if self.view.update(topic, payload):
             self._changed.set()
+            if self.split is not None and self.split.part.ready:
+                self._split_changed()
+
+    # -- a partition (no shared subscriptions) ------------------------------------------
+
+    def _copies_live(self, circuit: str) -> set[str]:
+        """The members a message of ``circuit`` may fall to: those running a live copy
+        of it (this one always, when it runs one)."""
+        live = {c.member for c in self.view.live_copies(circuit)}
+        running = self.pack.circuits.get(circuit)
+        if running is not None and running.replica is not None:
+            live.add(self.me)
+        return live
+
+    def _split_changed(self) -> None:
+        """Members gone from a circuit's copies: replay what fell to them and is ours now."""
+        assert self.split is not None
+        now = time.time()
+        found: list[Kept] = []
+        for circuit in set(self.view.copies) | set(self._split_live):
+            before, live = self._split_live.get(circuit, set()), self._copies_live(circuit)
+            self._split_live[circuit] = live
+            gone = before - live
+            if not gone or self.me not in live:
+                continue
+            window = max(takeover_window(m.keepalive if m is not None else None)
+                         for m in (self.view.members.get(g) for g in gone))
+            since = now - window
+
+            def handled(entry: Kept, since: float = since) -> bool:
+                return entry.at < since  # (long before its going: it had handled it)
+
+            replay = self.split.part.gone(gone, before, live, space=circuit, handled=handled)
+            log.info("group %s: %s gone from %s's copies; %s replays %d of their last"
+                     " messages (%d in all)", self.group, ", ".join(sorted(gone)), circuit,
+                     self.me, len(replay), self.split.part.replayed)
+            found.extend(replay)
+        if found:
+            task = asyncio.create_task(self._hand_on(found), name=f"replay-{self.group}")
+            self._replays.add(task)
+            task.add_done_callback(self._replays.discard)
+
+    async def _hand_on(self, entries: list[Kept]) -> None:
+        for entry in entries:
+            result = entry.handler(entry.topic, entry.payload)
+            if result is not None:
+                await result
 
     async def _keep(self) -> None:
         keepalive = max(1.0, float(self.pack.link.keepalive))
@@ -127,7 +211,8 @@ class GroupMember:
                              self.group, self.me, name)
             return
         await self._adopt()
-        await self._hold()
+        if self.split is None:  # (a partition: every member has every message)
+            await self._hold()
         await self._trim()
 
     def _live_copies(self, copies: list[Copy]) -> set[str]:

@@ -46,6 +46,7 @@ from jet.tasks import cancel_all
 from jet.transport import codec
 from jet.transport.broker import Broker
 from jet.transport.link import STUCK_LIMIT, Link, Subscription, Will
+from jet.transport.partition import Split
 
 STATS_INTERVAL = 5.0
 
@@ -100,6 +101,7 @@ class Container:
         registry: Registry | None = None,
         stuck_limit: float = STUCK_LIMIT,
         group: str | None = None,
+        partition: bool = False,
     ) -> None:
         if not address.NAME_RE.match(container_id):
             raise ValueError(f"{self.kind} id {container_id!r} must match [a-z0-9_-]+")
@@ -108,6 +110,10 @@ class Container:
         self.id = container_id
         #: the group this container is a member of (docs/groups.md), None: none
         self.cluster_group = group
+        #: its group's broker has no shared subscriptions: its copies split their inputs
+        #: with the other copies by a rule (docs/groups.md, "--partition"), None: shares
+        self.cluster_split: Split | None = (
+            Split(container_id) if partition and group is not None else None)
         #: the gadget types this container may build (a pack's allow list), and
         #: what every definition it receives is checked against
         self.registry = registry or Registry()
@@ -291,6 +297,7 @@ class Container:
             "conf_errors": self.conf_errors,
             "outbox_dropped": link.stats.outbox_dropped if link is not None else 0,
             **({"group": self.cluster_group} if self.cluster_group is not None else {}),
+            **({"partition": True} if self.cluster_split is not None else {}),
             **self._presence_extra(),
         }
 
@@ -493,7 +500,8 @@ class Container:
         if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
             raise ValueError(f"replicas must be a whole number from 1, not {wanted!r}")
         adopted = args.get("adopted")
-        return Replica(group, self.id, wanted, adopted if isinstance(adopted, str) else None)
+        return Replica(group, self.id, wanted, adopted if isinstance(adopted, str) else None,
+                       split=self.cluster_split)
 
     async def reload(
         self,

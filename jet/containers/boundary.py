@@ -51,6 +51,7 @@ from jet.tasks import Burst
 from jet.transport import codec
 from jet.transport.formats import Format, FormatError
 from jet.transport.link import Link, Subscription, is_filter
+from jet.transport.partition import Split
 
 log = logging.getLogger("jet.circuit")  # the name operators filter on
 
@@ -120,6 +121,9 @@ class Replica:
     member: str
     wanted: int = 1
     adopted: str | None = None
+    #: the broker has no shared subscriptions: the copies subscribe plainly and each
+    #: handles the messages that fall to it (jet.transport.partition.Split)
+    split: Split | None = attrs.field(default=None, eq=False, repr=False)
 
     def fields(self) -> dict[str, Any]:
         return {"group": self.group, "member": self.member, "replicas": self.wanted,
@@ -479,11 +483,22 @@ class CircuitBoundary:
                 return None
 
         wildcard = is_filter(topic)
+        handler = on_message if reads is None else on_device_message
+        split = self.replica.split if self.replica is not None else None
+        if split is not None:
+            # No shared subscriptions: every copy gets every message and handles its own.
+            inner, circuit_id = handler, self.id
+
+            def handler(msg_topic: str, payload: bytes) -> Awaitable[None] | None:
+                assert split is not None
+                if split.mine(circuit_id, msg_topic, payload, inner):
+                    return inner(msg_topic, payload)
+                return None
+
         # A group's copy takes its share of the topic: each message reaches one copy.
         sub = await self.link.subscribe(
-            topic if self.replica is None else self.replica.share(self.id, topic), qos,
-            on_message if reads is None else on_device_message,
-        )
+            topic if self.replica is None or split is not None
+            else self.replica.share(self.id, topic), qos, handler)
         wire = self.wires[(f"{gadget}.{port}", topic)] = Wire(
             gadget, port, topic, qos, limit, chosen, sub, reads, trouble
         )

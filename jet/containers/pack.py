@@ -227,6 +227,7 @@ class Pack(Container):
         stuck_limit: float = STUCK_LIMIT,
         connect_timeout: float | None = None,
         group: str | None = None,
+        partition: bool = False,
     ) -> None:
         """``connect_timeout``: None (a daemon) waits for its broker as long as it
         takes; a number (`jet run`) makes a broker that does not answer a
@@ -234,7 +235,7 @@ class Pack(Container):
         super().__init__(
             broker, pack_id, stats_interval=stats_interval, keepalive=keepalive,
             state_file=state_file, registry=registry, stuck_limit=stuck_limit,
-            connect_timeout=connect_timeout, group=group,
+            connect_timeout=connect_timeout, group=group, partition=partition,
         )
 
     def _make_body(

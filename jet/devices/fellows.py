@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Self
 
@@ -44,6 +42,7 @@ from jet.devices.store import Store
 from jet.tasks import cancel_all
 from jet.transport import Link
 from jet.transport.connection import Will
+from jet.transport.partition import Kept, Partition, mark, owner
 from jet.transport.sessions import RETRY, HeldSessions
 
 log = logging.getLogger("jet.devices.fellows")
@@ -53,15 +52,9 @@ GROUP_KEEPALIVE = 2
 PRESENCE = "jet/devices/{group}/fellows/{name}"
 #: A partition's own marker: what its session held comes before it (docs/devices.md).
 MARK = "jet/devices/{group}/marks/{name}"
-#: Seconds of others' messages a partition member keeps, to handle a gone fellow's last ones.
-REPLAY_WINDOW = 10.0
-#: Messages kept at most for that (and before the marker).
-REPLAY_LIMIT = 100_000
 #: A message kept is taken for handled by the gone fellow when it arrived no later than
 #: this many seconds after the device's last message stored.
 SAME_MESSAGE = 0.02
-#: Seconds a partition member waits for its marker to come back when it joins.
-MARK_TIMEOUT = 30.0
 
 
 def _presence(state: str) -> bytes:
@@ -80,12 +73,6 @@ def presence_will(group: str, name: str) -> Will:
                 retain=True)
 
 
-def owner(key: str, live: set[str]) -> str:
-    """The live fellow that ``key`` (a gone fellow's session, or a device in a partition)
-    falls to: rendezvous hashing, so a fellow's going moves only what was its own."""
-    return max(sorted(live), key=lambda n: hashlib.sha256(f"{key}\0{n}".encode()).digest())
-
-
 class Fellowship:
     """One server's place in its group on one broker (see the module doc)."""
 
@@ -95,11 +82,9 @@ class Fellowship:
         """``partition``: the broker has no shared subscriptions; every fellow gets every
         message and handles its devices' (:meth:`mine`)."""
         self.partition = partition
-        self.ready = not partition  # (a partition member: once its marker is back)
-        self._early: deque[tuple[str, bytes]] = deque(maxlen=REPLAY_LIMIT)
-        self._kept: deque[tuple[float, str, str, bytes]] = deque(maxlen=REPLAY_LIMIT)
-        self._marked = asyncio.Event()
-        self.replayed = 0
+        #: what this member keeps of the others' messages (a partition: jet.transport.partition)
+        self.part = Partition(name)
+        self.part.ready = not partition
         self.link = link
         self.group = group
         self.name = name
@@ -122,15 +107,9 @@ class Fellowship:
                                   self._on_presence)
         if self.partition:
             # What the session held comes before our marker; what comes after is new.
-            mark = MARK.format(group=self.group, name=self.name)
-            await self.link.subscribe(mark, 1, self._on_mark, retained=False)
-            await self.link.publish(mark, _presence("marking"), qos=1)
-            try:
-                async with asyncio.timeout(MARK_TIMEOUT):
-                    await self._marked.wait()
-            except TimeoutError:
-                raise ConnectionError(f"{self.link.broker.url}: our marker did not come back"
-                                      f" within {MARK_TIMEOUT:g} s") from None
+            await mark(self.link, MARK.format(group=self.group, name=self.name),
+                       _presence("marking"))
+            self._on_mark()
         await self.link.publish(PRESENCE.format(group=self.group, name=self.name),
                                 _presence("online"), qos=1, retain=True)
         self._tasks.append(asyncio.create_task(self._keep(), name=f"fellows-{self.group}"))
@@ -177,19 +156,22 @@ class Fellowship:
 
     # -- a partition (no shared subscriptions) -------------------------------------------
 
-    def _on_mark(self, _topic: str, _payload: bytes) -> None:
-        if self.ready:
-            return
-        self.ready = True
-        early, self._early = list(self._early), deque(maxlen=REPLAY_LIMIT)
+    @property
+    def ready(self) -> bool:
+        return self.part.ready
+
+    @property
+    def replayed(self) -> int:
+        return self.part.replayed
+
+    def _on_mark(self) -> None:
         others = sorted(self.live() - {self.name})
+        early = self.part.marked(others_live=bool(others))
         if others:  # (they handled it all while we were away)
             log.info("group %s: %d messages our session held were %s's to handle",
-                     self.group, len(early), ", ".join(others))
-        else:
-            for topic, payload in early:
-                self.handler(topic, payload)
-        self._marked.set()
+                     self.group, self.part.dropped_early, ", ".join(others))
+        for entry in early:
+            entry.handler(entry.topic, entry.payload)
 
     def mine(self, uid: str, topic: str, payload: bytes) -> bool:
         """Is a message of device ``uid`` this server's to handle?  In a partition: when
@@ -197,36 +179,23 @@ class Fellowship:
         that if that one is gone before it could handle it, this one does."""
         if not self.partition:
             return True
-        if not self.ready:
-            self._early.append((topic, payload))
-            return False
-        if owner(uid, self.live()) == self.name:
-            return True
-        now = time.time()
-        kept = self._kept
-        kept.append((now, uid, topic, payload))
-        while kept and kept[0][0] < now - REPLAY_WINDOW:
-            kept.popleft()
-        return False
+        return self.part.mine(uid, self.live(), topic, payload, self.handler)
 
     def _replay(self, gone: set[str], before: set[str]) -> None:
         """The messages kept of the devices that fell to us from ``gone`` fellows and that
         they had not stored (arrived later than the device's last message stored)."""
         if not gone:
             return
-        live = self.live()
-        kept, self._kept = self._kept, deque(maxlen=REPLAY_LIMIT)
         last_seen: dict[str, float] = {}
-        for at, uid, topic, payload in kept:
-            if owner(uid, before) not in gone or owner(uid, live) != self.name:
-                self._kept.append((at, uid, topic, payload))
-                continue
-            if uid not in last_seen:
-                device = self.store.device(uid)
-                last_seen[uid] = float(device["last_seen"]) if device else 0.0
-            if at > last_seen[uid] + SAME_MESSAGE:
-                self.replayed += 1
-                self.handler(topic, payload)
+
+        def handled(entry: Kept) -> bool:
+            if entry.key not in last_seen:
+                device = self.store.device(entry.key)
+                last_seen[entry.key] = float(device["last_seen"]) if device else 0.0
+            return entry.at <= last_seen[entry.key] + SAME_MESSAGE
+
+        for entry in self.part.gone(gone, before, self.live(), handled=handled):
+            entry.handler(entry.topic, entry.payload)
         log.info("group %s: %s gone; %s handles its devices (%d of their last messages"
                  " handled here)", self.group, ", ".join(sorted(gone)), self.name,
                  self.replayed)

@@ -387,12 +387,14 @@ class Statuses:
         self._definitions: dict[str, tuple[CircuitDef, dict[str, GadgetPorts]]] = {}
 
     @classmethod
-    async def read(cls, session: Session, registry: Registry | None = None) -> Statuses:
-        """Everything retained now, in one read (a CLI command's or the loader's view)."""
+    async def read(cls, session: Session, registry: Registry | None = None, *,
+                   limit: float = 3.0) -> Statuses:
+        """Everything retained now, in one read (a CLI command's or the loader's view),
+        taking at most ``limit`` seconds (thousands of circuits may need more than 3)."""
         statuses = cls(registry)
         found = await session.retained(
             address.ALL_CONTAINER_STATUS, address.ALL_CIRCUIT_DEFINITIONS,
-            address.ALL_CIRCUIT_STATUS,
+            address.ALL_CIRCUIT_STATUS, limit=limit,
         )
         for topic, value in sorted(found.items()):
             # (Session.retained gives None for a payload it could not decode.)

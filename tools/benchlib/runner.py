@@ -14,12 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import devicehop, hop, hub, inproc, levels, loading
+from . import devicehop, devices, hop, hub, inproc, levels, loading
 from .common import REPO, machine_info, source_info
 from .report import table
 
 #: Section names in the JSON, in run order.
-SECTIONS = ["inproc_hop", "mqtt_hop", "json_hop", "load", "memory", "hub", "levels"]
+SECTIONS = ["inproc_hop", "mqtt_hop", "json_hop", "load", "memory", "hub", "levels", "devices"]
 #: --only choices and the sections each one produces.
 GROUPS: dict[str, list[str]] = {
     "inproc": ["inproc_hop"],
@@ -28,6 +28,7 @@ GROUPS: dict[str, list[str]] = {
     "load": ["load", "memory"],
     "hub": ["hub"],
     "levels": ["levels"],
+    "devices": ["devices"],
 }
 
 
@@ -47,6 +48,7 @@ def _runners(quick: bool) -> dict[str, Callable[[], dict[str, dict[str, Any]]]]:
         "load": lambda: loading.run(quick),
         "hub": hub_or_skip,
         "levels": one("levels", levels.run),
+        "devices": one("devices", devices.run),
     }
 
 

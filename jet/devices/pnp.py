@@ -26,14 +26,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Self
 
 from jet.containers.status import Statuses
 from jet.definition.check import check_app
-from jet.definition.files import CircuitFileError, loads_app
+from jet.definition.files import AppTemplate, CircuitFileError
 from jet.definition.model import AppDef
-from jet.devices.classes import DeviceClass
+from jet.devices.classes import DeviceClass, placeholders
 from jet.devices.store import Store
 from jet.loader import Loader, LoadError
 from jet.runtime.registry import Registry
@@ -49,7 +51,7 @@ GATHER = 0.1
 BATCH = 1000
 #: Apps being loaded into one pack at a time (a pack obeys its commands one at a
 #: time: this only hides the round trips).
-IN_FLIGHT = 4
+IN_FLIGHT = 32
 #: Seconds a read of every status may take (it grows with the circuits that run).
 READ_LIMIT = 30.0
 TROUBLE = (LoadError, CommandFailed, NoReply, ConnectionError, OSError, TimeoutError)
@@ -57,6 +59,13 @@ TROUBLE = (LoadError, CommandFailed, NoReply, ConnectionError, OSError, TimeoutE
 
 def app_name(uid: str) -> str:
     return PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "-", uid)
+
+
+class _Loader(Loader):
+    """A loader of apps :meth:`PlugAndProcess._app` has checked already."""
+
+    def _checked(self, app: AppDef) -> None:
+        pass
 
 
 class PlugAndProcess:
@@ -80,6 +89,7 @@ class PlugAndProcess:
         self._apps: dict[str, dict[str, str]] | None = None
         #: the online packs and how many circuits each runs (as known)
         self._packs: dict[str, int] = {}
+        self._templates: dict[tuple[Path, str], AppTemplate] = {}
         self.loaded = 0
         self.unloaded = 0
         self.reads = 0
@@ -97,10 +107,22 @@ class PlugAndProcess:
         found = self.classes.get(str(device["class"]))
         return found if found is not None and found.template is not None else None
 
+    def _template(self, device_class: DeviceClass) -> AppTemplate:
+        """The class's template, parsed once (per version of the class)."""
+        assert device_class.template is not None
+        key = (device_class.template, device_class.text)
+        found = self._templates.get(key)
+        if found is None:
+            if len(self._templates) > 100:
+                self._templates.clear()
+            text = device_class.template.read_text(encoding="utf-8")
+            found = self._templates[key] = AppTemplate(text, str(device_class.template))
+        return found
+
     def _app(self, device: Mapping[str, Any], device_class: DeviceClass) -> AppDef | None:
         source = f"{device_class.template} for {device['uid']}"
         try:
-            app = loads_app(device_class.instantiate(device), source)
+            app = self._template(device_class).fill(placeholders(device), source)
         except (CircuitFileError, OSError) as exc:
             log.error("%s: %s", device["uid"], exc)
             return None
@@ -149,7 +171,13 @@ class PlugAndProcess:
                     if going:
                         await self._unload_batch({name: uid for name, (uid, _) in going.items()})
                     if coming:
+                        began, loaded = time.monotonic(), self.loaded
                         await self._load_batch(list(coming))
+                        if self.loaded > loaded:
+                            log.info("%d devices' circuits loaded in %.1f s (%d running in all,"
+                                     " %d left to load)", self.loaded - loaded,
+                                     time.monotonic() - began, self.loaded - self.unloaded,
+                                     len(self._coming))
                 except TROUBLE as exc:
                     log.error("%d devices' circuits not loaded: %s", len(coming), exc)
                     self._apps = None
@@ -184,55 +212,60 @@ class PlugAndProcess:
     # -- loading and unloading ---------------------------------------------------------
 
     async def _load_batch(self, uids: list[str]) -> None:
+        """Load the apps of ``uids`` that do not run: each pack is sent its share as
+        the apps are made (``IN_FLIGHT`` loaders each), so loading starts at once."""
         apps = self._apps if self._apps is not None else await self._read()
-        fresh: list[AppDef] = []
-        for uid in uids:
-            device = self.store.device(uid)
-            device_class = self._class_of(device) if device is not None else None
-            if device is None or device_class is None:
-                continue
-            app = self._app(device, device_class)
-            if app is None:
-                continue
-            runs = apps.get(app.name, {})
-            if all(c.name in runs for c in app.circuits):
-                continue  # (loaded once: a running app is left alone)
-            if runs:  # part of it runs: the whole reload, after a read of its own
-                await self._reload(app)
-            else:
-                fresh.append(app)
-        by_pack: dict[str, list[AppDef]] = {}
-        try:
-            for app in fresh:
-                pack = self._least_busy()
-                by_pack.setdefault(pack, []).append(app)
-                self._packs[pack] += len(app.circuits)
-        except LoadError as exc:
-            log.error("%d devices: their circuits were not loaded: %s", len(fresh), exc)
+        if not self._packs:
+            log.error("%d devices: their circuits were not loaded: no pack is online to run"
+                      " devices' circuits", len(uids))
             self._apps = None
             return
-        await asyncio.gather(*(self._load_into(pack, batch) for pack, batch in by_pack.items()))
+        queues: dict[str, asyncio.Queue[AppDef | None]] = {p: asyncio.Queue()
+                                                           for p in self._packs}
+        loaders = [asyncio.create_task(self._loading(pack, queue), name=f"pnp-load-{pack}")
+                   for pack, queue in queues.items() for _ in range(IN_FLIGHT)]
+        try:
+            for number, uid in enumerate(uids):
+                if number % 20 == 19:
+                    await asyncio.sleep(0)  # (the registry's messages, the loaders' replies)
+                device = self.store.device(uid)
+                device_class = self._class_of(device) if device is not None else None
+                if device is None or device_class is None:
+                    continue
+                app = self._app(device, device_class)
+                if app is None:
+                    continue
+                runs = apps.get(app.name, {})
+                if all(c.name in runs for c in app.circuits):
+                    continue  # (loaded once: a running app is left alone)
+                if runs:  # part of it runs: the whole reload, after a read of its own
+                    await self._reload(app)
+                    continue
+                pack = self._least_busy()
+                self._packs[pack] += len(app.circuits)
+                queues[pack].put_nowait(app)
+            for queue in queues.values():
+                for _ in range(IN_FLIGHT):
+                    queue.put_nowait(None)
+            await asyncio.gather(*loaders)
+        finally:
+            await cancel_all(loaders)
 
-    async def _load_into(self, pack: str, apps: list[AppDef]) -> None:
-        """Load ``apps`` (none of whose circuits runs) into ``pack``."""
-        loader = Loader(self.session, self.registry, pack=pack)
+    async def _loading(self, pack: str, queue: asyncio.Queue[AppDef | None]) -> None:
+        """Load the apps put in ``queue`` (none of whose circuits runs) into ``pack``."""
+        loader = _Loader(self.session, self.registry, pack=pack)
         loader.running = {None: {}}  # (the apps' own circuits: none runs)
-        slots = asyncio.Semaphore(IN_FLIGHT)
-
-        async def one(app: AppDef) -> None:
-            async with slots:
-                try:
-                    await loader.load(app, refresh=False)
-                except TROUBLE as exc:
-                    log.error("%s: its circuit was not loaded: %s", app.name[len(PREFIX):], exc)
-                    self._apps = None  # (what runs is not what we thought: read it again)
-                    return
+        while (app := await queue.get()) is not None:
+            try:
+                await loader.load(app, refresh=False)
+            except TROUBLE as exc:
+                log.error("%s: its circuit was not loaded: %s", app.name[len(PREFIX):], exc)
+                self._apps = None  # (what runs is not what we thought: read it again)
+                continue
             if self._apps is not None:
                 self._apps[app.name] = {c.name: pack for c in app.circuits}
             self.loaded += 1
-            log.info("%s: circuit %s running", app.name[len(PREFIX):], app.name)
-
-        await asyncio.gather(*(one(app) for app in apps))
+            log.debug("%s: circuit %s running", app.name[len(PREFIX):], app.name)
 
     async def _reload(self, app: AppDef) -> None:
         try:

@@ -40,6 +40,7 @@ from typing import Any
 
 import msgpack
 import paho.mqtt.client as mqtt
+import psutil
 
 from .common import BenchError, Child, Mosquitto, figure, goal, mosquitto, subprocess_env
 
@@ -64,6 +65,11 @@ wires:
 HOST = "site"
 PACKS = ("p1", "p2")
 LAG_GOAL = goal("every instance runs within a minute of the last join", "<=", 60.0)
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def _vmrss(pid: int) -> int:
@@ -325,6 +331,9 @@ def run(quick: bool) -> dict[str, Any]:
                         ready=f"{n} simulated site devices")
             first_join = time.time()
             children.append(sim)
+            broker_ps = psutil.Process(broker.proc.pid)
+            cpu = {"registry": registry.cpu_seconds(), "sim": sim.cpu_seconds(),
+                   "mosquitto": _cpu(broker_ps), **{p.name: p.cpu_seconds() for p in packs}}
             last_join = first_join + (n - 1) / rate
             count, last_print = 0, 0.0
             progress: list[tuple[float, int, int]] = []
@@ -341,6 +350,13 @@ def run(quick: bool) -> dict[str, Any]:
                     break
                 time.sleep(0.1)
             all_running = instances.reached.get(n)
+            spent = {"registry": registry.cpu_seconds(), "sim": sim.cpu_seconds(),
+                     "mosquitto": _cpu(broker_ps), **{p.name: p.cpu_seconds() for p in packs}}
+            wall = time.time() - first_join
+            raw["join_cpu_s"] = {k: round(v - cpu[k], 2) for k, v in spent.items()}
+            raw["join_cpu_share_of_a_core"] = {k: round((v - cpu[k]) / wall, 3)
+                                               for k, v in spent.items()}
+            raw["join_wall_s"] = round(wall, 2)
             raw["progress_s_joined_running"] = progress
             raw["instances_running"] = count
             if all_running is None:
@@ -394,7 +410,7 @@ def run(quick: bool) -> dict[str, Any]:
     figures = [
         figure(f"every instance running, {n:,} devices joining at {rate:g}/s", to_all, "s",
                baseline=join_s, baseline_name="the joins themselves (N / rate)", digits=2),
-        figure("last instance running after the last join", max(lag, 0.001), "s",
+        figure("last instance running after the last join", max(lag, 0.01), "s",
                baseline=60.0, baseline_name="a minute", target=LAG_GOAL, digits=2),
         figure("pack RSS per instance", per_instance / 1024, "KB",
                baseline=bare["bytes_per_circuit"] / 1024,

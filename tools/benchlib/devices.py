@@ -43,6 +43,7 @@ import paho.mqtt.client as mqtt
 import psutil
 
 from .common import BenchError, Child, Mosquitto, figure, goal, mosquitto, subprocess_env
+from .wire import MiniMqtt
 
 CLASS = """\
 class: {name}
@@ -125,39 +126,32 @@ class Instances:
 
 
 class Burst:
-    """One QoS 1 message per topic, published as fast as mosquitto takes them (paho,
-    1,000 in flight); ``subscriber``: the same burst delivered to one paho subscriber."""
+    """One QoS 1 message per topic, all queued at once on one connection
+    (:class:`benchlib.wire.MiniMqtt`: the publisher costs little, so what is measured
+    is the receiver); :meth:`to_subscriber`: the same burst delivered to one paho
+    subscriber."""
 
     def __init__(self, port: int) -> None:
         self.port = port
 
-    def publish(self, topics: list[str], payload: bytes) -> tuple[float, float]:
-        """Publish every message; (when it began, when mosquitto had acknowledged all)."""
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-burst")
-        client.max_inflight_messages_set(1000)
-        client.max_queued_messages_set(0)
-        done = threading.Event()
-        acked = [0]
-
-        def on_publish(*_args: Any) -> None:
-            acked[0] += 1
-            if acked[0] == len(topics):
-                done.set()
-
-        client.on_publish = on_publish
-        client.connect("127.0.0.1", self.port)
-        client.loop_start()
+    def publish(self, topics: list[str], payload: bytes,
+                until: threading.Event | None = None) -> tuple[float, float]:
+        """Publish every message, then read acknowledgements until ``until`` (bounded);
+        (when it began, when every message was written)."""
+        client = MiniMqtt(self.port, f"bench-burst-{time.time_ns()}", lambda *_a: None)
         start = time.time()
         try:
             for topic in topics:
-                client.publish(topic, payload, qos=1)
-            if not done.wait(120):
-                raise BenchError(f"burst: {acked[0]} of {len(topics)} acknowledged in 120 s")
-            acknowledged = time.time()
+                client.publish(topic.encode(), payload, 1)
+            deadline = time.monotonic() + 120
+            while client._out and time.monotonic() < deadline:
+                client.poll(0.05)
+            written = time.time()
+            while until is not None and not until.is_set() and time.monotonic() < deadline:
+                client.poll(0.05)
         finally:
-            client.loop_stop()
-            client.disconnect()
-        return start, acknowledged
+            client.close()
+        return start, written
 
     def to_subscriber(self, count: int, timeout: float = 120.0) -> float:
         """msg/s of ``count`` messages from the first publish to the last delivery."""
@@ -181,13 +175,18 @@ class Burst:
         try:
             if not subscribed.wait(10):
                 raise BenchError("raw subscriber: no SUBACK")
-            start, _ = self.publish([f"bench/raw/{i}" for i in range(count)], b"21.5")
+            times: list[tuple[float, float]] = []
+            publisher = threading.Thread(target=lambda: times.append(self.publish(
+                [f"bench/raw/{i}" for i in range(count)], b"21.5", done)), daemon=True)
+            publisher.start()
             if not done.wait(timeout):
                 raise BenchError(f"raw subscriber: {got[0]} of {count} in {timeout} s")
+            publisher.join(10)
         finally:
+            done.set()
             sub.loop_stop()
             sub.disconnect()
-        return count / (last[0] - start)
+        return count / (last[0] - times[0][0])
 
 
 def _stored(db: Path, post_type: str) -> int:
@@ -203,7 +202,8 @@ def _registry_rate(db: Path, burst: Burst, n: int, zones: int, post_type: str,
     cpu_before = [s.cpu_seconds() for s in servers]
     topics = [_topic(i, zones, post_type) for i in range(n)]
     times: list[tuple[float, float]] = []
-    publisher = threading.Thread(target=lambda: times.append(burst.publish(topics, b"42")),
+    done = threading.Event()
+    publisher = threading.Thread(target=lambda: times.append(burst.publish(topics, b"42", done)),
                                  name="burst", daemon=True)
     start = time.time()
     publisher.start()
@@ -219,34 +219,56 @@ def _registry_rate(db: Path, burst: Burst, n: int, zones: int, post_type: str,
             last_print = now
         time.sleep(0.05)
     took = time.time() - start
+    done.set()
     publisher.join(10)
     published = (times[0][1] - start) if times else float("nan")
     if stored < n:
         raise BenchError(f"registry: {stored} of {n} {post_type} messages stored in {timeout} s")
     cpu = [round(s.cpu_seconds() - b, 2) for s, b in zip(servers, cpu_before, strict=True)]
     return {"messages": n, "seconds": round(took, 3), "msg_per_s": round(n / took, 1),
-            "all_acknowledged_after_s": round(published, 3), "server_cpu_s": cpu,
+            "all_written_after_s": round(published, 3), "server_cpu_s": cpu,
             "server_cpu_share": [round(c / took, 3) for c in cpu]}
 
 
-def _store_alone(n: int) -> dict[str, Any]:
-    """The registry's store with no MQTT: a message's two calls (seen, record), n times."""
+_WRITER = """\
+import json, sys, time
+from jet.devices.store import SqliteStore
+db, first, count, at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+store = SqliteStore(db)
+fields = {"host": "site", "type": "thermo", "zone": "zone-0"}
+time.sleep(max(0.0, at - time.time()))
+cpu = time.process_time()
+for i in range(first, first + count):
+    uid = f"site/thermo/d{i:05d}"
+    store.seen(uid, {**fields, "id": f"d{i:05d}"}, "site", "t", at)
+    store.record(uid, "alone", 42, at)
+print(json.dumps({"end": time.time(), "cpu_s": time.process_time() - cpu}))
+"""
+
+
+def _store_alone(n: int, writers: int) -> dict[str, Any]:
+    """The registry's store with no MQTT: what a message costs it (``seen``, then
+    ``record``: two commits), n messages by ``writers`` processes on one SQLite file."""
     from jet.devices.store import SqliteStore
 
     with tempfile.TemporaryDirectory(prefix="jet-bench-store-") as tmp:
-        store = SqliteStore(Path(tmp) / "alone.sqlite")
+        db = Path(tmp) / "alone.sqlite"
+        store = SqliteStore(db)
         fields = {"host": HOST, "type": "thermo", "zone": "zone-0"}
-        at = time.time()
         for i in range(n):
-            store.seen(f"{HOST}/thermo/d{i:05d}", {**fields, "id": f"d{i:05d}"}, "site", "t", at)
-        start = time.perf_counter()
-        for i in range(n):
-            uid = f"{HOST}/thermo/d{i:05d}"
-            store.seen(uid, {**fields, "id": f"d{i:05d}"}, "site", "t", at)
-            store.record(uid, "burst", 42, at)
-        took = time.perf_counter() - start
+            store.seen(f"{HOST}/thermo/d{i:05d}", {**fields, "id": f"d{i:05d}"}, "site", "t",
+                       time.time())
         store.close()
-    return {"messages": n, "seconds": round(took, 3), "msg_per_s": round(n / took, 1)}
+        at = time.time() + 1.5
+        share = n // writers
+        procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(db), str(w * share),
+                                   str(share), str(at)], stdout=subprocess.PIPE, text=True,
+                                  env=subprocess_env()) for w in range(writers)]
+        done = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    took = max(d["end"] for d in done) - at
+    return {"messages": share * writers, "writers": writers, "seconds": round(took, 3),
+            "msg_per_s": round(share * writers / took, 1),
+            "cpu_s": [round(d["cpu_s"], 3) for d in done]}
 
 
 def _bare_networks(n: int) -> dict[str, Any]:
@@ -403,7 +425,11 @@ def run(quick: bool) -> dict[str, Any]:
             two = _registry_rate(db, burst, n, zones, "burst2", group, 120)
             raw["registry_2"] = two
             print(f"  2 registry servers: {two['msg_per_s']:,.0f} msg/s", flush=True)
-            raw["store_alone"] = _store_alone(min(n, 5000))
+            raw["store_alone"] = _store_alone(min(n, 5000), 1)
+            raw["store_alone_2_writers"] = _store_alone(min(n, 5000), 2)
+            print(f"  SQLite store alone: {raw['store_alone']['msg_per_s']:,.0f} msg/s in one"
+                  f" process, {raw['store_alone_2_writers']['msg_per_s']:,.0f} in two",
+                  flush=True)
         finally:
             instances.stop()
     raw["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

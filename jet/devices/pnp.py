@@ -328,6 +328,7 @@ class PlugAndProcess:
     async def reconcile(self) -> None:
         """Every online device of a class with a template runs its circuit; no ``pnp-``
         app runs for a device that is not online."""
+        began, loaded, unloaded = time.monotonic(), self.loaded, self.unloaded
         async with self._lock:
             try:
                 running = set(await self._read())
@@ -339,3 +340,6 @@ class PlugAndProcess:
                   if d["online"] and self._class_of(d) is not None}
         await asyncio.gather(*(self.online(uid) for uid in wanted.values()),
                              *(self._unload(name) for name in sorted(running - set(wanted))))
+        log.info("reconciled in %.1f s: %d devices online with a template, %d of their apps"
+                 " loaded, %d apps unloaded", time.monotonic() - began, len(wanted),
+                 self.loaded - loaded, self.unloaded - unloaded)

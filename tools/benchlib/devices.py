@@ -316,6 +316,29 @@ def _serve(broker: Mosquitto, db: Path, name: str, *extra: str) -> Child:
                  ready=f"device registry {name} on", timeout=30)
 
 
+def _restart(broker: Mosquitto, db: Path, classes: Path, registry: Child,
+             instances: Instances, n: int, children: list[Child]) -> dict[str, Any]:
+    """Restart the registry: its reconcile reads what runs (n instances) and loads
+    nothing, unloads nothing; how long that takes."""
+    registry.stop()
+    children.remove(registry)
+    began = time.time()
+    again = _serve(broker, db, "reg1", "--classes", str(classes))
+    children.append(again)
+    deadline = time.monotonic() + 180
+    line = ""
+    while time.monotonic() < deadline and not line:
+        line = next((x for x in again.stderr().splitlines() if "reconciled in" in x), "")
+        time.sleep(0.2)
+    if not line:
+        raise BenchError("the restarted registry did not reconcile within 180 s")
+    took = time.time() - began
+    print(f"  registry restarted: {line.split(': ', 1)[-1]} ({took:.1f} s after its start)",
+          flush=True)
+    return {"seconds_from_start": round(took, 2), "said": line.strip(),
+            "instances_running_after": instances.count(), "instances_expected": n}
+
+
 def run(quick: bool) -> dict[str, Any]:
     n = int(os.environ.get("JET_BENCH_DEVICES") or (300 if quick else 10_000))
     rate = float(os.environ.get("JET_BENCH_JOIN_RATE") or (100 if quick else 200))
@@ -409,6 +432,8 @@ def run(quick: bool) -> dict[str, Any]:
             bare = _bare_networks(min(n, 2000))
             raw["bare_network"] = bare
 
+            raw["reconcile"] = _restart(broker, db, classes, registry, instances, n, children)
+            registry = children[-1]
             burst = Burst(broker.port)
             raw["raw_subscriber"] = {"messages": n, "msg_per_s": round(burst.to_subscriber(n),
                                                                        1)}

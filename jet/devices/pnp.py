@@ -1,12 +1,13 @@
 """Plug-n-process: a circuit per device, started and stopped as devices come and go.
 
 When a device of a class with a ``template`` comes online, its template is filled in
-for it (:meth:`DeviceClass.instantiate`) and loaded, as an app named
-``pnp-<uid>``, into the pack with the fewest circuits; when it goes offline and
-stays so for the class's ``grace`` seconds, the app is unloaded.  At start, and
-whenever asked, what runs is reconciled with what should: every online device of
-such a class has its app (loaded once: a running one is left alone), and every
-``pnp-`` app whose device is not online is unloaded: no duplicates, no orphans.
+for it (parsed once per version of the class: :class:`~jet.definition.files.AppTemplate`)
+and loaded, as an app named ``pnp-<uid>``, into the pack with the fewest circuits (as
+known: see below); when it goes offline and stays so for the class's ``grace`` seconds,
+the app is unloaded.  At start, and whenever asked, what runs is reconciled with what
+should: every online device of such a class has its app (loaded once: a running one is
+left alone), and every ``pnp-`` app whose device is not online is unloaded: no
+duplicates, no orphans.
 
 Devices that come together are loaded together (docs/performance.md "Devices: 10,000
 joining"): :meth:`online` queues a device and waits; one worker takes what has
@@ -14,7 +15,8 @@ queued (after ``GATHER`` seconds, at most ``BATCH`` devices), under the one lock
 orders every load and unload, and loads their apps after one read of what runs, a
 stream of commands per pack (``IN_FLIGHT`` apps at a time in each).  What runs is
 known from that read and kept up to date by the loads and unloads made since; it is
-read again after any failure and at each reconcile.
+read again after any failure, at each reconcile, and before a device whose app runs is
+left alone on a knowledge older than ``KNOWN_FOR`` seconds.
 
 Lifecycle: ``async with PlugAndProcess(session, classes, store)``; the registry
 calls :meth:`online` and :meth:`offline`; pending unloads are cancelled at the end
@@ -54,6 +56,9 @@ BATCH = 1000
 IN_FLIGHT = 32
 #: Seconds a read of every status may take (it grows with the circuits that run).
 READ_LIMIT = 30.0
+#: Seconds what runs is taken as known for a device whose app runs (then it is read
+#: again: a pack may have restarted without its circuits meanwhile).
+KNOWN_FOR = 30.0
 TROUBLE = (LoadError, CommandFailed, NoReply, ConnectionError, OSError, TimeoutError)
 
 
@@ -90,6 +95,7 @@ class PlugAndProcess:
         #: the online packs and how many circuits each runs (as known)
         self._packs: dict[str, int] = {}
         self._templates: dict[tuple[Path, str], AppTemplate] = {}
+        self._read_at = 0.0
         self.loaded = 0
         self.unloaded = 0
         self.reads = 0
@@ -201,6 +207,7 @@ class PlugAndProcess:
                 pack = circuit.status.container.rsplit("/", 1)[-1]
                 apps.setdefault(circuit.status.app, {})[circuit.name] = pack
         self._apps = apps
+        self._read_at = time.monotonic()
         return apps
 
     def _least_busy(self) -> str:
@@ -236,6 +243,9 @@ class PlugAndProcess:
                 if app is None:
                     continue
                 runs = apps.get(app.name, {})
+                if runs and time.monotonic() - self._read_at > KNOWN_FOR:
+                    apps = await self._read()  # (does it still run?)
+                    runs = apps.get(app.name, {})
                 if all(c.name in runs for c in app.circuits):
                     continue  # (loaded once: a running app is left alone)
                 if runs:  # part of it runs: the whole reload, after a read of its own

@@ -382,9 +382,12 @@ def run(quick: bool) -> dict[str, Any]:
             last_join = first_join + (n - 1) / rate
             count, last_print = 0, 0.0
             progress: list[tuple[float, int, int]] = []
+            at_last_join: int | None = None
             while time.time() - first_join < limit:
                 count = instances.count()
                 now = time.time()
+                if at_last_join is None and now >= last_join:
+                    at_last_join = count
                 if now - last_print >= (1 if quick else 5):
                     joined = min(n, int((now - first_join) * rate) + 1)
                     progress.append((round(now - first_join, 1), joined, count))
@@ -404,6 +407,7 @@ def run(quick: bool) -> dict[str, Any]:
             raw["join_wall_s"] = round(wall, 2)
             raw["progress_s_joined_running"] = progress
             raw["instances_running"] = count
+            raw["instances_running_at_the_last_join"] = at_last_join
             if all_running is None:
                 raise BenchError(f"only {count:,} of {n:,} instances ran within {limit:.0f} s"
                                  f" of the first join (joins take {join_s:.0f} s)")

@@ -320,7 +320,9 @@ def _serve(broker: Mosquitto, db: Path, name: str, *extra: str) -> Child:
 def _restart(broker: Mosquitto, db: Path, classes: Path, registry: Child,
              instances: Instances, n: int, children: list[Child]) -> dict[str, Any]:
     """Restart the registry: its reconcile reads what runs (n instances) and loads
-    nothing, unloads nothing; how long that takes."""
+    nothing, unloads nothing; how long that takes.  (And what the first one said of
+    its batches.)"""
+    batches = [x.strip() for x in registry.stderr().splitlines() if "circuits loaded in" in x]
     registry.stop()
     children.remove(registry)
     began = time.time()
@@ -336,7 +338,10 @@ def _restart(broker: Mosquitto, db: Path, classes: Path, registry: Child,
     took = time.time() - began
     print(f"  registry restarted: {line.split(': ', 1)[-1]} ({took:.1f} s after its start)",
           flush=True)
+    sizes = [int(x.split(": ", 1)[-1].split(" ", 1)[0]) for x in batches]
     return {"seconds_from_start": round(took, 2), "said": line.strip(),
+            "batches_before": {"count": len(sizes), "largest": max(sizes, default=0),
+                               "first": batches[:2], "last": batches[-2:]},
             "instances_running_after": instances.count(), "instances_expected": n}
 
 

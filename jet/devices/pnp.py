@@ -187,6 +187,9 @@ class PlugAndProcess:
                 except TROUBLE as exc:
                     log.error("%d devices' circuits not loaded: %s", len(coming), exc)
                     self._apps = None
+                except Exception:  # (a bug must not stop plug-n-process for good)
+                    log.exception("plug-n-process: a batch of %d devices failed", len(coming))
+                    self._apps = None
                 finally:
                     for future in [*coming.values(), *(f for _, f in going.values())]:
                         if not future.done():
@@ -271,6 +274,10 @@ class PlugAndProcess:
             except TROUBLE as exc:
                 log.error("%s: its circuit was not loaded: %s", app.name[len(PREFIX):], exc)
                 self._apps = None  # (what runs is not what we thought: read it again)
+                continue
+            except Exception:  # (one app's trouble must not stop the others')
+                log.exception("%s: its circuit was not loaded", app.name[len(PREFIX):])
+                self._apps = None
                 continue
             if self._apps is not None:
                 self._apps[app.name] = {c.name: pack for c in app.circuits}

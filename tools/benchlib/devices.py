@@ -442,7 +442,7 @@ def run(quick: bool) -> dict[str, Any]:
             rss_after = [_vmrss(p.pid) for p in packs]
             raw["pack_rss_before"] = rss_before
             raw["pack_rss_after"] = rss_after
-            per_instance = (sum(rss_after) - sum(rss_before)) / n
+            per_instance = (sum(rss_after) - sum(rss_before)) / max(1, count)
             bare = _bare_networks(2000)
             raw["bare_network"] = bare
 

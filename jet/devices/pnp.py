@@ -180,8 +180,8 @@ class PlugAndProcess:
                         began, loaded = time.monotonic(), self.loaded
                         await self._load_batch(list(coming))
                         if self.loaded > loaded:
-                            log.info("%d devices' circuits loaded in %.1f s (%d running in all,"
-                                     " %d left to load)", self.loaded - loaded,
+                            log.info("%d devices' circuits loaded in %.1f s (%d running in all;"
+                                     " %d more devices queued)", self.loaded - loaded,
                                      time.monotonic() - began, self.loaded - self.unloaded,
                                      len(self._coming))
                 except TROUBLE as exc:

@@ -106,6 +106,8 @@ class Loader:
         self.containers = {"pack": pack, "node": hub, "web": web}
         self.progress = progress
         self.known = Statuses(self.registry)
+        #: seconds a read of every status may take (:meth:`refresh`)
+        self.read_limit = 3.0
         #: the circuits online now, by level and where they run (read by :meth:`refresh`)
         self.running: dict[Level, dict[CircuitAddress, Circuit]] = {}
         #: the pack groups on each level's broker (read by :meth:`refresh`)
@@ -129,7 +131,8 @@ class Loader:
         self.running = {}
         for level, session in self.sessions.items():
             # (one read: the circuits, and the pack groups' copies beside them)
-            found = await session.retained(*Statuses.FILTERS, *GroupView.FILTERS)
+            found = await session.retained(*Statuses.FILTERS, *GroupView.FILTERS,
+                                           limit=self.read_limit)
             known = Statuses.of(found, self.registry)
             if level is None:
                 self.known = known
@@ -449,11 +452,14 @@ class Loader:
         if wanted:
             self.progress(f"level {circuit.level} carries up {', '.join(wanted)}")
 
-    async def load(self, app: AppDef) -> None:
+    async def load(self, app: AppDef, *, refresh: bool = True) -> None:
         """Load every circuit of ``app`` in order (:meth:`_in_order`), wiring each as it
-        arrives, and start them once all are wired."""
+        arrives, and start them once all are wired.  ``refresh=False``: what runs is
+        taken to be what :attr:`running` holds (the caller's own knowledge, e.g.
+        plug-n-process loading many apps after one read), not read again."""
         self._checked(app)
-        await self.refresh()
+        if refresh:
+            await self.refresh()
         for circuit in app.circuits:
             if self.placement(app, circuit) is not None:
                 raise LoadError(
@@ -584,11 +590,14 @@ class Loader:
             f" ({'; '.join(failed[:2])}): check with `jet ls`"
         )
 
-    async def reload(self, app: AppDef) -> None:
+    async def reload(self, app: AppDef, *, refresh: bool = True) -> None:
         """Bring what runs in line with ``app``: load new circuits, replace changed
-        ones in place (kept wires keep their subscriptions), unload removed ones."""
+        ones in place (kept wires keep their subscriptions), unload removed ones.
+        ``refresh=False``: as for :meth:`load` (several reloads after one read: each
+        unload keeps :attr:`running` up to date)."""
         self._checked(app)
-        await self.refresh()
+        if refresh:
+            await self.refresh()
         places: _Places = {}
         async with self._starting() as loaded:
             for circuit in await self._in_order(app):

@@ -452,3 +452,22 @@ def test_class_files_apply_as_they_are_saved_and_each_version_is_recorded(
         assert_no_traceback(server.output)
     finally:
         server.stop()
+
+
+def test_a_template_parsed_once_gives_the_app_its_filled_in_text_gives() -> None:
+    """Plug-n-process parses a class's template once and fills in the parsed file for each
+    device (jet.definition.files.AppTemplate): the same app as parsing the filled-in
+    text, also where a value filled in would read as a number (then it parses the text)."""
+    import string
+
+    from jet.definition.files import AppTemplate, loads_app
+
+    values = {"id": "t1", "uid": "house/thermo/t1", "host": "house", "zone": "hall",
+              "class": "thermo", "topic": "house/hall/thermo/t1"}
+    for text, filled in ((THERMO_APP, values),
+                         (THERMO_APP.replace("setpoint: 21.0", "setpoint: ${zone}"),
+                          {**values, "zone": "19.5"}),
+                         (THERMO_APP.replace("heat-${id}", "${id}"), {**values, "id": "42"})):
+        template = AppTemplate(text, "thermo-app.yaml")
+        expected = loads_app(string.Template(text).safe_substitute(filled), "thermo-app.yaml")
+        assert template.fill(filled) == expected

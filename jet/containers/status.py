@@ -392,9 +392,11 @@ class Statuses:
     )
 
     @classmethod
-    async def read(cls, session: Session, registry: Registry | None = None) -> Statuses:
-        """Everything retained now, in one read (a CLI command's or the loader's view)."""
-        return cls.of(await session.retained(*cls.FILTERS), registry)
+    async def read(cls, session: Session, registry: Registry | None = None, *,
+                   limit: float = 3.0) -> Statuses:
+        """Everything retained now, in one read (a CLI command's or the loader's view),
+        taking at most ``limit`` seconds (thousands of circuits may need more than 3)."""
+        return cls.of(await session.retained(*cls.FILTERS, limit=limit), registry)
 
     @classmethod
     def of(cls, found: Mapping[str, Any], registry: Registry | None = None) -> Statuses:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import string
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -89,14 +90,21 @@ class _LineLoader(yaml.SafeLoader):
 _LineLoader.yaml_implicit_resolvers = {}  # forget YAML 1.1's yes/no/on/off, 0777, 1:30, dates
 
 
-for _tag, _regexp, _first in (
+#: The plain scalars that are not strings: (tag, pattern, first characters).
+_IMPLICIT = (
     (_NULL, re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""]),
     (_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")),
     (_INT, _INT_RE, list("-+0123456789")),
     (_FLOAT, _FLOAT_RE, list("-+.0123456789")),
     (_MERGE, re.compile(r"^(?:<<)$"), ["<"]),
-):
+)
+for _tag, _regexp, _first in _IMPLICIT:
     _LineLoader.add_implicit_resolver(_tag, _regexp, _first)
+
+
+def _reads_as_text(text: str) -> bool:
+    """Whether ``text`` as a plain scalar is a string (not null, a boolean or a number)."""
+    return not any(regexp.match(text) for _, regexp, _ in _IMPLICIT)
 
 
 def _scalar(text: str, tag: str) -> Any:
@@ -669,6 +677,70 @@ def loads_app(text: str, source: str = "<string>") -> AppDef:
         return _Builder(source, lines).app(data)
     except RecursionError:
         raise CircuitFileError(source, 1, "values nested too deeply") from None
+
+
+class AppTemplate:
+    """A circuit file with ``${name}`` placeholders (a device class's template), parsed
+    once and filled in many times: :meth:`fill` substitutes the values in every string
+    of the parsed file (keys too), then checks and builds the app as :func:`loads_app`
+    does, without reading the YAML again.
+
+    The result is ``loads_app(string.Template(text).safe_substitute(values))``'s; where
+    it might not be (a filled-in value that YAML would read as a number, a boolean or
+    null; two keys filled in alike), that is what it runs instead.
+    """
+
+    def __init__(self, text: str, source: str = "<string>") -> None:
+        self.text = text
+        self.source = source
+        try:
+            self.data, self.lines = _parse(source, text)
+        except (CircuitFileError, RecursionError):
+            self.data, self.lines = None, {}
+        self.parsed = isinstance(self.data, dict)
+
+    def fill(self, values: Mapping[str, str], source: str | None = None) -> AppDef:
+        source = source or self.source
+        if self.parsed:
+            try:
+                data = _filled(self.data, values)
+                lines = {tuple(_filled_key(p, values) if isinstance(p, str) else p
+                               for p in path): line for path, line in self.lines.items()}
+            except _NotAlike:
+                pass
+            else:
+                try:
+                    _validate(source, data, lines)
+                    return _Builder(source, lines).app(data)
+                except RecursionError:
+                    raise CircuitFileError(source, 1, "values nested too deeply") from None
+        return loads_app(string.Template(self.text).safe_substitute(values), source)
+
+
+class _NotAlike(Exception):
+    """Filling in the parsed file would not give what parsing the filled-in text gives."""
+
+
+def _filled_key(text: str, values: Mapping[str, str]) -> str:
+    return string.Template(text).safe_substitute(values) if "$" in text else text
+
+
+def _filled(data: Any, values: Mapping[str, str]) -> Any:
+    if isinstance(data, str):
+        if "$" not in data:
+            return data
+        text = string.Template(data).safe_substitute(values)
+        if text != data and not _reads_as_text(text):
+            raise _NotAlike(text)  # (YAML would read the filled-in text as another type)
+        return text
+    if isinstance(data, list):
+        return [_filled(item, values) for item in data]
+    if isinstance(data, dict):
+        filled = {_filled_key(k, values): _filled(v, values) for k, v in data.items()}
+        if len(filled) != len(data):
+            raise _NotAlike("two keys filled in alike")
+        return filled
+    return data
 
 
 def load_app(path: str | Path) -> AppDef:

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import devicehop, groups, hop, hub, inproc, levels, loading
+from . import devicehop, devices, groups, hop, hub, inproc, levels, loading
 from .common import REPO, machine_info, source_info
 from .report import table
 
 #: Section names in the JSON, in run order.
 SECTIONS = [
     "inproc_hop", "mqtt_hop", "json_hop", "load", "memory", "hub", "levels", "groups",
+    "devices",
 ]
 #: --only choices and the sections each one produces.
 GROUPS: dict[str, list[str]] = {
@@ -31,6 +32,7 @@ GROUPS: dict[str, list[str]] = {
     "hub": ["hub"],
     "levels": ["levels"],
     "groups": ["groups"],
+    "devices": ["devices"],
 }
 
 
@@ -51,6 +53,7 @@ def _runners(quick: bool) -> dict[str, Callable[[], dict[str, dict[str, Any]]]]:
         "hub": hub_or_skip,
         "levels": one("levels", levels.run),
         "groups": one("groups", groups.run),
+        "devices": one("devices", devices.run),
     }
 
 

@@ -22,7 +22,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "tools" / "bench"
-SECTIONS = ["inproc_hop", "mqtt_hop", "json_hop", "load", "memory", "hub", "levels", "groups", "devices"]
+SECTIONS = ["inproc_hop", "mqtt_hop", "json_hop", "load", "memory", "hub", "levels", "groups",
+            "devices"]
 HUB_SCRIPT = REPO / "tools" / "bench_hub.py"
 
 

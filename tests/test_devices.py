@@ -406,6 +406,19 @@ def test_plug_n_process_runs_a_circuit_per_device_as_devices_come_and_go(
         until(lambda: "heat-t2" in circuits(), "t2's circuit back")
         listed = circuits()
         assert listed.count("heat-t1") == 1 and listed.count("heat-t2") == 1, listed
+        # the pack killed -9, another started: the devices' circuits run there, unasked
+        pack.proc.send_signal(signal.SIGKILL)
+        pack.proc.wait(WAIT)
+        other = JetProcess("pack", "--broker", mosquitto.url, "--id", "other")
+        other.wait_for_line("pack other on ", WAIT)
+        try:
+            until(lambda: all(any(c in line and "online" in line and "other" in line
+                                  for line in circuits().splitlines())
+                              for c in ("heat-t1", "heat-t2")), "both circuits in pack other")
+        except AssertionError:
+            raise AssertionError(circuits() + "\n----\n" + server.output[-3000:]) from None
+        server.wait_for_line("pack default is offline", WAIT)
+        other.stop()
         assert_no_traceback(server.output)
     finally:
         watcher.kill()

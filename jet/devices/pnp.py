@@ -26,6 +26,7 @@ calls :meth:`online` and :meth:`offline`; pending unloads are cancelled at the e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -42,6 +43,7 @@ from jet.devices.store import Store
 from jet.loader import Loader, LoadError
 from jet.runtime.registry import Registry
 from jet.tasks import cancel_all
+from jet.transport import codec
 from jet.transport.client import CommandFailed, NoReply, Session
 
 log = logging.getLogger("jet.devices.pnp")
@@ -59,6 +61,10 @@ READ_LIMIT = 30.0
 #: Seconds what runs is taken as known for a device whose app runs (then it is read
 #: again: a pack may have restarted without its circuits meanwhile).
 KNOWN_FOR = 30.0
+#: The packs' retained statuses, followed for their comings and goings.
+PACK_STATUS = "jet/pack/+/status"
+#: Seconds after a pack came or went before what runs is reconciled.
+PACK_SETTLE = 1.0
 TROUBLE = (LoadError, CommandFailed, NoReply, ConnectionError, OSError, TimeoutError)
 
 
@@ -99,13 +105,23 @@ class PlugAndProcess:
         self.loaded = 0
         self.unloaded = 0
         self.reads = 0
+        #: each pack's state as its retained status last said it
+        self._pack_states: dict[str, str | None] = {}
+        self._settling: asyncio.Task[None] | None = None
+        self._again = False
 
     async def __aenter__(self) -> Self:
+        # A pack that goes (its circuits with it) or comes (empty, or restored from its
+        # state file): what runs is reconciled with what should, with no command.
+        self._watch = await self.session.link.subscribe(PACK_STATUS, 1, self._on_pack_status)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await self.session.link.unsubscribe(self._watch)
         await cancel_all([*self._leaving.values(),
-                          *([self._worker] if self._worker is not None else [])])
+                          *([self._worker] if self._worker is not None else []),
+                          *([self._settling] if self._settling is not None else [])])
         for future in [*self._coming.values(), *(f for _, f in self._going.values())]:
             future.cancel()
 
@@ -208,6 +224,8 @@ class PlugAndProcess:
         for circuit in known.online():
             if circuit.status.app.startswith(PREFIX) and circuit.kind == "pack":
                 pack = circuit.status.container.rsplit("/", 1)[-1]
+                if pack not in self._packs:
+                    continue  # (its status outlived its pack: a will says only the pack's)
                 apps.setdefault(circuit.status.app, {})[circuit.name] = pack
         self._apps = apps
         self._read_at = time.monotonic()
@@ -341,6 +359,30 @@ class PlugAndProcess:
         if device is not None and device["online"]:
             return
         await self._unload(app_name(uid), uid)
+
+    def _on_pack_status(self, topic: str, payload: bytes) -> None:
+        try:
+            status = codec.decode(payload) if payload else {}
+        except Exception:  # (not a pack's status: the pack's own trouble, said by jet ls)
+            return
+        state = status.get("state") if isinstance(status, dict) else None
+        pack = topic.split("/")[2]
+        before = self._pack_states.get(pack, "")
+        self._pack_states[pack] = state
+        if before == state:
+            return  # (a status with more or fewer circuits: ours, or someone's load)
+        log.info("pack %s is %s: what runs is reconciled in %g s", pack, state or "gone",
+                 PACK_SETTLE)
+        self._apps = None  # (what runs is not what we knew)
+        self._again = True
+        if self._settling is None or self._settling.done():
+            self._settling = asyncio.create_task(self._reconcile_soon(), name="pnp-settle")
+
+    async def _reconcile_soon(self) -> None:
+        while self._again:  # (packs that came or went while reconciling: once more)
+            self._again = False
+            await asyncio.sleep(PACK_SETTLE)  # (a pack restoring its state file, its statuses)
+            await self.reconcile()
 
     async def reconcile(self) -> None:
         """Every online device of a class with a template runs its circuit; no ``pnp-``

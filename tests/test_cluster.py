@@ -23,6 +23,8 @@ from conftest import FAULT_REPORT
 from helpers import Collector, run
 from nats_helpers import NatsCluster
 from test_devices import devices, until
+from test_faults import APP as RELAY
+from test_faults import account, persistent_link, stream
 
 from jet.transport import broker, codec
 from jet.transport.client import Session
@@ -43,47 +45,6 @@ circuits:
 wires:
   - src.s.out -> dst.d.in
 """
-
-RELAY = """
-app: relay
-circuits:
-  src:
-    gadgets:
-      s: {type: jet.lib.Scale, params: {factor: 1}}
-  dst:
-    gadgets:
-      d: {type: jet.lib.Offset, params: {offset: 0}}
-wires:
-  - src.s.out -> dst.d.in
-"""
-
-
-def account(name: str, sent: int, values: list[Any]) -> dict[str, int]:
-    """Every number 0..sent-1 accounted for: delivered, lost, duplicated."""
-    counts = collections.Counter(values)
-    row = {
-        "sent": sent,
-        "delivered": len(set(values) & set(range(sent))),
-        "lost": sum(1 for n in range(sent) if n not in counts),
-        "duplicated": sum(c - 1 for c in counts.values() if c > 1),
-    }
-    FAULT_REPORT[name] = row
-    return row
-
-
-def persistent_link(url: str, name: str) -> Link:
-    """A consumer that must not lose anything: persistent session, acknowledges
-    only what it has recorded (as a pack does)."""
-    return Link(broker.parse(url), name, ack_after_handling=True)
-
-
-async def stream(producer: Link, total: int, per_batch: int = 20, pause: float = 0.005) -> None:
-    for n in range(total):
-        producer.publish_nowait("pack/src/s/0", codec.encode(n), qos=1)
-        if n % per_batch == 0:
-            await asyncio.sleep(pause)
-    await producer.flush()
-
 
 def start_pack(url: str, pack_id: str = "default", *extra: str) -> JetProcess:
     pack = JetProcess("pack", "--broker", url, "--id", pack_id, "--keepalive", "2", *extra)

@@ -80,12 +80,20 @@ class Broker:
 def parse(url: str | None = None) -> Broker:
     """Parse a broker URL; None means ``$JET_BROKER`` or the local default."""
     text = url or os.environ.get(ENV_VAR) or DEFAULT_URL
-    parts = urlsplit(text)
-    if parts.scheme not in ("mqtt", "mqtts"):
+    scheme, has_scheme, rest = text.partition("://")
+    if not has_scheme or scheme not in ("mqtt", "mqtts"):
         raise BrokerUrlError(f"broker URL {text!r}: scheme must be mqtt:// or mqtts://")
-    tls = parts.scheme == "mqtts"
-    servers = _servers(text, parts.netloc.rpartition("@")[2], 8883 if tls else 1883)
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    tls = scheme == "mqtts"
+    # The server list is split here, not by urlsplit: some Pythons (Debian's 3.11) refuse
+    # a netloc with anything before a bracketed IPv6 address ("h1,[::1]:1886").
+    netloc, query_text = _netloc_and_query(rest)
+    userinfo, _, hosts = netloc.rpartition("@")
+    try:
+        parts = urlsplit(f"{scheme}://{userinfo}@x" if userinfo else f"{scheme}://x")
+    except ValueError as exc:
+        raise BrokerUrlError(f"broker URL {text!r}: {exc}") from exc
+    servers = _servers(text, hosts, 8883 if tls else 1883)
+    query = {k: v[-1] for k, v in parse_qs(query_text).items()}
     unknown = set(query) - {"ca", "cert", "key"}
     if unknown:
         raise BrokerUrlError(f"broker URL {text!r}: unknown option {sorted(unknown)[0]!r}")
@@ -101,6 +109,13 @@ def parse(url: str | None = None) -> Broker:
         key=query.get("key"),
         others=tuple(others),
     )
+
+
+def _netloc_and_query(rest: str) -> tuple[str, str]:
+    """What follows ``scheme://``: (the servers with their user, the query string)."""
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    after = rest[end:].partition("#")[0]
+    return rest[:end], after.partition("?")[2]
 
 
 def _servers(text: str, hosts: str, default_port: int) -> list[tuple[str, int]]:

@@ -376,6 +376,8 @@ def test_plug_n_process_runs_a_circuit_per_device_as_devices_come_and_go(
                                 "127.0.0.1", "-p", str(mosquitto.port), "-t", "+/+/+/+/set/#",
                                 "-v"], stdout=subprocess.PIPE, text=True)
 
+    others: list[JetProcess] = []
+
     def circuits() -> str:
         code, out, err = jet("ls", "--broker", mosquitto.url)
         assert code == 0, err
@@ -409,7 +411,8 @@ def test_plug_n_process_runs_a_circuit_per_device_as_devices_come_and_go(
         # the pack killed -9, another started: the devices' circuits run there, unasked
         pack.proc.send_signal(signal.SIGKILL)
         pack.proc.wait(WAIT)
-        other = JetProcess("pack", "--broker", mosquitto.url, "--id", "other")
+        others.append(JetProcess("pack", "--broker", mosquitto.url, "--id", "other"))
+        other = others[0]
         other.wait_for_line("pack other on ", WAIT)
         try:
             until(lambda: all(any(c in line and "online" in line and "other" in line
@@ -418,12 +421,13 @@ def test_plug_n_process_runs_a_circuit_per_device_as_devices_come_and_go(
         except AssertionError:
             raise AssertionError(circuits() + "\n----\n" + server.output[-3000:]) from None
         server.wait_for_line("pack default is offline", WAIT)
-        other.stop()
         assert_no_traceback(server.output)
     finally:
         watcher.kill()
         server.stop()
         pack.stop()
+        for other in others:
+            other.stop()
 
 
 def test_class_files_apply_as_they_are_saved_and_each_version_is_recorded(

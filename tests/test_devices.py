@@ -257,6 +257,19 @@ def test_two_servers_share_the_work_and_the_survivor_takes_a_killed_ones_share(
             server.stop()
 
 
+def stream_killing(client: paho.Client, victim: JetProcess) -> None:
+    """600 QoS 1 messages at 200/s, each from a new device (`site/s/meter/k<n>`), and
+    ``victim`` killed with SIGKILL a quarter of the way in."""
+    started = time.monotonic()
+    for n in range(600):
+        due = started + n / 200 - time.monotonic()
+        if due > 0:
+            time.sleep(due)  # (the stream's pace, not a wait for an outcome)
+        client.publish(f"site/s/meter/k{n:03d}/energy", str(n), qos=1)
+        if n == 150:
+            victim.proc.send_signal(signal.SIGKILL)
+
+
 def test_a_kill_9_in_a_stream_loses_nothing(mosquitto: Mosquitto, tmp_path: Path) -> None:
     """Two servers in a group under a QoS 1 stream (600 messages, each from a new device, at
     about 200/s); one is killed with SIGKILL a quarter of the way in.  Every device is in
@@ -272,14 +285,7 @@ def test_a_kill_9_in_a_stream_loses_nothing(mosquitto: Mosquitto, tmp_path: Path
     client.connect("127.0.0.1", mosquitto.port)
     client.loop_start()
     try:
-        started = time.monotonic()
-        for n in range(600):
-            due = started + n / 200 - time.monotonic()
-            if due > 0:
-                time.sleep(due)  # (the stream's pace, not a wait for an outcome)
-            client.publish(f"site/s/meter/k{n:03d}/energy", str(n), qos=1)
-            if n == 150:
-                servers[0].proc.send_signal(signal.SIGKILL)
+        stream_killing(client, servers[0])
         until(lambda: len(devices(db)) == 600, "all 600 devices: nothing lost", 20.0)
         attempts = sum(d["today"]["attempts"] for d in devices(db))
         print(f"kill -9 in a stream of 600: 0 lost, {attempts - 600} handled twice")
@@ -315,14 +321,7 @@ def test_a_partition_without_shared_subscriptions_loses_nothing_across_a_kill_9(
             client.publish(f"site/a/meter/m{n % 10}/energy", str(n), qos=1)
         until(lambda: attempts() == 40, "40 messages, each handled by one server")
         assert all("(partition)" in s.output for s in servers)
-        started = time.monotonic()
-        for n in range(600):
-            due = started + n / 200 - time.monotonic()
-            if due > 0:
-                time.sleep(due)  # (the stream's pace, not a wait for an outcome)
-            client.publish(f"site/s/meter/k{n:03d}/energy", str(n), qos=1)
-            if n == 150:
-                servers[0].proc.send_signal(signal.SIGKILL)
+        stream_killing(client, servers[0])
         until(lambda: len(devices(db)) == 610, "all 600 new devices: nothing lost", 20.0)
         twice = attempts() - 640
         print(f"partition, kill -9 in a stream of 600: 0 lost, {twice} handled twice")

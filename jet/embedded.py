@@ -147,6 +147,6 @@ async def _amqtt(port: int) -> AsyncIterator[str]:
     try:
         await _wait_listening(port)
         log.info("embedded amqtt broker on 127.0.0.1:%d", port)
-        yield f"mqtt://127.0.0.1:{port}"
+        yield f"mqtt://127.0.0.1:{port}?mqtt=3.1.1"  # amqtt does not answer MQTT 5
     finally:
         await broker.shutdown()

@@ -44,6 +44,9 @@ class Broker:
     key: str | None = None
     #: the cluster's other servers, (host, port), tried in turn after ``host:port``
     others: tuple[tuple[str, int], ...] = ()
+    #: ``?mqtt=3.1.1``: the server speaks only MQTT 3.1.1 (amqtt), so JET does not
+    #: try MQTT 5 first (None: MQTT 5, falling back to 3.1.1 when refused)
+    mqtt: str | None = None
 
     @property
     def servers(self) -> tuple[tuple[str, int], ...]:
@@ -61,7 +64,7 @@ class Broker:
         scheme = "mqtts" if self.tls else "mqtt"
         user = f"{self.username}@" if self.username else ""
         hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.servers)
-        return f"{scheme}://{user}{hosts}"
+        return f"{scheme}://{user}{hosts}" + (f"?mqtt={self.mqtt}" if self.mqtt else "")
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``aiomqtt.Client``."""
@@ -94,9 +97,12 @@ def parse(url: str | None = None) -> Broker:
         raise BrokerUrlError(f"broker URL {text!r}: {exc}") from exc
     servers = _servers(text, hosts, 8883 if tls else 1883)
     query = {k: v[-1] for k, v in parse_qs(query_text).items()}
-    unknown = set(query) - {"ca", "cert", "key"}
+    unknown = set(query) - {"ca", "cert", "key", "mqtt"}
     if unknown:
         raise BrokerUrlError(f"broker URL {text!r}: unknown option {sorted(unknown)[0]!r}")
+    if query.get("mqtt", "3.1.1") != "3.1.1":
+        raise BrokerUrlError(f"broker URL {text!r}: mqtt= takes only 3.1.1 (MQTT 5 is tried"
+                             " first without it)")
     (host, port), *others = servers
     return Broker(
         host=host,
@@ -108,6 +114,7 @@ def parse(url: str | None = None) -> Broker:
         cert=query.get("cert"),
         key=query.get("key"),
         others=tuple(others),
+        mqtt=query.get("mqtt"),
     )
 
 

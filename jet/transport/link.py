@@ -1,6 +1,8 @@
 """One MQTT connection shared by everything in a process, kept alive for it.
 
-:class:`Link` wraps a :class:`~jet.transport.connection.Connection` (aiomqtt and paho)
+:class:`Link` wraps a connection: :class:`~jet.transport.v5.V5Connection` (MQTT 5 on
+the ``mqtt5`` codec) or, for a server that does not speak MQTT 5,
+:class:`~jet.transport.connection.Connection` (aiomqtt and paho, MQTT 3.1.1),
 with what a container needs and aiomqtt leaves to its users: reconnect
 with backoff (to the next server, when the broker URL lists a cluster's
 servers), a persistent session re-established after every reconnect,
@@ -45,6 +47,10 @@ from jet.tasks import cancel_all, worth_logging
 from jet.transport import watchdog
 from jet.transport.broker import Broker
 from jet.transport.connection import PUBLISH_NO_CONN, PUBLISH_OK, Connection, Will
+from jet.transport.v5 import ProtocolRefused, V5Connection
+
+#: Either connection: the same surface (see jet/transport/v5.py).
+AnyConnection = Connection | V5Connection
 
 __all__ = [
     "HOLD_LIMIT",
@@ -161,7 +167,7 @@ class Outbox:
 
     def __init__(
         self,
-        connection: Connection,
+        connection: AnyConnection,
         stats: LinkStats,
         connected: asyncio.Event,
         *,
@@ -183,7 +189,16 @@ class Outbox:
         self._window_full = False  # run() waits for room: put() leaves it to run()
         self._idle = asyncio.Event()
         self._idle.set()
+        self.use(connection)
+
+    def use(self, connection: AnyConnection) -> None:
+        """Hand messages to ``connection`` from now on (the link changed protocol:
+        what the old one held, it sends again, in order)."""
+        self._connection = connection
         connection.on_published(self._on_publish)
+        for message in self._awaiting.values():
+            heapq.heappush(self._retry, message)
+        self._awaiting.clear()
 
     def put(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
         """Queue a message for sending; False (and counted) when the outbox is full."""
@@ -366,10 +381,14 @@ class Link:
         self._on_connect = on_connect
         self._on_lost = on_lost  # called with the reason when a live connection drops
         self._connect_timeout = connect_timeout
-        self._connection = Connection(
-            broker, client_id, will=will, clean_session=clean_session, keepalive=keepalive,
-            echo=echo,
-        )
+        self._session = {"will": will, "clean_session": clean_session, "keepalive": keepalive,
+                         "echo": echo}
+        # MQTT 5 first; a server that refuses it gets paho's MQTT 3.1.1 (_fall_back).
+        self._connection: AnyConnection = (
+            Connection(broker, client_id, **self._session)  # type: ignore[arg-type]
+            if broker.mqtt == "3.1.1" else
+            V5Connection(broker, client_id, will=will, clean_session=clean_session,
+                         keepalive=keepalive, echo=echo))
         if ack_after_handling:
             self._connection.manual_ack(True)
         self._connected = asyncio.Event()
@@ -390,7 +409,7 @@ class Link:
         self._last_error = "no answer (wrong port, or a TLS handshake or login refused?)"
         self._keeper = (
             watchdog.Keeper(client_id, keepalive, stuck_limit,
-                            self._connection.keep_alive_now, blocked_by)
+                            lambda: self._connection.keep_alive_now(), blocked_by)
             if blocked_by is not None
             else None
         )
@@ -461,7 +480,6 @@ class Link:
         With several servers in the broker URL (a cluster), a failed attempt
         or a lost connection moves on to the next server at once; the backoff
         grows only once every server has been tried (see :meth:`_next_server`)."""
-        connection = self._connection
         dispatch = self._dispatch
 
         def dispatch_queued(message: aiomqtt.Message) -> None:
@@ -470,12 +488,13 @@ class Link:
                 payload = b"" if payload is None else str(payload).encode()
             dispatch(message.topic.value, payload, message.qos, message.mid, message.retain)
 
-        none_arrived = connection.none_arrived
-        take_arrived = connection.take_arrived
         backoff = BACKOFF_START
         first = True
         failed = 0  # servers that failed in a row (each tried once before backing off)
         while True:
+            connection = self._connection
+            none_arrived = connection.none_arrived
+            take_arrived = connection.take_arrived
             try:
                 async with connection:
                     if not first:
@@ -509,6 +528,11 @@ class Link:
                             dispatch_queued(message)
                     finally:
                         connection.deliver_to(None)
+            except ProtocolRefused as exc:
+                if isinstance(connection, V5Connection):
+                    self._fall_back(str(exc))
+                    continue
+                raise  # (paho's connection never raises it)
             except aiomqtt.MqttError as exc:
                 self._live = False
                 self._outbox.connection_lost()
@@ -544,6 +568,21 @@ class Link:
                 failed = 0
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _fall_back(self, reason: str) -> None:
+        """The server took the connection but not MQTT 5: paho's MQTT 3.1.1 from now
+        on (the session's QoS>0 publishes not sent yet go with it, through the outbox)."""
+        log.info("%s: %s does not answer MQTT 5 (%s): using MQTT 3.1.1", self.client_id,
+                 self.server.url, reason)
+        old = self._connection
+        connection = Connection(self.broker, self.client_id, **self._session)  # type: ignore[arg-type]
+        connection.use_server(*self.broker.servers[self._server])
+        if self._manual_ack:
+            connection.manual_ack(True)
+        self._connection = connection
+        self._outbox.use(connection)
+        if isinstance(old, V5Connection):
+            old.forget_arrived()
 
     async def _resubscribe(self) -> None:
         # A persistent session usually still has them, but a broker that

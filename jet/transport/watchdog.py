@@ -57,18 +57,29 @@ RENAME_EVERY = 60.0
 #: of changing the structures the ping uses.  (Link's own frames that merely
 #: call handlers are allowed: see _SAFE_FRAMES.)
 _UNSAFE_MODULES = (
-    "paho.", "aiomqtt", "selectors", "asyncio.selector_events", "ssl", "socket",
-    "jet.transport.", "logging",
+    "paho.", "aiomqtt", "selectors", "asyncio.selector_events", "asyncio.sslproto", "ssl",
+    "socket", "jet.transport.", "logging", "mqtt5",
 )
-#: Transport frames that call handlers between, never during, paho's work:
-#: the link's dispatch and the connection's reader, which hands messages over
-#: after paho's loop_read() has returned.
+#: Transport frames that call handlers between, never during, a write or a
+#: decode: the link's dispatch; the paho connection's reader, which hands
+#: messages over after paho's loop_read() has returned; the MQTT 5 connection's
+#: reader (``_received``, ``_message``), which calls the sink between two packets
+#: it decoded, and the asyncio frames that called it with the bytes read.
 _SAFE_FRAMES = frozenset({
     ("jet.transport.link", "_maintain"),
     ("jet.transport.link", "_dispatch"),
     ("jet.transport.link", "_release"),
     ("jet.transport.connection", "read_burst"),
     ("jet.transport.connection", "hand_over"),
+    ("jet.transport.v5", "_received"),
+    ("jet.transport.v5", "_message"),
+    ("asyncio.selector_events", "_read_ready"),
+    ("asyncio.selector_events", "_read_ready__data_received"),
+    ("asyncio.sslproto", "_do_read"),
+    ("asyncio.sslproto", "_do_read__copied"),
+    ("asyncio.sslproto", "_do_read__buffered"),
+    ("asyncio.sslproto", "buffer_updated"),
+    ("asyncio.selector_events", "_read_ready__get_buffer"),
 })
 
 

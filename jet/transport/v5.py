@@ -1,0 +1,545 @@
+"""One MQTT 5 connection: the ``mqtt5`` codec on an asyncio protocol.
+
+:class:`V5Connection` has the surface of :class:`jet.transport.connection.Connection`
+(paho under aiomqtt) and is what a :class:`~jet.transport.link.Link` uses first.
+Why a second one: paho reads and decodes one packet at a time in Python (its
+packet state machine, locks and logging checks per packet) and writes each packet
+with its own ``send``; that, not JET's code, was most of a pack's CPU per message
+(docs/performance.md, issue 10).  Here a socket read is decoded in one pass by
+``mqtt5`` (Rust, by aiomqtt's author), every message in it is handed to the sink
+in the same turn, and whatever the handlers queued (outputs, acknowledgements) is
+written with one ``transport.write``.  The framing and encoding are ``mqtt5``'s;
+this module keeps the session's state: packet ids, QoS 1 and 2 in flight and sent
+again after a reconnect, the server's receive maximum, keepalive, and manual
+acknowledgement.
+
+A server that does not speak MQTT 5 (NATS speaks 3.1.1) answers the CONNECT with
+something other than an MQTT 5 CONNACK; :class:`ProtocolRefused` then tells the
+link to use the paho connection instead, from then on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Any, Self
+
+import aiomqtt
+import mqtt5
+
+from jet.transport.broker import Broker
+from jet.transport.connection import (
+    DISCONNECT_TIMEOUT,
+    PUBLISH_NO_CONN,
+    PUBLISH_OK,
+    SESSION_EXPIRY,
+    Will,
+)
+
+#: s: TCP (and TLS) up and an MQTT 5 CONNACK back, or the link falls back to MQTT 3.1.1
+#: (a server that does not answer MQTT 5 may also just wait: amqtt does)
+CONNECT_TIMEOUT = 4.0
+COMMAND_TIMEOUT = 30.0  # s: a SUBACK or UNSUBACK, or the connection is called lost
+
+_PING = mqtt5.PingReqPacket().write()
+_QOS = (mqtt5.QoS.AT_MOST_ONCE, mqtt5.QoS.AT_LEAST_ONCE, mqtt5.QoS.EXACTLY_ONCE)
+_SUCCESS = 0x80  # reason codes below this are successes (MQTT 5, 2.4)
+
+
+class ProtocolRefused(aiomqtt.MqttError):
+    """The server took the connection but gave no MQTT 5 CONNACK (an MQTT 3.1.1
+    server, or a TLS or proxy problem that the paho connection reports in detail)."""
+
+
+class Sent:
+    """What :meth:`V5Connection.publish_nowait` returns (paho's ``MQTTMessageInfo`` subset)."""
+
+    __slots__ = ("_done", "mid", "rc")
+
+    def __init__(self, mid: int, rc: int, done: bool) -> None:
+        self.mid = mid
+        self.rc = rc
+        self._done = done
+
+    def is_published(self) -> bool:
+        return self._done
+
+
+class _InFlight:
+    """A QoS>0 publish not completed yet: its packet and how far its handshake got."""
+
+    __slots__ = ("packet", "released")
+
+    def __init__(self, packet: mqtt5.PublishPacket) -> None:
+        self.packet = packet
+        self.released = False  # QoS 2: PUBREC received, PUBREL sent
+
+
+class V5Connection:
+    """An MQTT 5 session over asyncio, with :class:`~jet.transport.connection.Connection`'s
+    surface; no reconnecting (that is the link's).
+
+    ``async with connection:`` is one session, from CONNECT to DISCONNECT
+    (``aiomqtt.MqttError`` when it fails or breaks; :class:`ProtocolRefused`
+    when the server does not speak MQTT 5); enter it again to reconnect.  QoS>0
+    publishes not completed when a session ends are sent again (DUP) in the
+    next one, unless the session is clean; packet ids of received messages
+    belong to their session.  Everything runs on the loop that entered it.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        client_id: str,
+        *,
+        will: Will | None,
+        clean_session: bool,
+        keepalive: int,
+        echo: bool = True,
+    ) -> None:
+        self.last_error = ""
+        self._broker = broker
+        self._host, self._port = broker.host, broker.port
+        self._client_id = client_id
+        self._will = will
+        self._clean = clean_session
+        self._keepalive = keepalive
+        self._no_local = not echo
+        self._manual_ack = False
+        self._sink: Callable[[str, bytes | bytearray, int, int, bool], None] | None = None
+        self._on_published: Callable[[int], None] | None = None
+        self._arrived: collections.deque[aiomqtt.Message] = collections.deque()
+        self._transport: asyncio.Transport | None = None
+        self._lost: asyncio.Future[None] | None = None
+        self._connack: asyncio.Future[mqtt5.ConnAckPacket] | None = None
+        self._answers: dict[int, asyncio.Future[Any]] = {}  # SUBACK/UNSUBACK by packet id
+        self._inflight: dict[int, _InFlight] = {}  # our QoS>0 publishes, by packet id
+        self._held: collections.deque[int] = collections.deque()  # over the receive maximum
+        self._receive_max = 65535
+        self._qos2_in: set[int] = set()  # received QoS 2 ids: PUBREC sent, PUBREL awaited
+        self._next_id = 0
+        self._out: list[bytes] = []  # packets to write at the end of this turn or read
+        self._flush_due = False
+        self._reading = False
+        self._buffer = bytearray()
+        self._last_in = self._last_out = 0.0
+        self._ping_sent = 0.0  # when the PINGREQ now unanswered went, or 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Acknowledge a received message (manual acknowledgement), by packet id.
+        self.ack = self._ack
+
+    # -- the surface Link uses ---------------------------------------------------
+
+    def use_server(self, host: str, port: int) -> None:
+        self._host, self._port = host, port
+
+    def on_published(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(mid)`` as each QoS>0 publish is acknowledged (QoS 0
+        publishes are complete when queued: ``Sent.is_published()``)."""
+        self._on_published = callback
+
+    def manual_ack(self, on: bool) -> None:
+        self._manual_ack = on
+
+    def deliver_to(
+        self, sink: Callable[[str, bytes | bytearray, int, int, bool], None] | None
+    ) -> None:
+        self._sink = sink
+
+    def none_arrived(self) -> bool:
+        return not self._arrived
+
+    def take_arrived(self) -> aiomqtt.Message:
+        return self._arrived.popleft()
+
+    def forget_arrived(self) -> None:
+        self._arrived.clear()
+
+    async def messages(self) -> AsyncIterator[aiomqtt.Message]:
+        """Never yields (messages go to the sink); raises when the session ends."""
+        lost = self._lost
+        if lost is None:
+            raise aiomqtt.MqttError("not connected")
+        await asyncio.shield(lost)
+        raise aiomqtt.MqttError(self.last_error or "connection lost")
+        yield  # (an async generator)
+
+    # -- session -----------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        loop = self._loop = asyncio.get_running_loop()
+        kwargs = self._broker.client_kwargs()
+        context = kwargs.get("tls_context")
+        self.last_error = ""
+        self._buffer.clear()
+        self._qos2_in.clear()
+        self._ping_sent = 0.0
+        self._lost = loop.create_future()
+        self._connack = loop.create_future()
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await loop.create_connection(
+                    lambda: _Protocol(self), self._host, self._port, ssl=context,
+                    server_hostname=self._host if context is not None else None,
+                )
+        except (OSError, TimeoutError) as exc:  # (ssl.SSLError is an OSError)
+            self.last_error = str(exc) or f"no connection in {CONNECT_TIMEOUT:.0f} s"
+            self._drop("")
+            raise aiomqtt.MqttError(self.last_error) from None
+        self._write_now(self._connect_packet())
+        waits: list[asyncio.Future[Any]] = [self._connack, self._lost]
+        await asyncio.wait(waits, timeout=CONNECT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        if not self._connack.done():
+            self._drop("")
+            raise ProtocolRefused(self.last_error or "closed before an MQTT 5 CONNACK")
+        connack = self._connack.result()
+        code = int(connack.reason_code)
+        if code >= _SUCCESS:
+            self.last_error = f"connection refused: {_reason(connack.reason_code)}"
+            self._drop("")
+            if code == 0x84:  # unsupported protocol version
+                raise ProtocolRefused(self.last_error)
+            raise aiomqtt.MqttError(self.last_error)
+        if connack.receive_max:
+            self._receive_max = connack.receive_max
+        self._resume(connack.session_present)
+        self._tick()
+        return self
+
+    def _connect_packet(self) -> bytes:
+        will = self._will
+        broker = self._broker
+        return mqtt5.ConnectPacket(
+            self._client_id,
+            username=broker.username,
+            password=broker.password.encode() if broker.password is not None else None,
+            clean_start=self._clean,
+            will=mqtt5.Will(will.topic, payload=will.payload, qos=_QOS[will.qos],
+                            retain=will.retain) if will else None,
+            keep_alive=self._keepalive,
+            # MQTT 5 ends a session at disconnect unless told otherwise.
+            session_expiry_interval=0 if self._clean else SESSION_EXPIRY,
+        ).write()
+
+    def _resume(self, session_present: bool) -> None:
+        """Send again what the last session left unfinished, oldest first."""
+        self._held.clear()
+        out = self._out
+        for sent, (mid, flight) in enumerate(self._inflight.items()):
+            if sent >= self._receive_max:
+                self._held.append(mid)
+            elif flight.released:
+                out.append(mqtt5.PubRelPacket(mid).write())
+            else:
+                packet = flight.packet
+                flight.packet = packet = mqtt5.PublishPacket(
+                    packet.topic, packet.payload, qos=packet.qos, retain=packet.retain,
+                    packet_id=mid, duplicate=True)
+                out.append(packet.write())
+        self._flush()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        transport, lost = self._transport, self._lost
+        if transport is None or lost is None or lost.done():
+            self._stop_timer()
+            return
+        self._flush()
+        transport.write(mqtt5.DisconnectPacket().write())  # a clean end: no will
+        transport.close()
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(lost), DISCONNECT_TIMEOUT)
+        self._drop("disconnected")
+
+    def _drop(self, reason: str) -> None:
+        """The session is over: close the socket, fail what waits on it."""
+        if reason and not self.last_error:
+            self.last_error = reason
+        self._stop_timer()
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.abort()
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+        for answer in self._answers.values():
+            if not answer.done():
+                answer.set_exception(aiomqtt.MqttError(self.last_error or reason))
+        self._answers.clear()
+        self._out.clear()
+        if self._clean:  # a clean session starts with nothing in flight (the link resends)
+            self._inflight.clear()
+
+    # -- keepalive ---------------------------------------------------------------
+
+    def _tick(self) -> None:
+        """Every quarter keepalive: a PINGREQ when nothing went or came for a
+        keepalive, and the session called lost when one goes unanswered for a
+        keepalive (as paho does)."""
+        keepalive = self._keepalive
+        if not keepalive or self._loop is None:
+            return
+        now = time.monotonic()
+        unanswered = self._ping_sent and now - self._ping_sent >= keepalive
+        if unanswered and now - self._last_in >= keepalive:
+            self.last_error = "the broker stopped answering (keepalive)"
+            self._drop("")
+            return
+        if not self._ping_sent and now - max(self._last_out, self._last_in) >= keepalive:
+            self._ping_sent = now
+            self._write_now(_PING)
+        self._timer = self._loop.call_later(keepalive / 4, self._tick)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def keep_alive_now(self) -> None:
+        """Send a PINGREQ at once (the event-loop watchdog, jet/transport/watchdog.py,
+        while a gadget holds the loop); its answer is not awaited."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            self._last_out = time.monotonic()
+            transport.write(_PING)
+
+    # -- subscribing -------------------------------------------------------------
+
+    async def subscribe(self, topic: str, qos: int, retained: bool = True) -> None:
+        topic_filter = mqtt5.TopicFilter(
+            topic, max_qos=_QOS[qos],
+            # As MQTT 3.1.1: a message's retain flag says "stored, sent because you
+            # subscribed", never "was retained when published".
+            retain_as_published=False,
+            no_local=self._no_local,
+            retain_handling=(mqtt5.RetainHandling.SEND_NEVER
+                             if self._no_local and not retained
+                             else mqtt5.RetainHandling.SEND_ALWAYS),
+        )
+        mid = self._packet_id()
+        answer = await self._request(mid, mqtt5.SubscribePacket(mid, [topic_filter]).write())
+        code = answer.reason_codes[0] if answer.reason_codes else None
+        if code is not None and int(code) >= _SUCCESS:
+            raise aiomqtt.MqttError(f"subscribe {topic!r} refused: {_reason(code)}")
+
+    async def unsubscribe(self, topic: str) -> None:
+        mid = self._packet_id()
+        await self._request(mid, mqtt5.UnsubscribePacket(mid, [topic]).write())
+
+    async def _request(self, mid: int, packet: bytes) -> Any:
+        lost = self._lost
+        if self._transport is None or lost is None or lost.done():
+            raise aiomqtt.MqttError("not connected")
+        answer = self._answers[mid] = asyncio.get_running_loop().create_future()
+        self._queue(packet)
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                return await answer
+        except TimeoutError:
+            raise aiomqtt.MqttError(f"no answer from the broker in {COMMAND_TIMEOUT:.0f} s") \
+                from None
+        finally:
+            self._answers.pop(mid, None)
+
+    # -- publishing and acknowledging --------------------------------------------
+
+    def _packet_id(self) -> int:
+        inflight, answers = self._inflight, self._answers
+        mid = self._next_id
+        for _ in range(65535):
+            mid = mid % 65535 + 1
+            if mid not in inflight and mid not in answers:
+                self._next_id = mid
+                return mid
+        raise aiomqtt.MqttError("no free packet id (65,535 in flight)")
+
+    def publish_nowait(self, topic: str, payload: bytes, qos: int = 0,
+                       retain: bool = False) -> Sent:
+        """Queue a PUBLISH (written at the end of this turn, or of the read being
+        handled).  QoS 0 is complete when queued (``rc`` is :data:`PUBLISH_NO_CONN`
+        while disconnected); QoS>0 is kept until acknowledged, and sent at the
+        next session when there is none now."""
+        live = self._transport is not None
+        if not qos:
+            if not live:
+                return Sent(0, PUBLISH_NO_CONN, False)
+            self._queue(mqtt5.PublishPacket(topic, payload, retain=retain).write())
+            return Sent(0, PUBLISH_OK, True)
+        mid = self._packet_id()
+        packet = mqtt5.PublishPacket(topic, payload, qos=_QOS[qos], retain=retain, packet_id=mid)
+        self._inflight[mid] = _InFlight(packet)
+        if not live:
+            return Sent(mid, PUBLISH_NO_CONN, False)
+        if len(self._inflight) - len(self._held) > self._receive_max:
+            self._held.append(mid)
+        else:
+            self._queue(packet.write())
+        return Sent(mid, PUBLISH_OK, False)
+
+    def _ack(self, mid: int, qos: int) -> None:
+        if self._transport is None:
+            return  # that session's ids are gone: the broker sends the message again
+        if qos == 1:
+            self._queue(mqtt5.PubAckPacket(mid).write())
+        elif qos == 2:
+            self._qos2_in.add(mid)
+            self._queue(mqtt5.PubRecPacket(mid).write())
+
+    def _completed(self, mid: int) -> None:
+        if self._inflight.pop(mid, None) is None:
+            return
+        held = self._held
+        while held and len(self._inflight) - len(held) < self._receive_max:
+            flight = self._inflight.get(held.popleft())
+            if flight is not None:
+                self._queue(flight.packet.write())
+        if self._on_published is not None:
+            self._on_published(mid)
+
+    # -- writing -----------------------------------------------------------------
+
+    def _queue(self, packet: bytes) -> None:
+        self._out.append(packet)
+        if not self._reading and not self._flush_due and self._loop is not None:
+            self._flush_due = True
+            self._loop.call_soon(self._flush)
+
+    def _write_now(self, packet: bytes) -> None:
+        self._out.append(packet)
+        self._flush()
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        out, transport = self._out, self._transport
+        if not out or transport is None:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self._last_out = time.monotonic()
+        transport.write(data)
+
+    # -- reading (called by _Protocol) -------------------------------------------
+
+    def _received(self, data: bytes) -> None:
+        """Decode every whole packet ``data`` completes; hand messages over in this
+        turn; write what that queued in one go."""
+        self._last_in = time.monotonic()
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            view = memoryview(buffer)
+        else:
+            view = memoryview(data)
+        offset = 0
+        end = len(view)
+        read = mqtt5.read
+        publish = mqtt5.PublishPacket
+        self._reading = True
+        try:
+            while offset < end:
+                try:
+                    packet, size = read(view[offset:])
+                except IndexError:  # a packet not whole yet
+                    break
+                offset += size
+                if type(packet) is publish:
+                    self._message(packet)
+                else:
+                    self._control(packet)
+        except ValueError as exc:  # the codec refused what the broker sent
+            self.last_error = f"malformed packet from the broker: {exc}"
+            self._drop("")
+            return
+        finally:
+            self._reading = False
+            view.release()
+        if offset < end:
+            if buffer:
+                del buffer[:offset]
+            else:
+                buffer += data[offset:]
+        elif buffer:
+            buffer.clear()
+        self._flush()
+
+    def _message(self, packet: mqtt5.PublishPacket) -> None:
+        qos = int(packet.qos)
+        mid = packet.packet_id or 0
+        if qos == 2 and mid in self._qos2_in:
+            return  # a PUBLISH sent again before our PUBREC arrived: had it
+        if qos and not self._manual_ack:
+            self._ack(mid, qos)
+        sink = self._sink
+        if sink is None:
+            self._arrived.append(
+                aiomqtt.Message(packet.topic, packet.payload, qos, packet.retain, mid, None))
+        else:
+            sink(packet.topic, packet.payload, qos, mid, packet.retain)
+
+    def _control(self, packet: Any) -> None:
+        kind = type(packet)
+        if kind is mqtt5.PubAckPacket or kind is mqtt5.PubCompPacket:
+            self._completed(packet.packet_id)
+        elif kind is mqtt5.PubRecPacket:
+            flight = self._inflight.get(packet.packet_id)
+            if flight is not None:
+                if int(packet.reason_code) >= _SUCCESS:
+                    self._completed(packet.packet_id)  # refused: the exchange ends here
+                else:
+                    flight.released = True
+                    self._queue(mqtt5.PubRelPacket(packet.packet_id).write())
+        elif kind is mqtt5.PubRelPacket:
+            self._qos2_in.discard(packet.packet_id)
+            self._queue(mqtt5.PubCompPacket(packet.packet_id).write())
+        elif kind is mqtt5.PingRespPacket:
+            self._ping_sent = 0.0
+        elif kind is mqtt5.SubAckPacket or kind is mqtt5.UnsubAckPacket:
+            answer = self._answers.get(packet.packet_id)
+            if answer is not None and not answer.done():
+                answer.set_result(packet)
+        elif kind is mqtt5.ConnAckPacket:
+            if self._connack is not None and not self._connack.done():
+                self._connack.set_result(packet)
+        elif kind is mqtt5.DisconnectPacket:
+            self.last_error = f"the broker disconnected: {_reason(packet.reason_code)}" + (
+                f" ({packet.reason_str})" if packet.reason_str else "")
+            self._drop("")
+
+
+class _Protocol(asyncio.Protocol):
+    """The socket's side: bytes in to the connection, the end of the socket reported."""
+
+    def __init__(self, connection: V5Connection) -> None:
+        self._connection = connection
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._connection._transport = transport
+        self.data_received = self._connection._received  # type: ignore[method-assign]
+
+    def data_received(self, data: bytes) -> None:  # replaced in connection_made
+        self._connection._received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        connection = self._connection
+        # (Only this socket's session: an earlier one's end is reported after
+        # the link may have connected again.)
+        if connection._transport is self._transport and connection._lost is not None:
+            reason = str(exc) if exc is not None else "the broker closed the connection"
+            connection._transport = None
+            connection._drop(reason)
+
+
+def _reason(code: Any) -> str:
+    name = getattr(code, "name", None)
+    return name.lower().replace("_", " ") if name else f"reason code {int(code):#x}"

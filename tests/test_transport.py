@@ -247,3 +247,37 @@ def test_a_broker_that_stops_answering_is_seen_and_the_link_comes_back(
 
     seen = run(go(), timeout=40)
     assert seen < 4.0, "an unanswered PINGREQ ends the connection after about 2 keepalives"
+
+
+def test_overlapping_subscriptions_give_each_handler_a_message_once(mosquitto: Mosquitto) -> None:
+    """mosquitto sends an MQTT 5 client one copy per matching subscription (3.1.1: one in
+    all); every handler still sees each message once, and a retained value reaches a
+    subscription made later."""
+
+    async def go() -> None:
+        async with (Link(broker.parse(mosquitto.url), "overlap-pub") as sender,
+                    Link(broker.parse(mosquitto.url), "overlap-sub") as receiver):
+            sender.publish_nowait("o/b", b"kept", qos=1, retain=True)
+            await sender.flush()
+            wide = await Collector(receiver, raw=True).watch("o/+", qos=0)
+            deep = await Collector(receiver, raw=True).watch("o/#", qos=1)
+            exact = await Collector(receiver, raw=True).watch("o/b", qos=1)
+            for c in (wide, deep, exact):
+                await c.wait_for(lambda c: c.values("o/b") == [b"kept"])
+            for i in range(100):
+                sender.publish_nowait("o/b", b"%d" % i, qos=1)
+                sender.publish_nowait("o/c", b"%d" % i, qos=0)
+            await sender.flush()
+            for c in (wide, deep):
+                await c.wait_for(lambda c: len(c.values("o/b")) >= 101
+                                 and len(c.values("o/c")) >= 100)
+            await exact.wait_for(lambda c: len(c.values("o/b")) >= 101)
+            # A last message on each: nothing doubled arrived before it.
+            sender.publish_nowait("o/b", b"end", qos=1)
+            await sender.flush()
+            for c in (wide, deep, exact):
+                await c.wait_for(lambda c: c.values("o/b")[-1:] == [b"end"])
+                assert c.values("o/b") == [b"kept", *(b"%d" % i for i in range(100)), b"end"]
+            assert wide.values("o/c") == deep.values("o/c") == [b"%d" % i for i in range(100)]
+
+    run(go(), timeout=60)

@@ -45,6 +45,8 @@ from jet.transport.connection import (
 CONNECT_TIMEOUT = 4.0
 COMMAND_TIMEOUT = 30.0  # s: a SUBACK or UNSUBACK, or the connection is called lost
 
+KEEPERS_LIMIT = 1024  # topics whose kept subscription is remembered (as the link's routes)
+
 _PING = mqtt5.PingReqPacket().write()
 _QOS = (mqtt5.QoS.AT_MOST_ONCE, mqtt5.QoS.AT_LEAST_ONCE, mqtt5.QoS.EXACTLY_ONCE)
 _SUCCESS = 0x80  # reason codes below this are successes (MQTT 5, 2.4)
@@ -122,6 +124,15 @@ class V5Connection:
         self._receive_max = 65535
         self._qos2_in: set[int] = set()  # received QoS 2 ids: PUBREC sent, PUBREL awaited
         self._next_id = 0
+        # Overlapping subscriptions: an MQTT 5 broker (mosquitto) sends one copy of a
+        # message per subscription it matches, where 3.1.1 sent one; the link routes a
+        # message to every matching handler itself, so it gets one copy (see _message).
+        self._subscribed: dict[str, tuple[int, int]] = {}  # filter -> (subscription id, QoS)
+        self._next_subscription_id = 0
+        self._keepers: dict[str, int] = {}  # topic -> the subscription id whose copy is kept
+        # Shared subscriptions' copies are always delivered: whether one comes to this
+        # client at all is the broker's choice, made per message.
+        self._shared: set[int] = set()
         self._out: list[bytes] = []  # packets to write at the end of this turn or read
         self._flush_due = False
         self._reading = False
@@ -324,13 +335,28 @@ class V5Connection:
                              if self._no_local and not retained
                              else mqtt5.RetainHandling.SEND_ALWAYS),
         )
+        known = self._subscribed.get(topic)
+        if known is None:
+            self._next_subscription_id += 1
+            number = self._next_subscription_id
+        else:
+            number = known[0]
+        self._subscribed[topic] = (number, qos)
+        if topic.startswith("$share/"):
+            self._shared.add(number)
+        self._keepers.clear()
         mid = self._packet_id()
-        answer = await self._request(mid, mqtt5.SubscribePacket(mid, [topic_filter]).write())
+        answer = await self._request(
+            mid, mqtt5.SubscribePacket(mid, [topic_filter], subscription_id=number).write())
         code = answer.reason_codes[0] if answer.reason_codes else None
         if code is not None and int(code) >= _SUCCESS:
             raise aiomqtt.MqttError(f"subscribe {topic!r} refused: {_reason(code)}")
 
     async def unsubscribe(self, topic: str) -> None:
+        known = self._subscribed.pop(topic, None)
+        if known is not None:
+            self._shared.discard(known[0])
+        self._keepers.clear()
         mid = self._packet_id()
         await self._request(mid, mqtt5.UnsubscribePacket(mid, [topic]).write())
 
@@ -475,6 +501,18 @@ class V5Connection:
         mid = packet.packet_id or 0
         if qos == 2 and mid in self._qos2_in:
             return  # a PUBLISH sent again before our PUBREC arrived: had it
+        if len(self._subscribed) > 1 and not packet.retain:
+            # (A retained copy answers one subscribe: the link sorts those out.)
+            numbers = packet.subscription_ids
+            if numbers:
+                topic = packet.topic
+                keeper = self._keepers.get(topic)
+                if keeper is None:
+                    keeper = self._keeper(topic)
+                if keeper and keeper not in numbers and self._shared.isdisjoint(numbers):
+                    if qos:  # another copy carries the message: this one is done
+                        self._ack(mid, qos)
+                    return
         if qos and not self._manual_ack:
             self._ack(mid, qos)
         sink = self._sink
@@ -483,6 +521,21 @@ class V5Connection:
                 aiomqtt.Message(packet.topic, packet.payload, qos, packet.retain, mid, None))
         else:
             sink(packet.topic, packet.payload, qos, mid, packet.retain)
+
+    def _keeper(self, topic: str) -> int:
+        """Of the (not shared) subscriptions ``topic`` matches, the one whose copies are
+        kept: the highest QoS, then the oldest (0: none matches)."""
+        matches = aiomqtt.Topic(topic).matches
+        best: tuple[int, int] | None = None
+        for pattern, (number, qos) in self._subscribed.items():
+            if number in self._shared or not matches(pattern):
+                continue
+            if best is None or (qos, -number) > (best[1], -best[0]):
+                best = (number, qos)
+        if len(self._keepers) >= KEEPERS_LIMIT:
+            self._keepers.clear()
+        keeper = self._keepers[topic] = best[0] if best else 0
+        return keeper
 
     def _control(self, packet: Any) -> None:
         kind = type(packet)

@@ -40,6 +40,13 @@ def devices(db: Path, *options: str) -> list[dict[str, Any]]:
     return found
 
 
+def device(db: Path, uid: str) -> dict[str, Any]:
+    code, out, err = jet("devices", "show", uid, "--db", str(db))
+    assert code == 0, err
+    found: dict[str, Any] = json.loads(out)
+    return found
+
+
 def until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
     """Ask again (each time a real `jet devices` call) until ``check`` holds, bounded."""
     deadline = time.monotonic() + timeout
@@ -209,6 +216,39 @@ def test_nothing_is_lost_across_a_kill_9_of_the_registry(mosquitto: Mosquitto,
     try:
         until(lambda: len(devices(db)) == 10, "all ten, five of them said while it was dead")
         assert sorted(d["zone"] for d in devices(db)) == ["a"] * 5 + ["b"] * 5
+    finally:
+        server.stop()
+
+
+def test_a_message_the_database_cannot_take_is_stored_once_it_can(mosquitto: Mosquitto,
+                                                                  tmp_path: Path) -> None:
+    """A store write that fails (the SQLite file locked by another process) leaves the
+    message unacknowledged: the broker sends it again, and it is stored once the lock
+    is gone; the server says so in one line and goes on."""
+    db = tmp_path / "registry.sqlite"
+    server = serve(mosquitto, db)
+    try:
+        pub(mosquitto.port, "site/a/thermo/t0/temperature", "20")
+        until(lambda: len(devices(db)) == 1, "the first device")
+        locker = sqlite3.connect(db, isolation_level=None)
+        try:
+            locker.execute("BEGIN EXCLUSIVE")  # every writer waits, then fails (5 s)
+            pub(mosquitto.port, "site/b/thermo/t1/temperature", "21.5")
+            line = server.wait_for_line("site/b/thermo/t1/temperature from site/thermo/t1"
+                                        " not stored", WAIT)
+            assert "database is locked" in line and "not acknowledged" in line, line
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        until(lambda: len(devices(db)) == 2, "the device said while the database was locked")
+        shown = device(db, "site/thermo/t1")
+        assert shown["zone"] == "b" and shown["data"]["temperature"]["value"] == 21.5
+        assert server.proc.poll() is None, "the server went on"
+        assert server.output.count("not stored") == 1, server.output
+        pub(mosquitto.port, "site/a/thermo/t0/temperature", "19")  # and it goes on storing
+        until(lambda: device(db, "site/thermo/t0")["data"]["temperature"]["value"] == 19,
+              "a later message stored")
+        assert_no_traceback(server.output)
     finally:
         server.stop()
 

@@ -5,6 +5,9 @@ session off, QoS 1), subscribes to its layouts' topic filters
 (:mod:`jet.devices.layouts`) and, for every message, recognises the device,
 records it in its :class:`~jet.devices.store.Store`, and only then lets its link
 acknowledge the message: what the broker was told is handled is in the database.
+A message the store fails on (a database locked or down) is not acknowledged
+(:class:`~jet.transport.link.Redeliver`): said in one line, and the broker sends
+it again after the link reconnects, until it is stored; the server goes on.
 
 A device is online from its first message (or its announcement) until its will or
 its ``$state`` says otherwise, or it has been silent longer than ``silence``
@@ -34,7 +37,7 @@ from jet.devices.layouts import BUILT_IN, Layout, Sighting, recognise
 from jet.devices.pnp import PlugAndProcess
 from jet.devices.store import Store
 from jet.tasks import Burst, cancel_all
-from jet.transport import Link
+from jet.transport import Link, Redeliver
 from jet.transport.broker import Broker
 from jet.transport.formats import FormatError, payload_value
 
@@ -92,6 +95,7 @@ class RegistryServer:
                 store, partition=self.partition) if group else None)
         self.handled = 0
         self.unrecognised = 0
+        self.unstored = 0  # messages not stored (a database error), left to the broker
         self._trouble = Burst()
         self._unreadable = Burst()
         self._tasks: list[asyncio.Task[None]] = []
@@ -177,9 +181,11 @@ class RegistryServer:
             self.handle(sighting, topic, payload, time.time())
         except Exception as exc:  # a database error: said, and the message is not lost
             if self._trouble.starts():
-                log.error("device registry: %s from %s not stored: %s", topic[:200],
-                          sighting.uid, exc)
-            raise
+                log.error("device registry: %s from %s not stored: %s (not acknowledged:"
+                          " the broker sends it again)", topic[:200], sighting.uid,
+                          " ".join(str(exc).split()) or type(exc).__name__)
+            self.unstored += 1
+            raise Redeliver from exc
         self.handled += 1
 
     def handle(self, sighting: Sighting, topic: str, payload: bytes, at: float) -> None:

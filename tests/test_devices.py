@@ -527,3 +527,26 @@ def test_a_template_parsed_once_gives_the_app_its_filled_in_text_gives() -> None
         template = AppTemplate(text, "thermo-app.yaml")
         expected = loads_app(string.Template(text).safe_substitute(filled), "thermo-app.yaml")
         assert template.fill(filled) == expected
+
+
+def test_a_device_row_is_the_device_without_its_data_uses_and_statistics(
+        tmp_path: Path) -> None:
+    """Store.device_row: what plug-n-process and a partition's replay read per device."""
+    from jet.devices import SqliteStore
+
+    store = SqliteStore(tmp_path / "registry.sqlite")
+    try:
+        fields = {"host": "site", "id": "t1", "type": "thermo", "zone": "a"}
+        assert store.seen("site/thermo/t1", fields, "site", "site/a/thermo/t1", 1.0e9) == "new"
+        store.record("site/thermo/t1", "temperature", 21.5, 1.0e9 + 1)
+        store.seen("site/thermo/t1", {**fields, "zone": "b"}, "site", "site/b/thermo/t1",
+                   1.0e9 + 2)
+        device = store.device("site/thermo/t1")
+        assert device is not None and device["data"]["temperature"]["value"] == 21.5
+        row = store.device_row("site/thermo/t1")
+        assert row == {k: v for k, v in device.items()
+                       if k not in ("description", "data", "uses", "statistics")}, row
+        assert row["last_seen"] == 1.0e9 + 2 and row["zone"] == "b" and row["online"] == 1
+        assert store.device_row("site/thermo/nope") is None
+    finally:
+        store.close()

@@ -159,6 +159,11 @@ def test_two_connections_hearing_one_new_device_at_once_find_it_new_once(
         device = stores[0].device("site/thermo/t29")
         assert device is not None
         assert device["data"]["diag"]["value"] == {"k0": 0, "k1": 1}
+        row = stores[1].device_row("site/thermo/t29")  # (the row alone, one query)
+        assert row == {k: v for k, v in device.items()
+                       if k not in ("description", "data", "uses", "statistics")}, row
+        assert row["last_seen"] == 1.0e9 + 2 and row["online"] == 1
+        assert stores[1].device_row("site/thermo/nope") is None
         assert stores[1].statistics("site/thermo/t29", now=1.0e9 + 4)["today"] == {
             "attempts": 4, "failures": 0}
         assert len(stores[1].devices()) == 30

@@ -199,7 +199,7 @@ class Fellowship:
 
         def handled(entry: Kept) -> bool:
             if entry.key not in last_seen:
-                device = self.store.device(entry.key)
+                device = self.store.device_row(entry.key)
                 last_seen[entry.key] = float(device["last_seen"]) if device else 0.0
             return entry.at <= last_seen[entry.key] + SAME_MESSAGE
 

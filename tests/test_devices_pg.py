@@ -220,3 +220,34 @@ def test_a_store_goes_on_after_postgresql_restarts() -> None:
             store.close()
     finally:
         server.stop()
+
+
+def test_a_message_said_while_postgresql_is_down_is_stored_once_it_is_back(
+        mosquitto: Mosquitto) -> None:
+    """With PostgreSQL stopped, a device's message is not stored, so not acknowledged: the
+    broker sends it again until PostgreSQL is back, and then it is stored; the server (its
+    silence checks too) goes on."""
+    server = Postgres()
+    try:
+        url = server.database()
+        registry = serve(mosquitto, url, "--silence", "3")
+        try:
+            server.stop_server()
+            pub(mosquitto.port, "site/b/thermo/t1/temperature", "21.5")
+            line = registry.wait_for_line("site/b/thermo/t1/temperature from site/thermo/t1"
+                                          " not stored", WAIT)
+            assert url in line and "not acknowledged" in line, line
+            registry.wait_for_line("silences not checked", WAIT)
+            server.start()
+            until(lambda: [d["uid"] for d in devices(url)] == ["site/thermo/t1"],
+                  "the device said while PostgreSQL was down")
+            assert show(url, "site/thermo/t1")["data"]["temperature"]["value"] == 21.5
+            until(lambda: show(url, "site/thermo/t1")["reason"] == "silent for 3 s",
+                  "offline after 3 s of silence: the silence checks went on")
+            assert registry.proc.poll() is None, "the server went on"
+            assert registry.output.count("not stored") == 1, registry.output
+            assert_no_traceback(registry.output)
+        finally:
+            registry.stop()
+    finally:
+        server.stop()

@@ -98,6 +98,7 @@ class RegistryServer:
         self.unstored = 0  # messages not stored (a database error), left to the broker
         self._trouble = Burst()
         self._unreadable = Burst()
+        self._silence_trouble = Burst()
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -268,13 +269,21 @@ class RegistryServer:
     async def _watch_silence(self) -> None:
         while True:
             await asyncio.sleep(self.check_every)
-            shortest = min([self.silence,
-                            *(c.silence for c in self.classes.values() if c.silence)])
-            now = time.time()
-            for uid, device_class, last_seen in self.store.silent(now - shortest):
-                limit = self._silence_of(device_class)
-                if now - last_seen <= limit:
-                    continue
-                if self.store.set_online(uid, False, now, f"silent for {limit:g} s"):
-                    log.info("device %s offline: silent for %g s", uid, limit)
-                    self._went(uid)
+            try:
+                self._check_silence()
+            except Exception as exc:  # a database error: said, and tried again
+                if self._silence_trouble.starts():
+                    log.error("device registry: silences not checked: %s (tried again every"
+                              " %g s)", " ".join(str(exc).split()) or type(exc).__name__,
+                              self.check_every)
+
+    def _check_silence(self) -> None:
+        shortest = min([self.silence, *(c.silence for c in self.classes.values() if c.silence)])
+        now = time.time()
+        for uid, device_class, last_seen in self.store.silent(now - shortest):
+            limit = self._silence_of(device_class)
+            if now - last_seen <= limit:
+                continue
+            if self.store.set_online(uid, False, now, f"silent for {limit:g} s"):
+                log.info("device %s offline: silent for %g s", uid, limit)
+                self._went(uid)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from cli_helpers import JetProcess, assert_no_traceback, jet_async
+from cli_helpers import REPO, JetProcess, assert_no_traceback, jet_async
 from conftest import Mosquitto
 
 WAIT = 15.0
@@ -379,24 +379,9 @@ def test_a_partition_without_shared_subscriptions_loses_nothing_across_a_kill_9(
             server.stop()
 
 
-THERMO_CLASS = """\
-class: thermo
-silence: 30
-template: thermo-app.yaml
-grace: 1
-"""
-THERMO_APP = """\
-app: thermo
-circuits:
-  heat-${id}:
-    gadgets:
-      t: {type: jet.lib.Thermostat, params: {setpoint: 21.0, hysteresis: 1.0}}
-wires:
-  - from: {topic: "${topic}/temperature", format: text}
-    to: heat-${id}.t.temp
-  - from: heat-${id}.t.heat
-    to: {topic: "${topic}/set/heater", format: text, map: {true: "ON", false: "OFF"}}
-"""
+# The thermo class and its template, as shipped (`tools/bench --only devices` runs it too).
+THERMO_CLASS = (REPO / "circuits" / "classes" / "thermo.yaml").read_text(encoding="utf-8")
+THERMO_APP = (REPO / "circuits" / "classes" / "thermo-app.yaml").read_text(encoding="utf-8")
 
 
 def test_plug_n_process_runs_a_circuit_per_device_as_devices_come_and_go(

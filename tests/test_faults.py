@@ -8,7 +8,6 @@ duplicated.  The figures are printed in the fault report at the end of the run.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import os
 import signal
@@ -18,8 +17,8 @@ from typing import Any
 
 import pytest
 from cli_helpers import jet_background, stop
-from conftest import FAULT_REPORT, Mosquitto
-from helpers import Collector, run
+from conftest import Mosquitto
+from helpers import Collector, account, run
 
 from jet.containers.pack import Pack
 from jet.definition.files import load_app
@@ -40,18 +39,6 @@ circuits:
 wires:
   - src.s.out -> dst.d.in
 """
-
-
-def account(name: str, sent: int, values: list[Any]) -> dict[str, int]:
-    counts = collections.Counter(values)
-    row = {
-        "sent": sent,
-        "delivered": len(set(values) & set(range(sent))),
-        "lost": sum(1 for n in range(sent) if n not in counts),
-        "duplicated": sum(c - 1 for c in counts.values() if c > 1),
-    }
-    FAULT_REPORT[name] = row
-    return row
 
 
 def persistent_link(url: str, name: str) -> Link:

@@ -534,6 +534,7 @@ class Link:
                         log.info("reconnected to %s", self.server.url)
                     first = False
                     self._sessions += 1
+                    self._dropping = False
                     # From here on a new subscribe() goes straight to the broker;
                     # set before resubscribing so none falls between the two.
                     self._live = True
@@ -784,8 +785,7 @@ class Link:
             log.info("%s: reconnecting so that the broker sends again what was not"
                      " handled (%d messages refused so far)", self.client_id,
                      self.stats.redeliveries)
-        self._dropping = True
-        self._connection.drop()
+        self._dropping = self._connection.drop()
 
     # -- holding a subscription whose handler cannot take more ---------------------------
 

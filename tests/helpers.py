@@ -1,11 +1,15 @@
-"""Small test utilities: run a coroutine with a hard bound, collect MQTT messages."""
+"""Small test utilities: run a coroutine with a hard bound, collect MQTT messages, account
+for a numbered stream."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import Coroutine
 from typing import Any
+
+from conftest import FAULT_REPORT
 
 from jet.transport import broker, codec
 from jet.transport.link import Link
@@ -18,6 +22,20 @@ def run(coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
         return await asyncio.wait_for(coro, timeout)
 
     return asyncio.run(bounded())
+
+
+def account(name: str, sent: int, values: list[Any]) -> dict[str, int]:
+    """A numbered stream ``0 .. sent-1`` as it arrived (``values``): sent, delivered, lost,
+    duplicated; kept under ``name`` for the fault report at the end of the run."""
+    counts = collections.Counter(int(v) for v in values)
+    row = {
+        "sent": sent,
+        "delivered": len(set(counts) & set(range(sent))),
+        "lost": sum(1 for n in range(sent) if n not in counts),
+        "duplicated": sum(c - 1 for c in counts.values() if c > 1),
+    }
+    FAULT_REPORT[name] = row
+    return row
 
 
 class Collector:

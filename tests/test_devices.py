@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from cli_helpers import JetProcess, assert_no_traceback, jet_async
+from cli_helpers import REPO, JetProcess, assert_no_traceback, jet_async
 from conftest import Mosquitto
 
 WAIT = 15.0
@@ -37,6 +37,13 @@ def devices(db: Path, *options: str) -> list[dict[str, Any]]:
     code, out, err = jet("devices", "ls", "--db", str(db), "--json", *options)
     assert code == 0, err
     found: list[dict[str, Any]] = json.loads(out)
+    return found
+
+
+def device(db: Path, uid: str) -> dict[str, Any]:
+    code, out, err = jet("devices", "show", uid, "--db", str(db))
+    assert code == 0, err
+    found: dict[str, Any] = json.loads(out)
     return found
 
 
@@ -213,6 +220,39 @@ def test_nothing_is_lost_across_a_kill_9_of_the_registry(mosquitto: Mosquitto,
         server.stop()
 
 
+def test_a_message_the_database_cannot_take_is_stored_once_it_can(mosquitto: Mosquitto,
+                                                                  tmp_path: Path) -> None:
+    """A store write that fails (the SQLite file locked by another process) leaves the
+    message unacknowledged: the broker sends it again, and it is stored once the lock
+    is gone; the server says so in one line and goes on."""
+    db = tmp_path / "registry.sqlite"
+    server = serve(mosquitto, db)
+    try:
+        pub(mosquitto.port, "site/a/thermo/t0/temperature", "20")
+        until(lambda: len(devices(db)) == 1, "the first device")
+        locker = sqlite3.connect(db, isolation_level=None)
+        try:
+            locker.execute("BEGIN EXCLUSIVE")  # every writer waits, then fails (5 s)
+            pub(mosquitto.port, "site/b/thermo/t1/temperature", "21.5")
+            line = server.wait_for_line("site/b/thermo/t1/temperature from site/thermo/t1"
+                                        " not stored", WAIT)
+            assert "database is locked" in line and "not acknowledged" in line, line
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        until(lambda: len(devices(db)) == 2, "the device said while the database was locked")
+        shown = device(db, "site/thermo/t1")
+        assert shown["zone"] == "b" and shown["data"]["temperature"]["value"] == 21.5
+        assert server.proc.poll() is None, "the server went on"
+        assert server.output.count("not stored") == 1, server.output
+        pub(mosquitto.port, "site/a/thermo/t0/temperature", "19")  # and it goes on storing
+        until(lambda: device(db, "site/thermo/t0")["data"]["temperature"]["value"] == 19,
+              "a later message stored")
+        assert_no_traceback(server.output)
+    finally:
+        server.stop()
+
+
 def test_two_servers_share_the_work_and_the_survivor_takes_a_killed_ones_share(
         mosquitto: Mosquitto, tmp_path: Path) -> None:
     """Two `jet devices serve --group` on one broker and one SQLite file: every message is
@@ -339,24 +379,9 @@ def test_a_partition_without_shared_subscriptions_loses_nothing_across_a_kill_9(
             server.stop()
 
 
-THERMO_CLASS = """\
-class: thermo
-silence: 30
-template: thermo-app.yaml
-grace: 1
-"""
-THERMO_APP = """\
-app: thermo
-circuits:
-  heat-${id}:
-    gadgets:
-      t: {type: jet.lib.Thermostat, params: {setpoint: 21.0, hysteresis: 1.0}}
-wires:
-  - from: {topic: "${topic}/temperature", format: text}
-    to: heat-${id}.t.temp
-  - from: heat-${id}.t.heat
-    to: {topic: "${topic}/set/heater", format: text, map: {true: "ON", false: "OFF"}}
-"""
+# The thermo class and its template, as shipped (`tools/bench --only devices` runs it too).
+THERMO_CLASS = (REPO / "circuits" / "classes" / "thermo.yaml").read_text(encoding="utf-8")
+THERMO_APP = (REPO / "circuits" / "classes" / "thermo-app.yaml").read_text(encoding="utf-8")
 
 
 def test_plug_n_process_runs_a_circuit_per_device_as_devices_come_and_go(
@@ -487,3 +512,26 @@ def test_a_template_parsed_once_gives_the_app_its_filled_in_text_gives() -> None
         template = AppTemplate(text, "thermo-app.yaml")
         expected = loads_app(string.Template(text).safe_substitute(filled), "thermo-app.yaml")
         assert template.fill(filled) == expected
+
+
+def test_a_device_row_is_the_device_without_its_data_uses_and_statistics(
+        tmp_path: Path) -> None:
+    """Store.device_row: what plug-n-process and a partition's replay read per device."""
+    from jet.devices import SqliteStore
+
+    store = SqliteStore(tmp_path / "registry.sqlite")
+    try:
+        fields = {"host": "site", "id": "t1", "type": "thermo", "zone": "a"}
+        assert store.seen("site/thermo/t1", fields, "site", "site/a/thermo/t1", 1.0e9) == "new"
+        store.record("site/thermo/t1", "temperature", 21.5, 1.0e9 + 1)
+        store.seen("site/thermo/t1", {**fields, "zone": "b"}, "site", "site/b/thermo/t1",
+                   1.0e9 + 2)
+        device = store.device("site/thermo/t1")
+        assert device is not None and device["data"]["temperature"]["value"] == 21.5
+        row = store.device_row("site/thermo/t1")
+        assert row == {k: v for k, v in device.items()
+                       if k not in ("description", "data", "uses", "statistics")}, row
+        assert row["last_seen"] == 1.0e9 + 2 and row["zone"] == "b" and row["online"] == 1
+        assert store.device_row("site/thermo/nope") is None
+    finally:
+        store.close()

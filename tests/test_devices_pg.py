@@ -159,6 +159,11 @@ def test_two_connections_hearing_one_new_device_at_once_find_it_new_once(
         device = stores[0].device("site/thermo/t29")
         assert device is not None
         assert device["data"]["diag"]["value"] == {"k0": 0, "k1": 1}
+        row = stores[1].device_row("site/thermo/t29")  # (the row alone, one query)
+        assert row == {k: v for k, v in device.items()
+                       if k not in ("description", "data", "uses", "statistics")}, row
+        assert row["last_seen"] == 1.0e9 + 2 and row["online"] == 1
+        assert stores[1].device_row("site/thermo/nope") is None
         assert stores[1].statistics("site/thermo/t29", now=1.0e9 + 4)["today"] == {
             "attempts": 4, "failures": 0}
         assert len(stores[1].devices()) == 30
@@ -213,5 +218,36 @@ def test_a_store_goes_on_after_postgresql_restarts() -> None:
             assert [d["uid"] for d in store.devices()] == ["site/thermo/t1", "site/thermo/t3"]
         finally:
             store.close()
+    finally:
+        server.stop()
+
+
+def test_a_message_said_while_postgresql_is_down_is_stored_once_it_is_back(
+        mosquitto: Mosquitto) -> None:
+    """With PostgreSQL stopped, a device's message is not stored, so not acknowledged: the
+    broker sends it again until PostgreSQL is back, and then it is stored; the server (its
+    silence checks too) goes on."""
+    server = Postgres()
+    try:
+        url = server.database()
+        registry = serve(mosquitto, url, "--silence", "3")
+        try:
+            server.stop_server()
+            pub(mosquitto.port, "site/b/thermo/t1/temperature", "21.5")
+            line = registry.wait_for_line("site/b/thermo/t1/temperature from site/thermo/t1"
+                                          " not stored", WAIT)
+            assert url in line and "not acknowledged" in line, line
+            registry.wait_for_line("silences not checked", WAIT)
+            server.start()
+            until(lambda: [d["uid"] for d in devices(url)] == ["site/thermo/t1"],
+                  "the device said while PostgreSQL was down")
+            assert show(url, "site/thermo/t1")["data"]["temperature"]["value"] == 21.5
+            until(lambda: show(url, "site/thermo/t1")["reason"] == "silent for 3 s",
+                  "offline after 3 s of silence: the silence checks went on")
+            assert registry.proc.poll() is None, "the server went on"
+            assert registry.output.count("not stored") == 1, registry.output
+            assert_no_traceback(registry.output)
+        finally:
+            registry.stop()
     finally:
         server.stop()

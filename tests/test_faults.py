@@ -8,7 +8,6 @@ duplicated.  The figures are printed in the fault report at the end of the run.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import os
 import signal
@@ -16,16 +15,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cli_helpers import jet_background, stop
-from conftest import FAULT_REPORT, Mosquitto
-from helpers import Collector, run
+from conftest import Mosquitto
+from helpers import Collector, account, run
 
 from jet.containers.pack import Pack
 from jet.definition.files import load_app
 from jet.loader import Loader
 from jet.transport import broker, codec
 from jet.transport.client import Session
-from jet.transport.link import Link
+from jet.transport.link import REDELIVERY_PAUSE, Link, Redeliver
 
 APP = """
 app: relay
@@ -39,18 +39,6 @@ circuits:
 wires:
   - src.s.out -> dst.d.in
 """
-
-
-def account(name: str, sent: int, values: list[Any]) -> dict[str, int]:
-    counts = collections.Counter(values)
-    row = {
-        "sent": sent,
-        "delivered": len(set(values) & set(range(sent))),
-        "lost": sum(1 for n in range(sent) if n not in counts),
-        "duplicated": sum(c - 1 for c in counts.values() if c > 1),
-    }
-    FAULT_REPORT[name] = row
-    return row
 
 
 def persistent_link(url: str, name: str) -> Link:
@@ -205,3 +193,52 @@ def test_reload_100_times_under_stream(mosquitto: Any, tmp_path: Path) -> None:
     row["reloads"] = reloads
     assert reloads == 100
     assert row["lost"] == 0, row
+
+
+@pytest.mark.parametrize("mqtt", ["5", "3.1.1"])
+def test_a_message_a_handler_refuses_comes_back_until_it_is_handled(mosquitto: Any,
+                                                                     mqtt: str) -> None:
+    """A handler that cannot handle a message yet (a database down) raises Redeliver: the
+    message is not acknowledged, the link reconnects and the broker sends it again, while
+    the other messages are handled once each; once handled, it does not come back.  On
+    either connection (MQTT 5, paho's MQTT 3.1.1)."""
+    topic = "test/redeliver"
+    where = mosquitto.url + ("?mqtt=3.1.1" if mqtt == "3.1.1" else "")
+
+    async def scenario() -> None:
+        url = broker.parse(where)
+        refusals = 2
+        got: list[bytes] = []
+
+        def handler(_topic: str, payload: bytes) -> None:
+            nonlocal refusals
+            if payload == b"refused" and refusals:
+                refusals -= 1
+                raise Redeliver
+            got.append(payload)
+
+        async def until_got(payload: bytes) -> None:
+            while payload not in got:
+                await asyncio.sleep(0.05)
+
+        async with Link(url, "producer", clean_session=False) as producer:
+            consumer = persistent_link(where, "refuser")
+            await consumer.subscribe(f"{topic}/#", 1, handler)
+            async with consumer:
+                for payload in (b"first", b"refused", b"after"):
+                    producer.publish_nowait(f"{topic}/{payload.decode()}", payload, qos=1)
+                await producer.flush()
+                # two refusals, each followed by a reconnection a pause later
+                await asyncio.wait_for(until_got(b"refused"), 10 * REDELIVERY_PAUSE + 10)
+                assert consumer.stats.redeliveries == 2
+                assert consumer.stats.reconnects == 2
+                assert consumer.stats.handler_errors == 0
+            # The same session again: anything not acknowledged would come before the end.
+            consumer = persistent_link(where, "refuser")
+            await consumer.subscribe(f"{topic}/#", 1, handler)
+            async with consumer:
+                await producer.publish(f"{topic}/end", b"end", qos=1)
+                await asyncio.wait_for(until_got(b"end"), 10)
+        assert sorted(got) == [b"after", b"end", b"first", b"refused"], got
+
+    run(scenario(), timeout=60)

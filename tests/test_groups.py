@@ -6,7 +6,6 @@ killed -9 under the stream and brought back, and `jet ls` showing the group."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import os
 import signal
@@ -16,8 +15,8 @@ from typing import Any
 
 import pytest
 from cli_helpers import JetProcess, jet, jet_ok
-from conftest import FAULT_REPORT, Mosquitto
-from helpers import Collector, run
+from conftest import Mosquitto
+from helpers import Collector, account, run
 
 from jet.cluster import GroupView
 from jet.transport import broker, codec
@@ -80,18 +79,6 @@ async def stream(producer: Link, numbers: range, pause: float = 0.005) -> None:
         if n % 20 == 0:
             await asyncio.sleep(pause)
     await producer.flush()
-
-
-def account(name: str, sent: int, values: list[Any]) -> dict[str, int]:
-    counts = collections.Counter(int(v) for v in values)
-    row = {
-        "sent": sent,
-        "delivered": len(set(counts) & set(range(sent))),
-        "lost": sum(1 for n in range(sent) if n not in counts),
-        "duplicated": sum(c - 1 for c in counts.values() if c > 1),
-    }
-    FAULT_REPORT[name] = row
-    return row
 
 
 def test_check_refuses_replicas_mistakes(tmp_path: Path) -> None:

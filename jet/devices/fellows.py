@@ -40,7 +40,7 @@ from typing import Any, Self
 
 from jet.devices.store import Store
 from jet.tasks import cancel_all
-from jet.transport import Link
+from jet.transport import Link, Redeliver
 from jet.transport.connection import Will
 from jet.transport.partition import Kept, Partition, mark, owner
 from jet.transport.sessions import RETRY, HeldSessions
@@ -171,7 +171,16 @@ class Fellowship:
             log.info("group %s: %d messages our session held were %s's to handle",
                      self.group, self.part.dropped_early, ", ".join(others))
         for entry in early:
+            self._handle_kept(entry)
+
+    def _handle_kept(self, entry: Kept) -> None:
+        # A kept message was acknowledged as it came (another's then): one the store
+        # fails on now cannot come again from the broker; said, and the rest go on.
+        try:
             entry.handler(entry.topic, entry.payload)
+        except Redeliver:
+            log.error("group %s: %s (kept from a fellow) not stored, and the broker will not"
+                      " send it again", self.group, entry.topic[:200])
 
     def mine(self, uid: str, topic: str, payload: bytes) -> bool:
         """Is a message of device ``uid`` this server's to handle?  In a partition: when
@@ -190,12 +199,12 @@ class Fellowship:
 
         def handled(entry: Kept) -> bool:
             if entry.key not in last_seen:
-                device = self.store.device(entry.key)
+                device = self.store.device_row(entry.key)
                 last_seen[entry.key] = float(device["last_seen"]) if device else 0.0
             return entry.at <= last_seen[entry.key] + SAME_MESSAGE
 
         for entry in self.part.gone(gone, before, self.live(), handled=handled):
-            entry.handler(entry.topic, entry.payload)
+            self._handle_kept(entry)
         log.info("group %s: %s gone; %s handles its devices (%d of their last messages"
                  " handled here)", self.group, ", ".join(sorted(gone)), self.name,
                  self.replayed)

@@ -256,7 +256,7 @@ class PlugAndProcess:
             for number, uid in enumerate(uids):
                 if number % 20 == 19:
                     await asyncio.sleep(0)  # (the registry's messages, the loaders' replies)
-                device = self.store.device(uid)
+                device = self.store.device_row(uid)
                 device_class = self._class_of(device) if device is not None else None
                 if device is None or device_class is None:
                     continue
@@ -326,7 +326,7 @@ class PlugAndProcess:
             log.error("%d apps not unloaded: %s", len(going), exc)
             return
         for name, uid in going.items():
-            device = self.store.device(uid) if uid is not None else None
+            device = self.store.device_row(uid) if uid is not None else None
             if device is not None and device["online"]:
                 continue  # (back meanwhile: its circuit stays)
             try:
@@ -345,7 +345,7 @@ class PlugAndProcess:
 
     def offline(self, uid: str) -> None:
         """``uid`` is offline: its circuit goes after its class's grace, unless it is back."""
-        device = self.store.device(uid)
+        device = self.store.device_row(uid)
         device_class = self._class_of(device) if device is not None else None
         if device_class is None or uid in self._leaving:
             return
@@ -355,7 +355,7 @@ class PlugAndProcess:
     async def _leave(self, uid: str, grace: float) -> None:
         await asyncio.sleep(grace)
         self._leaving.pop(uid, None)
-        device = self.store.device(uid)
+        device = self.store.device_row(uid)
         if device is not None and device["online"]:
             return
         await self._unload(app_name(uid), uid)

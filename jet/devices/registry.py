@@ -5,6 +5,9 @@ session off, QoS 1), subscribes to its layouts' topic filters
 (:mod:`jet.devices.layouts`) and, for every message, recognises the device,
 records it in its :class:`~jet.devices.store.Store`, and only then lets its link
 acknowledge the message: what the broker was told is handled is in the database.
+A message the store fails on (a database locked or down) is not acknowledged
+(:class:`~jet.transport.link.Redeliver`): said in one line, and the broker sends
+it again after the link reconnects, until it is stored; the server goes on.
 
 A device is online from its first message (or its announcement) until its will or
 its ``$state`` says otherwise, or it has been silent longer than ``silence``
@@ -34,7 +37,7 @@ from jet.devices.layouts import BUILT_IN, Layout, Sighting, recognise
 from jet.devices.pnp import PlugAndProcess
 from jet.devices.store import Store
 from jet.tasks import Burst, cancel_all
-from jet.transport import Link
+from jet.transport import Link, Redeliver
 from jet.transport.broker import Broker
 from jet.transport.formats import FormatError, payload_value
 
@@ -92,8 +95,10 @@ class RegistryServer:
                 store, partition=self.partition) if group else None)
         self.handled = 0
         self.unrecognised = 0
+        self.unstored = 0  # messages not stored (a database error), left to the broker
         self._trouble = Burst()
         self._unreadable = Burst()
+        self._silence_trouble = Burst()
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -177,9 +182,11 @@ class RegistryServer:
             self.handle(sighting, topic, payload, time.time())
         except Exception as exc:  # a database error: said, and the message is not lost
             if self._trouble.starts():
-                log.error("device registry: %s from %s not stored: %s", topic[:200],
-                          sighting.uid, exc)
-            raise
+                log.error("device registry: %s from %s not stored: %s (not acknowledged:"
+                          " the broker sends it again)", topic[:200], sighting.uid,
+                          " ".join(str(exc).split()) or type(exc).__name__)
+            self.unstored += 1
+            raise Redeliver from exc
         self.handled += 1
 
     def handle(self, sighting: Sighting, topic: str, payload: bytes, at: float) -> None:
@@ -262,13 +269,21 @@ class RegistryServer:
     async def _watch_silence(self) -> None:
         while True:
             await asyncio.sleep(self.check_every)
-            shortest = min([self.silence,
-                            *(c.silence for c in self.classes.values() if c.silence)])
-            now = time.time()
-            for uid, device_class, last_seen in self.store.silent(now - shortest):
-                limit = self._silence_of(device_class)
-                if now - last_seen <= limit:
-                    continue
-                if self.store.set_online(uid, False, now, f"silent for {limit:g} s"):
-                    log.info("device %s offline: silent for %g s", uid, limit)
-                    self._went(uid)
+            try:
+                self._check_silence()
+            except Exception as exc:  # a database error: said, and tried again
+                if self._silence_trouble.starts():
+                    log.error("device registry: silences not checked: %s (tried again every"
+                              " %g s)", " ".join(str(exc).split()) or type(exc).__name__,
+                              self.check_every)
+
+    def _check_silence(self) -> None:
+        shortest = min([self.silence, *(c.silence for c in self.classes.values() if c.silence)])
+        now = time.time()
+        for uid, device_class, last_seen in self.store.silent(now - shortest):
+            limit = self._silence_of(device_class)
+            if now - last_seen <= limit:
+                continue
+            if self.store.set_online(uid, False, now, f"silent for {limit:g} s"):
+                log.info("device %s offline: silent for %g s", uid, limit)
+                self._went(uid)

@@ -90,6 +90,11 @@ Row = dict[str, Any]
 Run = Callable[[str, Sequence[Any]], list[Row]]
 
 
+#: What :meth:`Store.device_row` gives: the devices table but its description.
+ROW_COLUMNS = ("uid", "host", "id", "class", "layout", "focus", "zone", "online", "since",
+               "first_seen", "last_seen", "reason")
+
+
 def _day(at: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(at))
 
@@ -126,7 +131,14 @@ class Store(Protocol):
     def devices(self, *, zone: str | None = None, device_class: str | None = None
                 ) -> list[dict[str, Any]]: ...
 
-    def device(self, uid: str) -> dict[str, Any] | None: ...
+    def device(self, uid: str) -> dict[str, Any] | None:
+        """Everything of one device: its row, description, data, uses and statistics."""
+        ...
+
+    def device_row(self, uid: str) -> dict[str, Any] | None:
+        """One device's row alone (``ROW_COLUMNS``: where it is, online, last seen), in
+        one query: for what asks per message or per device of a batch."""
+        ...
 
     def fellow(self, host: str, ident: str, *, active: bool, role: str, at: float) -> None: ...
 
@@ -260,6 +272,11 @@ class SqlStore:
                                "failures": device.pop("today_failures")}
             found.append(device)
         return sorted(found, key=lambda d: str(d["uid"]))  # (one order, whatever the collation)
+
+    def device_row(self, uid: str) -> dict[str, Any] | None:
+        rows = self._query(f"SELECT {', '.join(ROW_COLUMNS)} FROM devices WHERE uid = ?",
+                           (uid,))
+        return rows[0] if rows else None
 
     def device(self, uid: str) -> dict[str, Any] | None:
         rows = self._query("SELECT * FROM devices WHERE uid = ?", (uid,))

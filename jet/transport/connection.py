@@ -406,6 +406,13 @@ class Connection:
 
         self._paho.on_publish = on_publish
 
+    def drop(self) -> bool:
+        """End the connection with a clean DISCONNECT (no will): ``messages()`` ends
+        with ``aiomqtt.MqttError`` as for any end, and the next ``async with``
+        resumes the session (the broker resends what was not acknowledged).
+        False when there was no connection to end."""
+        return bool(self._paho.disconnect() == mqtt.MQTT_ERR_SUCCESS)
+
     def manual_ack(self, on: bool) -> None:
         """Acknowledge received QoS>0 messages only through ``ack`` (set before
         connecting).  aiomqtt does not expose paho's manual acknowledgement."""

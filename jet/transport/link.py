@@ -22,6 +22,13 @@ could not be kept alive: see :mod:`jet.transport.watchdog`) is counted; after
 :data:`POISON_ATTEMPTS` such deliveries the broker's next redelivery is
 acknowledged without handling and reported, instead of coming back forever.
 
+A handler of a link that acknowledges after handling may refuse a message it
+could not handle (a database that cannot write) by raising :class:`Redeliver`:
+the message is not acknowledged, and :data:`REDELIVERY_PAUSE` later the link
+reconnects (a clean disconnect: no will), so the broker sends it again on the
+persistent session.  At least once: the other handlers of that message, and the
+refusing one if it had done part of its work, see it again.
+
     async with Link(broker.parse(url), "jet-pack-default") as link:
         sub = await link.subscribe("pack/a/g/0", 1, handler)
         link.publish_nowait("pack/b/g/0", payload, qos=1)
@@ -57,10 +64,12 @@ __all__ = [
     "OUTBOX_LIMIT",
     "POISON_ATTEMPTS",
     "PUBLISH_WINDOW",
+    "REDELIVERY_PAUSE",
     "STUCK_LIMIT",
     "Handler",
     "Link",
     "LinkStats",
+    "Redeliver",
     "Subscription",
     "Will",
     "is_filter",
@@ -91,9 +100,22 @@ POISON_ATTEMPTS = 2
 STUCK_LIMIT = 60.0
 #: Poison candidates remembered, at most.
 SUSPECTS_KEPT = 100
+#: Seconds from a handler's first :class:`Redeliver` to the reconnection that has
+#: the broker send the refused messages again (the pause between two attempts).
+REDELIVERY_PAUSE = 1.0
 
 #: A received message, as told apart from others: (topic, hash of payload, size).
 Fingerprint = tuple[str, int, int]
+
+
+class Redeliver(Exception):
+    """Raised by a handler, in the call that hands it a QoS>0 message, on a link with
+    ``ack_after_handling``: the message was not handled and must not be acknowledged.
+    The link reconnects :data:`REDELIVERY_PAUSE` later, and the broker sends it again
+    (an MQTT broker resends unacknowledged messages only to a new connection of the
+    session).  The handler says why, once, itself: the link logs no error for it.
+    Anywhere else (a link that acknowledges on receipt, QoS 0, a held message) nothing
+    can send it again: it counts as a handler's failure."""
 
 
 @attrs.define(eq=False)
@@ -134,6 +156,7 @@ class LinkStats:
     refused: int = 0
     held_refused: int = 0
     poisoned: int = 0
+    redeliveries: int = 0  # messages refused by a handler (Redeliver), not acknowledged
 
 
 @attrs.frozen(order=True)
@@ -363,7 +386,9 @@ class Link:
 
         ``ack_after_handling``: acknowledge a QoS>0 message only once every
         handler has taken it, so a crash leaves it with the broker
-        (redelivered on the persistent session) instead of losing it.
+        (redelivered on the persistent session) instead of losing it; a
+        handler raising :class:`Redeliver` has it not acknowledged at all,
+        and sent again after a reconnection.
 
         ``blocked_by``: keep the connection alive while code holds the event
         loop, for up to ``stuck_limit`` seconds, and name that code in the log
@@ -419,6 +444,12 @@ class Link:
         # has outlasted a connection.
         self._slow_now: dict[Fingerprint, tuple[float, str]] = {}  # (when, culprit)
         self._outlasted: dict[Fingerprint, tuple[int, str]] = {}  # (how often, culprit)
+        # Messages a handler refused (Redeliver): the connection they came on (its
+        # number), dropped REDELIVERY_PAUSE after the first so the broker resends them.
+        self._sessions = 0  # connections made so far
+        self._refused_on = 0  # the connection whose drop is due (0: none)
+        self._redelivery: asyncio.Task[None] | None = None
+        self._dropping = False  # that drop is ours: a reconnection, not a loss
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -458,7 +489,8 @@ class Link:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.flush(), flush_timeout)
         self._closing = True
-        await cancel_all(self._tasks, aiomqtt.MqttError)
+        redelivery = [self._redelivery] if self._redelivery is not None else []
+        await cancel_all([*redelivery, *self._tasks], aiomqtt.MqttError)
         if self._keeper is not None:
             watchdog.unwatch(self._keeper)
             self._watchdog = None
@@ -501,6 +533,8 @@ class Link:
                         self.stats.reconnects += 1
                         log.info("reconnected to %s", self.server.url)
                     first = False
+                    self._sessions += 1
+                    self._dropping = False
                     # From here on a new subscribe() goes straight to the broker;
                     # set before resubscribing so none falls between the two.
                     self._live = True
@@ -546,6 +580,11 @@ class Link:
                     # never be acknowledged.
                     connection.forget_arrived()
                 self._last_error = str(exc)
+                if self._dropping:  # ours, for a redelivery: back at once, same server
+                    self._dropping = False
+                    self._connected.clear()
+                    await asyncio.sleep(BACKOFF_START)
+                    continue
                 if self._connected.is_set():
                     log.warning("lost MQTT broker %s: %s%s", self.server.url, exc, held_by)
                     if self._on_lost is not None:
@@ -663,6 +702,7 @@ class Link:
                 self._outbox.ack_when_sent(mid, qos)
             return
         started = time.monotonic()
+        refused = False
         for sub in subs:
             seen = sub.seen
             if topic not in seen:
@@ -678,6 +718,12 @@ class Link:
                 continue
             try:
                 pending = sub.handler(topic, data)
+            except Redeliver as exc:
+                if ack:
+                    refused = True
+                else:  # (nothing would send it again)
+                    self._handler_failed(topic, exc)
+                continue
             except BaseException as exc:  # one handler must not stop the rest
                 self._handler_failed(topic, exc)
                 continue
@@ -693,7 +739,9 @@ class Link:
         # Held messages are acknowledged too: the broker sends a client only a
         # few unacknowledged messages at a time (mosquitto: 20), so holding
         # them unacknowledged would stop every other message of this link.
-        if ack:
+        if refused:
+            self._redeliver_later()
+        elif ack:
             self._outbox.ack_when_sent(mid, qos)
 
     def _route(self, topic: str) -> tuple[Subscription, ...]:
@@ -715,6 +763,29 @@ class Link:
         elif worth_logging(self.stats.handler_errors):
             log.error("handler for %s failed on a message: %s: %s (%d failures so far)",
                       topic, type(exc).__name__, exc, self.stats.handler_errors)
+
+    # -- messages a handler refused: sent again after a reconnection ---------------------
+
+    def _redeliver_later(self) -> None:
+        self.stats.redeliveries += 1
+        if self._refused_on != self._sessions:
+            self._refused_on = self._sessions
+            self._redelivery = asyncio.create_task(
+                self._drop_for_redelivery(self._sessions), name=f"redeliver-{self.client_id}"
+            )
+
+    async def _drop_for_redelivery(self, session: int) -> None:
+        """Disconnect cleanly (no will) ``REDELIVERY_PAUSE`` after a handler refused a
+        message on connection ``session``, unless that connection is gone already: the
+        next one has the broker send the refused messages again."""
+        await asyncio.sleep(REDELIVERY_PAUSE)
+        if self._sessions != session or not self._live or self._closing:
+            return
+        if worth_logging(self.stats.redeliveries):
+            log.info("%s: reconnecting so that the broker sends again what was not"
+                     " handled (%d messages refused so far)", self.client_id,
+                     self.stats.redeliveries)
+        self._dropping = self._connection.drop()
 
     # -- holding a subscription whose handler cannot take more ---------------------------
 

@@ -271,6 +271,20 @@ class V5Connection:
             await asyncio.wait_for(asyncio.shield(lost), DISCONNECT_TIMEOUT)
         self._drop("disconnected")
 
+    def drop(self) -> bool:
+        """End the session with a clean DISCONNECT (no will), as :meth:`__aexit__` does
+        but without waiting: ``messages()`` ends with ``aiomqtt.MqttError`` as for any
+        end, and the next ``async with`` resumes the session (the broker resends what
+        was not acknowledged).  False when there was no session to end."""
+        transport, lost = self._transport, self._lost
+        if transport is None or lost is None or lost.done():
+            return False
+        self._flush()
+        transport.write(mqtt5.DisconnectPacket().write())  # a clean end: no will
+        self.last_error = "disconnected, to have what was not acknowledged sent again"
+        transport.close()  # (written first; connection_lost then ends the session)
+        return True
+
     def _drop(self, reason: str) -> None:
         """The session is over: close the socket, fail what waits on it."""
         if reason and not self.last_error:

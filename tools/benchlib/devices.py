@@ -43,7 +43,7 @@ import msgpack
 import paho.mqtt.client as mqtt
 import psutil
 
-from .common import BenchError, Child, Mosquitto, figure, goal, mosquitto, subprocess_env
+from .common import REPO, BenchError, Child, Mosquitto, figure, goal, mosquitto, subprocess_env
 from .wire import MiniMqtt
 
 CLASS = """\
@@ -52,18 +52,8 @@ silence: 600
 template: app.yaml
 grace: 5
 """
-TEMPLATE = """\
-app: thermo
-circuits:
-  heat-${id}:
-    gadgets:
-      t: {type: jet.lib.Thermostat, params: {setpoint: 21.0, hysteresis: 1.0}}
-wires:
-  - from: {topic: "${topic}/temperature", format: text}
-    to: heat-${id}.t.temp
-  - from: heat-${id}.t.heat
-    to: {topic: "${topic}/set/heater", format: text, map: {true: "ON", false: "OFF"}}
-"""
+#: The thermo template the tests run too (tests/test_devices.py).
+TEMPLATE = (REPO / "circuits" / "classes" / "thermo-app.yaml").read_text(encoding="utf-8")
 HOST = "site"
 PACKS = ("p1", "p2")
 LAG_GOAL = goal("every instance runs within a minute of the last join", "<=", 60.0)

@@ -200,19 +200,19 @@ class V5Connection:
                 )
         except (OSError, TimeoutError) as exc:  # (ssl.SSLError is an OSError)
             self.last_error = str(exc) or f"no connection in {CONNECT_TIMEOUT:.0f} s"
-            self._drop("")
+            self._end_session("")
             raise aiomqtt.MqttError(self.last_error) from None
         self._write_now(self._connect_packet())
         waits: list[asyncio.Future[Any]] = [self._connack, self._lost]
         await asyncio.wait(waits, timeout=CONNECT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
         if not self._connack.done():
-            self._drop("")
+            self._end_session("")
             raise ProtocolRefused(self.last_error or "closed before an MQTT 5 CONNACK")
         connack = self._connack.result()
         code = int(connack.reason_code)
         if code >= _SUCCESS:
             self.last_error = f"connection refused: {_reason(connack.reason_code)}"
-            self._drop("")
+            self._end_session("")
             if code == 0x84:  # unsupported protocol version
                 raise ProtocolRefused(self.last_error)
             raise aiomqtt.MqttError(self.last_error)
@@ -269,7 +269,7 @@ class V5Connection:
         transport.close()
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(asyncio.shield(lost), DISCONNECT_TIMEOUT)
-        self._drop("disconnected")
+        self._end_session("disconnected")
 
     def drop(self) -> bool:
         """End the session with a clean DISCONNECT (no will), as :meth:`__aexit__` does
@@ -285,7 +285,7 @@ class V5Connection:
         transport.close()  # (written first; connection_lost then ends the session)
         return True
 
-    def _drop(self, reason: str) -> None:
+    def _end_session(self, reason: str) -> None:
         """The session is over: close the socket, fail what waits on it."""
         if reason and not self.last_error:
             self.last_error = reason
@@ -316,7 +316,7 @@ class V5Connection:
         unanswered = self._ping_sent and now - self._ping_sent >= keepalive
         if unanswered and now - self._last_in >= keepalive:
             self.last_error = "the broker stopped answering (keepalive)"
-            self._drop("")
+            self._end_session("")
             return
         if not self._ping_sent and now - max(self._last_out, self._last_in) >= keepalive:
             self._ping_sent = now
@@ -496,7 +496,7 @@ class V5Connection:
                     self._control(packet)
         except ValueError as exc:  # the codec refused what the broker sent
             self.last_error = f"malformed packet from the broker: {exc}"
-            self._drop("")
+            self._end_session("")
             return
         finally:
             self._reading = False
@@ -578,7 +578,7 @@ class V5Connection:
         elif kind is mqtt5.DisconnectPacket:
             self.last_error = f"the broker disconnected: {_reason(packet.reason_code)}" + (
                 f" ({packet.reason_str})" if packet.reason_str else "")
-            self._drop("")
+            self._end_session("")
 
 
 class _Protocol(asyncio.Protocol):
@@ -604,7 +604,7 @@ class _Protocol(asyncio.Protocol):
         if connection._transport is self._transport and connection._lost is not None:
             reason = str(exc) if exc is not None else "the broker closed the connection"
             connection._transport = None
-            connection._drop(reason)
+            connection._end_session(reason)
 
 
 def _reason(code: Any) -> str:

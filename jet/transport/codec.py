@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgpack
@@ -15,8 +16,17 @@ class PayloadError(ValueError):
     """A payload is not valid msgpack, or too large."""
 
 
+#: One packer for the loop's thread: ``packb`` builds one per call, five times the
+#: cost of packing a small value (docs/performance.md).  msgpack resets it after
+#: each value, and after a failed one.
+_packer = msgpack.Packer(use_bin_type=True)
+_packer_thread = threading.main_thread()
+
+
 def encode(value: Any) -> bytes:
     try:
+        if threading.current_thread() is _packer_thread:
+            return _packer.pack(value)  # type: ignore[no-any-return]
         return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
     except (TypeError, ValueError, OverflowError) as exc:
         raise PayloadError(f"cannot encode {type(value).__name__} as msgpack: {exc}") from exc

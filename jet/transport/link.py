@@ -218,6 +218,8 @@ class Outbox:
         """Hand messages to ``connection`` from now on (the link changed protocol:
         what the old one held, it sends again, in order)."""
         self._connection = connection
+        # (paho completes a QoS 0 publish only once written: it goes through the window)
+        self._immediate = isinstance(connection, V5Connection)
         connection.on_published(self._on_publish)
         for message in self._awaiting.values():
             heapq.heappush(self._retry, message)
@@ -236,6 +238,21 @@ class Outbox:
                 )
             return False
         self._seq += 1
+        if (not qos and self._immediate and not self._waiting and not self._retry
+                and self._connected.is_set()):
+            # A QoS 0 publish that the connection completes as it queues it (MQTT 5:
+            # see V5Connection.publish_nowait) needs no Outgoing and no window.
+            try:
+                sent = self._connection.publish_nowait(topic, payload, 0, retain)
+            except ValueError as exc:
+                self._stats.refused += 1
+                log.error("publish to %r refused: %s", topic[:200], exc)
+                self._confirm(self._seq)
+                return True
+            if sent.rc == PUBLISH_OK:
+                self._stats.published += 1
+                self._confirm(self._seq)
+                return True
         self._waiting.append(Outgoing(self._seq, topic, payload, qos, retain))
         self._idle.clear()
         # Handed to paho at once while the window has room (written at the end
@@ -274,12 +291,22 @@ class Outbox:
         self._acks_due.clear()
 
     def _confirm(self, seq: int) -> None:
+        if seq == self._confirmed + 1 and not self._done:  # in order: nothing to sort out
+            self._confirmed = seq
+            if self._acks_due:
+                self._acks_now()
+            return
         self._done.add(seq)
         while self._confirmed + 1 in self._done:
             self._confirmed += 1
             self._done.discard(self._confirmed)
-        while self._acks_due and self._acks_due[0][0] <= self._confirmed:
-            _, mid, qos = self._acks_due.popleft()
+        self._acks_now()
+
+    def _acks_now(self) -> None:
+        """Acknowledge the received messages whose outputs are all confirmed now."""
+        acks_due = self._acks_due
+        while acks_due and acks_due[0][0] <= self._confirmed:
+            _, mid, qos = acks_due.popleft()
             self._connection.ack(mid, qos)
 
     def _check_idle(self) -> None:

@@ -71,6 +71,10 @@ class Sent:
         return self._done
 
 
+_SENT = Sent(0, PUBLISH_OK, True)  # (QoS 0: one answer for all, no allocation)
+_NOT_SENT = Sent(0, PUBLISH_NO_CONN, False)
+
+
 class _InFlight:
     """A QoS>0 publish not completed yet: its packet and how far its handshake got."""
 
@@ -410,9 +414,9 @@ class V5Connection:
         live = self._transport is not None
         if not qos:
             if not live:
-                return Sent(0, PUBLISH_NO_CONN, False)
+                return _NOT_SENT
             self._queue(mqtt5.PublishPacket(topic, payload, retain=retain).write())
-            return Sent(0, PUBLISH_OK, True)
+            return _SENT
         mid = self._packet_id()
         packet = mqtt5.PublishPacket(topic, payload, qos=_QOS[qos], retain=retain, packet_id=mid)
         self._inflight[mid] = _InFlight(packet)

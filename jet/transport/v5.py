@@ -24,6 +24,7 @@ import asyncio
 import collections
 import contextlib
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, Self
@@ -50,6 +51,7 @@ KEEPERS_LIMIT = 1024  # topics whose kept subscription is remembered (as the lin
 _PING = mqtt5.PingReqPacket().write()
 _QOS = (mqtt5.QoS.AT_MOST_ONCE, mqtt5.QoS.AT_LEAST_ONCE, mqtt5.QoS.EXACTLY_ONCE)
 _SUCCESS = 0x80  # reason codes below this are successes (MQTT 5, 2.4)
+_MAX_SUBSCRIPTION_ID = 268_435_455  # a variable byte integer's largest (MQTT 5, 3.8.2.1.2)
 
 
 class ProtocolRefused(aiomqtt.MqttError):
@@ -131,12 +133,17 @@ class V5Connection:
         # Overlapping subscriptions: an MQTT 5 broker (mosquitto) sends one copy of a
         # message per subscription it matches, where 3.1.1 sent one; the link routes a
         # message to every matching handler itself, so it gets one copy (see _message).
-        self._subscribed: dict[str, tuple[int, int]] = {}  # filter -> (subscription id, QoS)
-        self._next_subscription_id = 0
+        # filter -> (subscription id, QoS), oldest first.  An id is the filter's own
+        # (_subscription_id): a session resumed by another process gets copies queued
+        # for the last one, which carry its ids.
+        self._subscribed: dict[str, tuple[int, int]] = {}
+        self._ids: set[int] = set()  # the ids in _subscribed
         self._keepers: dict[str, int] = {}  # topic -> the subscription id whose copy is kept
         # Shared subscriptions' copies are always delivered: whether one comes to this
         # client at all is the broker's choice, made per message.
         self._shared: set[int] = set()
+        # Copies to sort out only with two filters or more, one of them a wildcard.
+        self._overlap = False
         self._out: list[bytes] = []  # packets to write at the end of this turn or read
         self._flush_due = False
         self._reading = False
@@ -354,15 +361,11 @@ class V5Connection:
                              else mqtt5.RetainHandling.SEND_ALWAYS),
         )
         known = self._subscribed.get(topic)
-        if known is None:
-            self._next_subscription_id += 1
-            number = self._next_subscription_id
-        else:
-            number = known[0]
+        number = self._subscription_id(topic) if known is None else known[0]
         self._subscribed[topic] = (number, qos)
         if topic.startswith("$share/"):
             self._shared.add(number)
-        self._keepers.clear()
+        self._subscriptions_changed()
         mid = self._packet_id()
         answer = await self._request(
             mid, mqtt5.SubscribePacket(mid, [topic_filter], subscription_id=number).write())
@@ -374,9 +377,22 @@ class V5Connection:
         known = self._subscribed.pop(topic, None)
         if known is not None:
             self._shared.discard(known[0])
-        self._keepers.clear()
+        self._subscriptions_changed()
         mid = self._packet_id()
         await self._request(mid, mqtt5.UnsubscribePacket(mid, [topic]).write())
+
+    def _subscription_id(self, topic: str) -> int:
+        """The filter's id: the same in every process (a hash), unless taken here."""
+        number = zlib.crc32(topic.encode()) % _MAX_SUBSCRIPTION_ID + 1
+        while number in self._ids:  # two filters, one hash: the later one moves on
+            number = number % _MAX_SUBSCRIPTION_ID + 1
+        return number
+
+    def _subscriptions_changed(self) -> None:
+        self._keepers.clear()
+        self._ids = {number for number, _ in self._subscribed.values()}
+        self._overlap = len(self._subscribed) > 1 and any(
+            "+" in pattern or "#" in pattern for pattern in self._subscribed)
 
     async def _request(self, mid: int, packet: bytes) -> Any:
         lost = self._lost
@@ -519,7 +535,7 @@ class V5Connection:
         mid = packet.packet_id or 0
         if qos == 2 and mid in self._qos2_in:
             return  # a PUBLISH sent again before our PUBREC arrived: had it
-        if len(self._subscribed) > 1 and not packet.retain:
+        if self._overlap and not packet.retain:
             # (A retained copy answers one subscribe: the link sorts those out.)
             numbers = packet.subscription_ids
             if numbers:
@@ -527,7 +543,10 @@ class V5Connection:
                 keeper = self._keepers.get(topic)
                 if keeper is None:
                     keeper = self._keeper(topic)
-                if keeper and keeper not in numbers and self._shared.isdisjoint(numbers):
+                if (keeper and keeper not in numbers and self._shared.isdisjoint(numbers)
+                        and self._ids.issuperset(numbers)):
+                    # (A copy for a subscription not ours, left by the session's last
+                    # process, is kept: whether the keeper's copy comes is not known.)
                     if qos:  # another copy carries the message: this one is done
                         self._ack(mid, qos)
                     return
@@ -542,17 +561,19 @@ class V5Connection:
 
     def _keeper(self, topic: str) -> int:
         """Of the (not shared) subscriptions ``topic`` matches, the one whose copies are
-        kept: the highest QoS, then the oldest (0: none matches)."""
+        kept: the highest QoS, then the oldest (0: none matches).  The oldest, so that a
+        new subscription never takes over from one whose copies are already on the way."""
         matches = aiomqtt.Topic(topic).matches
-        best: tuple[int, int] | None = None
-        for pattern, (number, qos) in self._subscribed.items():
+        best: tuple[int, int] | None = None  # (QoS, -age), the subscription id
+        keeper = 0
+        for age, (pattern, (number, qos)) in enumerate(self._subscribed.items()):
             if number in self._shared or not matches(pattern):
                 continue
-            if best is None or (qos, -number) > (best[1], -best[0]):
-                best = (number, qos)
+            if best is None or (qos, -age) > best:
+                best, keeper = (qos, -age), number
         if len(self._keepers) >= KEEPERS_LIMIT:
             self._keepers.clear()
-        keeper = self._keepers[topic] = best[0] if best else 0
+        self._keepers[topic] = keeper
         return keeper
 
     def _control(self, packet: Any) -> None:

@@ -133,11 +133,13 @@ class V5Connection:
         # Overlapping subscriptions: an MQTT 5 broker (mosquitto) sends one copy of a
         # message per subscription it matches, where 3.1.1 sent one; the link routes a
         # message to every matching handler itself, so it gets one copy (see _message).
-        # filter -> (subscription id, QoS), oldest first.  An id is the filter's own
+        # filter -> (subscription id, QoS, age).  An id is the filter's own
         # (_subscription_id): a session resumed by another process gets copies queued
         # for the last one, which carry its ids.
-        self._subscribed: dict[str, tuple[int, int]] = {}
+        self._subscribed: dict[str, tuple[int, int, int]] = {}
+        self._wildcards: dict[str, tuple[int, int, int]] = {}  # those with + or #, not shared
         self._ids: set[int] = set()  # the ids in _subscribed
+        self._subscriptions_made = 0  # (the next one's age)
         self._keepers: dict[str, int] = {}  # topic -> the subscription id whose copy is kept
         # Shared subscriptions' copies are always delivered: whether one comes to this
         # client at all is the broker's choice, made per message.
@@ -361,10 +363,18 @@ class V5Connection:
                              else mqtt5.RetainHandling.SEND_ALWAYS),
         )
         known = self._subscribed.get(topic)
-        number = self._subscription_id(topic) if known is None else known[0]
-        self._subscribed[topic] = (number, qos)
+        if known is None:
+            number = self._subscription_id(topic)
+            self._subscriptions_made += 1
+            age = self._subscriptions_made
+        else:
+            number, _, age = known
+        self._subscribed[topic] = subscription = (number, qos, age)
+        self._ids.add(number)
         if topic.startswith("$share/"):
             self._shared.add(number)
+        elif "+" in topic or "#" in topic:
+            self._wildcards[topic] = subscription
         self._subscriptions_changed()
         mid = self._packet_id()
         answer = await self._request(
@@ -376,7 +386,9 @@ class V5Connection:
     async def unsubscribe(self, topic: str) -> None:
         known = self._subscribed.pop(topic, None)
         if known is not None:
+            self._ids.discard(known[0])
             self._shared.discard(known[0])
+            self._wildcards.pop(topic, None)
         self._subscriptions_changed()
         mid = self._packet_id()
         await self._request(mid, mqtt5.UnsubscribePacket(mid, [topic]).write())
@@ -390,9 +402,7 @@ class V5Connection:
 
     def _subscriptions_changed(self) -> None:
         self._keepers.clear()
-        self._ids = {number for number, _ in self._subscribed.values()}
-        self._overlap = len(self._subscribed) > 1 and any(
-            "+" in pattern or "#" in pattern for pattern in self._subscribed)
+        self._overlap = len(self._subscribed) > 1 and bool(self._wildcards)
 
     async def _request(self, mid: int, packet: bytes) -> Any:
         lost = self._lost
@@ -564,11 +574,14 @@ class V5Connection:
         kept: the highest QoS, then the oldest (0: none matches).  The oldest, so that a
         new subscription never takes over from one whose copies are already on the way."""
         matches = aiomqtt.Topic(topic).matches
+        # (Only the wildcards are scanned: a pack has thousands of exact filters.)
+        candidates = [s for pattern, s in self._wildcards.items() if matches(pattern)]
+        exact = self._subscribed.get(topic)
+        if exact is not None and exact[0] not in self._shared:
+            candidates.append(exact)
         best: tuple[int, int] | None = None  # (QoS, -age), the subscription id
         keeper = 0
-        for age, (pattern, (number, qos)) in enumerate(self._subscribed.items()):
-            if number in self._shared or not matches(pattern):
-                continue
+        for number, qos, age in candidates:
             if best is None or (qos, -age) > best:
                 best, keeper = (qos, -age), number
         if len(self._keepers) >= KEEPERS_LIMIT:

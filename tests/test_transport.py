@@ -281,3 +281,34 @@ def test_overlapping_subscriptions_give_each_handler_a_message_once(mosquitto: M
             assert wide.values("o/c") == deep.values("o/c") == [b"%d" % i for i in range(100)]
 
     run(go(), timeout=60)
+
+
+def test_a_subscription_made_mid_stream_takes_over_without_a_gap(mosquitto: Mosquitto) -> None:
+    """An overlapping subscription of a higher QoS, made while messages flow, keeps the
+    copies of messages sent after it exists; those sent before still come through the
+    subscription already there: its handler sees every message once, in order."""
+    total = 3000
+
+    async def go() -> None:
+        async with (Link(broker.parse(mosquitto.url), "mid-pub") as sender,
+                    Link(broker.parse(mosquitto.url), "mid-sub") as receiver):
+            wide = await Collector(receiver, raw=True).watch("m/#", qos=0)
+            other = await Collector(receiver, raw=True).watch("n/x", qos=0)  # (2 filters)
+
+            async def stream() -> None:
+                for i in range(total):
+                    sender.publish_nowait("m/x", b"%d" % i, qos=1)
+                    if i % 20 == 19:
+                        await sender.flush()
+
+            flowing = asyncio.create_task(stream())
+            await wide.wait_for(lambda c: len(c.values("m/x")) >= 300, timeout=20)
+            exact = await Collector(receiver, raw=True).watch("m/x", qos=1)
+            assert not flowing.done(), "the stream ended before the subscription: no race"
+            await flowing
+            await wide.wait_for(lambda c: len(c.values("m/x")) >= total, timeout=20)
+            await exact.wait_for(lambda c: c.values("m/x")[-1:] == [b"%d" % (total - 1)])
+            assert wide.values("m/x") == [b"%d" % i for i in range(total)]
+            assert other.values("n/x") == []
+
+    run(go(), timeout=60)

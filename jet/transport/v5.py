@@ -140,6 +140,8 @@ class V5Connection:
         self._wildcards: dict[str, tuple[int, int, int]] = {}  # those with + or #, not shared
         self._ids: set[int] = set()  # the ids in _subscribed
         self._subscriptions_made = 0  # (the next one's age)
+        # SUBSCRIBEs sent, by packet id: the filter and what _subscribed gets at its SUBACK
+        self._subscribing: dict[int, tuple[str, tuple[int, int, int]]] = {}
         self._keepers: dict[str, int] = {}  # topic -> the subscription id whose copy is kept
         # Shared subscriptions' copies are always delivered: whether one comes to this
         # client at all is the broker's choice, made per message.
@@ -369,19 +371,33 @@ class V5Connection:
             age = self._subscriptions_made
         else:
             number, _, age = known
-        self._subscribed[topic] = subscription = (number, qos, age)
+        mid = self._packet_id()
+        self._subscribing[mid] = (topic, (number, qos, age))
+        try:
+            answer = await self._request(
+                mid, mqtt5.SubscribePacket(mid, [topic_filter], subscription_id=number).write())
+        finally:
+            self._subscribing.pop(mid, None)  # (no SUBACK: not connected, or timed out)
+        code = answer.reason_codes[0] if answer.reason_codes else None
+        if code is not None and int(code) >= _SUCCESS:
+            raise aiomqtt.MqttError(f"subscribe {topic!r} refused: {_reason(code)}")
+
+    def _granted(self, suback: mqtt5.SubAckPacket) -> None:
+        """Count a subscription from its SUBACK, read before any copy sent for it: one
+        of a higher QoS must not become the keeper of messages sent before it existed."""
+        pending = self._subscribing.pop(suback.packet_id, None)
+        codes = suback.reason_codes
+        if pending is None or (codes and int(codes[0]) >= _SUCCESS):
+            return
+        topic, subscription = pending
+        number = subscription[0]
+        self._subscribed[topic] = subscription
         self._ids.add(number)
         if topic.startswith("$share/"):
             self._shared.add(number)
         elif "+" in topic or "#" in topic:
             self._wildcards[topic] = subscription
         self._subscriptions_changed()
-        mid = self._packet_id()
-        answer = await self._request(
-            mid, mqtt5.SubscribePacket(mid, [topic_filter], subscription_id=number).write())
-        code = answer.reason_codes[0] if answer.reason_codes else None
-        if code is not None and int(code) >= _SUCCESS:
-            raise aiomqtt.MqttError(f"subscribe {topic!r} refused: {_reason(code)}")
 
     async def unsubscribe(self, topic: str) -> None:
         known = self._subscribed.pop(topic, None)
@@ -607,6 +623,8 @@ class V5Connection:
         elif kind is mqtt5.PingRespPacket:
             self._ping_sent = 0.0
         elif kind is mqtt5.SubAckPacket or kind is mqtt5.UnsubAckPacket:
+            if kind is mqtt5.SubAckPacket:
+                self._granted(packet)
             answer = self._answers.get(packet.packet_id)
             if answer is not None and not answer.done():
                 answer.set_result(packet)

@@ -389,23 +389,10 @@ class V5Connection:
         codes = suback.reason_codes
         if pending is None or (codes and int(codes[0]) >= _SUCCESS):
             return
-        topic, subscription = pending
-        number = subscription[0]
-        self._subscribed[topic] = subscription
-        self._ids.add(number)
-        if topic.startswith("$share/"):
-            self._shared.add(number)
-        elif "+" in topic or "#" in topic:
-            self._wildcards[topic] = subscription
-        self._subscriptions_changed()
+        self._record(*pending)
 
     async def unsubscribe(self, topic: str) -> None:
-        known = self._subscribed.pop(topic, None)
-        if known is not None:
-            self._ids.discard(known[0])
-            self._shared.discard(known[0])
-            self._wildcards.pop(topic, None)
-        self._subscriptions_changed()
+        self._record(topic, None)
         mid = self._packet_id()
         await self._request(mid, mqtt5.UnsubscribePacket(mid, [topic]).write())
 
@@ -416,7 +403,22 @@ class V5Connection:
             number = number % _MAX_SUBSCRIPTION_ID + 1
         return number
 
-    def _subscriptions_changed(self) -> None:
+    def _record(self, topic: str, subscription: tuple[int, int, int] | None) -> None:
+        """Enter a filter's subscription in _subscribed and the indexes beside it, or
+        (None) take it out of them."""
+        old = self._subscribed.pop(topic, None)
+        if old is not None:
+            self._ids.discard(old[0])
+            self._shared.discard(old[0])
+            self._wildcards.pop(topic, None)
+        if subscription is not None:
+            number = subscription[0]
+            self._subscribed[topic] = subscription
+            self._ids.add(number)
+            if topic.startswith("$share/"):
+                self._shared.add(number)
+            elif "+" in topic or "#" in topic:
+                self._wildcards[topic] = subscription
         self._keepers.clear()
         self._overlap = len(self._subscribed) > 1 and bool(self._wildcards)
 
@@ -595,11 +597,8 @@ class V5Connection:
         exact = self._subscribed.get(topic)
         if exact is not None and exact[0] not in self._shared:
             candidates.append(exact)
-        best: tuple[int, int] | None = None  # (QoS, -age), the subscription id
-        keeper = 0
-        for number, qos, age in candidates:
-            if best is None or (qos, -age) > best:
-                best, keeper = (qos, -age), number
+        best = max(candidates, key=lambda s: (s[1], -s[2]), default=None)  # (id, QoS, age)
+        keeper = best[0] if best is not None else 0
         if len(self._keepers) >= KEEPERS_LIMIT:
             self._keepers.clear()
         self._keepers[topic] = keeper

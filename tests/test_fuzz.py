@@ -570,6 +570,7 @@ def test_fuzz_raw_conf_bytes_are_logged_once_and_flow_keeps_going(
         assert len(errors) <= 1, errors
         for message in errors:
             assert message.startswith(f"{topic}: "), message
+            assert not message.endswith(": "), f"says what, not why: {message!r}"
 
     one()
     check_flow(thread, subject, started)

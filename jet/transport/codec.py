@@ -39,4 +39,5 @@ def decode(payload: bytes | bytearray) -> Any:
         return msgpack.unpackb(payload, raw=False, strict_map_key=False)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         # (TypeError: a map key msgpack can decode but Python cannot hash)
-        raise PayloadError(f"not usable msgpack ({len(payload)} bytes): {exc}") from exc
+        why = str(exc) or type(exc).__name__  # (a reserved byte, 0xc1: FormatError, no text)
+        raise PayloadError(f"not usable msgpack ({len(payload)} bytes): {why}") from exc
